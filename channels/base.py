@@ -1,0 +1,119 @@
+"""The one interface every channel implements, and the one error type it raises.
+
+The outbox decides what to do with a failure from `ChannelError.permanent`; channels never
+retry on their own (a WeCom token refresh is part of one send, not a retry).
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TextIO
+
+import aiohttp
+
+from monitor_manager.clock import Clock
+from monitor_manager.models import Message
+from monitor_manager.templates import Renderer
+
+
+class ChannelError(Exception):
+    """A send failed. `permanent` means retrying the same message cannot succeed."""
+
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+@dataclass
+class ChannelContext:
+    """What the service lends every channel: one HTTP session, the templates, the clock."""
+
+    session: aiohttp.ClientSession | None
+    renderer: Renderer
+    clock: Clock
+    stdout: TextIO
+    instance: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Channel(ABC):
+    """A configured destination (`[channels.NAME]`).
+
+    Subclasses set `type` (the config's `type` value) and `Settings` (a frozen dataclass whose
+    fields are the config keys besides `type`; the config loader validates against it).
+    """
+
+    type: ClassVar[str]
+    Settings: ClassVar[type]
+    # True where the channel has a rate limit: the outbox then merges messages that queued up
+    # for one contact group into one message instead of sending them one by one.
+    merges_backlog: ClassVar[bool] = False
+
+    def __init__(self, name: str, settings: Any, ctx: ChannelContext) -> None:
+        self.name = name
+        self.settings = settings
+        self.ctx = ctx
+
+    def ready_at(self, message: Message) -> float:
+        """The earliest time this message may be sent; the clock's now or earlier means now."""
+        return 0.0
+
+    @abstractmethod
+    async def send(self, message: Message) -> str:
+        """Send the message; return a short note for the delivery record ("" when none).
+
+        Success: the destination accepted the message (partial refusals, such as some SMTP
+        recipients or WeCom invalid users, are a success whose note names them).
+        Failure: raise ChannelError, with permanent=True when retrying cannot help.
+        """
+
+    async def close(self) -> None:
+        """Release connections; called once at shutdown."""
+
+
+class SlidingWindowLimiter:
+    """At most `limit` events per `window` seconds for each key."""
+
+    def __init__(self, limit: int, window: float, clock: Clock) -> None:
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._events: dict[str, collections.deque[float]] = {}
+
+    def ready_at(self, key: str, needed: int = 1) -> float:
+        events = self._events.get(key)
+        now = self.clock()
+        if not events:
+            return now
+        while events and events[0] <= now - self.window:
+            events.popleft()
+        over = len(events) + needed - self.limit
+        if over <= 0:
+            return now
+        if over > len(events):
+            return now + self.window
+        return events[over - 1] + self.window
+
+    def record(self, key: str, count: int = 1) -> None:
+        events = self._events.setdefault(key, collections.deque())
+        now = self.clock()
+        events.extend([now] * count)
+
+
+_SECRET_PARAMS = re.compile(r"(?i)((?:access_token|corpsecret|secret|key|token|password)=)[^&\s\"']+")
+
+
+def redact(text: str, *secrets: str) -> str:
+    """Remove secrets from text bound for an error, a log or an API response."""
+    text = _SECRET_PARAMS.sub(r"\1<redacted>", text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<redacted>")
+    return text

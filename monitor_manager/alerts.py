@@ -1,0 +1,66 @@
+"""Dedup: an alert's identity, and what an incoming alert changes about a known one.
+
+Identity is the label set minus `convergence.ignore_labels`, so the same alert from two
+Prometheus replicas or two Alertmanagers is one alert. Receiving the status an alert already
+has is a duplicate whatever startsAt the sender computed; a firing alert that starts before its
+last resolution ended is a lagging sender's echo (stale) and changes nothing either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import Enum
+
+from monitor_manager.payload import IncomingAlert
+
+
+def identity_labels(labels: dict[str, str], ignore: frozenset[str]) -> dict[str, str]:
+    if not ignore.intersection(labels):
+        return labels
+    return {k: v for k, v in labels.items() if k not in ignore}
+
+
+def fingerprint(labels: dict[str, str]) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for name in sorted(labels):
+        h.update(name.encode())
+        h.update(b"\xff")
+        h.update(labels[name].encode())
+        h.update(b"\xff")
+    return h.hexdigest()
+
+
+@dataclass(slots=True)
+class Alert:
+    fingerprint: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    status: str
+    starts_at: float
+    ends_at: float | None
+    generator_url: str
+    source: str
+    updated_at: float
+    groups: list[str] = field(default_factory=list)
+
+
+class Change(Enum):
+    NEW = "new"
+    FIRED = "fired"  # a new firing episode of a known alert
+    RESOLVED = "resolved"
+    DUPLICATE = "duplicate"
+
+
+def classify(known: Alert | None, incoming: IncomingAlert) -> Change:
+    if known is None:
+        return Change.NEW
+    if known.status == incoming.status:
+        return Change.DUPLICATE
+    if incoming.status == "firing":
+        if known.ends_at is not None and incoming.starts_at <= known.ends_at:
+            return Change.DUPLICATE  # stale: this episode already ended
+        return Change.FIRED
+    if incoming.ends_at is not None and incoming.ends_at < known.starts_at:
+        return Change.DUPLICATE  # the resolution of an earlier episode
+    return Change.RESOLVED

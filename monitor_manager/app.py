@@ -1,0 +1,128 @@
+"""The application factory: no I/O at import, one cleanup context per resource.
+
+Start-up order: store → HTTP client session → channels → pipeline → outbox worker →
+scheduler. Shutdown runs it backwards after aiohttp has stopped accepting and let in-flight
+requests finish: timers stop, in-flight sends finish (pending rows stay in the outbox for the
+next start), channels close, the store closes last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator
+from typing import TextIO
+
+import aiohttp
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from channels import REGISTRY, Channel, ChannelContext
+from monitor_manager import keys
+from monitor_manager.clock import Clock, system_clock
+from monitor_manager.config import Config
+from monitor_manager.metrics import Metrics
+from monitor_manager.outbox import Outbox
+from monitor_manager.pipeline import Pipeline
+from monitor_manager.store import Store
+from monitor_manager.templates import Renderer
+from monitor_manager.web_api import setup_routes
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.2  # how often due alert groups are looked for (an in-memory heap peek)
+SEND_GRACE_SECONDS = 10.0  # how long shutdown lets in-flight sends finish
+
+
+def build_channels(config: Config, ctx: ChannelContext) -> dict[str, Channel]:
+    return {c.name: REGISTRY[c.type](c.name, c.settings, ctx) for c in config.channels}
+
+
+def create_app(config: Config, *, clock: Clock = system_clock, stdout: TextIO | None = None,
+               metrics: Metrics | None = None, scheduler: bool = True) -> web.Application:
+    """`scheduler=False` leaves timers and the delivery worker to the caller (timeline tests)."""
+    app = web.Application(client_max_size=config.server.max_body_bytes + 1024 * 1024)
+    app[keys.CONFIG] = config
+    app[keys.CLOCK] = clock
+    app[keys.METRICS] = metrics or Metrics(channels=[c.name for c in config.channels])
+    app[keys.RENDERER] = Renderer(config.templates.language, config.templates.dir or None,
+                                  config.templates.max_alerts)
+    out = stdout or sys.stdout
+
+    async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+        store = Store(config.storage.path)
+        await store.open()
+        app[keys.STORE] = store
+        yield
+        await store.close()
+
+    async def session_ctx(app: web.Application) -> AsyncIterator[None]:
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        app[keys.SESSION] = session
+        yield
+        await session.close()
+
+    async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
+        ctx = ChannelContext(session=app[keys.SESSION], renderer=app[keys.RENDERER], clock=clock,
+                             stdout=out, instance=config.server.instance)
+        channels = build_channels(config, ctx)
+        app[keys.CHANNELS] = channels
+        yield
+        for channel in channels.values():
+            try:
+                await channel.close()
+            except Exception:  # closing is best effort
+                log.exception("closing channel %s", channel.name)
+
+    async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
+        outbox = Outbox(app[keys.STORE], app[keys.CHANNELS], config.delivery, clock,
+                        app[keys.METRICS])
+        pipeline = Pipeline(config, app[keys.STORE], clock, app[keys.METRICS],
+                            on_enqueued=outbox.wake)
+        await pipeline.load()
+        recovered = await outbox.recover()
+        if recovered:
+            log.warning("%d deliveries were interrupted by a restart; sending them again",
+                        recovered)
+        app[keys.PIPELINE] = pipeline
+        app[keys.OUTBOX] = outbox
+        yield
+
+    async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(app[keys.OUTBOX].run(), name="outbox")
+        yield
+        await app[keys.OUTBOX].stop(SEND_GRACE_SECONDS)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+        sched = AsyncIOScheduler(timezone="UTC")
+        pipeline = app[keys.PIPELINE]
+        sched.add_job(_quiet(pipeline.tick), "interval", seconds=TICK_SECONDS, id="tick",
+                      max_instances=1, coalesce=True, misfire_grace_time=None)
+        sched.add_job(_quiet(pipeline.purge), "interval", hours=1, id="purge",
+                      max_instances=1, coalesce=True)
+        sched.start()
+        app[keys.SCHEDULER] = sched
+        yield
+        sched.shutdown(wait=False)
+
+    app.cleanup_ctx.extend([store_ctx, session_ctx, channels_ctx, pipeline_ctx])
+    if scheduler:
+        app.cleanup_ctx.extend([outbox_ctx, scheduler_ctx])
+    setup_routes(app)
+    return app
+
+
+def _quiet(job):  # type: ignore[no-untyped-def]
+    """A scheduled job that logs its failure instead of dying with it."""
+
+    async def run() -> None:
+        try:
+            await job()
+        except Exception:
+            log.exception("scheduled job %s failed", getattr(job, "__name__", job))
+
+    run.__name__ = getattr(job, "__name__", "job")
+    return run

@@ -1,0 +1,122 @@
+"""Command line: `serve`, `check-config`, `send-test`. Parses arguments and runs; nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+import aiohttp
+from aiohttp import web
+
+from monitor_manager import __version__
+from monitor_manager.config import Config, ConfigError, config_warnings, default_config, load_config
+from monitor_manager.config import summary as config_summary
+from monitor_manager.models import Member, Message
+
+log = logging.getLogger("monitor_manager")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="monitor-manager", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the service")
+    serve.add_argument("--config", help="TOML config file (default: embedded defaults)")
+    check = sub.add_parser("check-config", help="validate a config file")
+    check.add_argument("--config", required=True)
+    test = sub.add_parser("send-test", help="send a test notification to a contact group")
+    test.add_argument("--config", required=True)
+    test.add_argument("--group", required=True, help="contact group name")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+    if args.command == "check-config":
+        return check_config(args.config)
+    try:
+        config = load_config(args.config) if args.config else default_config()
+    except ConfigError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return 1
+    if args.command == "serve":
+        return serve_forever(config)
+    return asyncio.run(send_test(config, args.group))
+
+
+def check_config(path: str) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return 1
+    for warning in config_warnings(config):
+        print(f"{path}: warning: {warning}", file=sys.stderr)
+    print(config_summary(config))
+    return 0
+
+
+def serve_forever(config: Config) -> int:
+    from monitor_manager.app import create_app
+
+    host, _, port = config.server.listen.rpartition(":")
+    host = host.strip("[]")
+    app = create_app(config)
+    log.info("monitor-manager %s (instance %s) listening on %s, store %s", __version__,
+             config.server.instance, config.server.listen, config.storage.path)
+    # run_app stops on SIGTERM and SIGINT: it closes the listener, lets in-flight requests
+    # finish within shutdown_timeout, then runs the cleanup contexts in reverse order.
+    web.run_app(app, host=host, port=int(port), shutdown_timeout=10.0, print=None,
+                access_log=None, handle_signals=True)
+    return 0
+
+
+async def send_test(config: Config, group_name: str) -> int:
+    from channels import ChannelContext, ChannelError
+    from monitor_manager.app import build_channels
+    from monitor_manager.templates import Renderer
+
+    group = next((g for g in config.contact_groups if g.name == group_name), None)
+    if group is None:
+        names = ", ".join(g.name for g in config.contact_groups)
+        print(f"no contact group {group_name!r} (have: {names})", file=sys.stderr)
+        return 1
+    message = Message(
+        id=0, kind="test", contact_group=group.name,
+        recipients=tuple(Member(m.name, m.email, m.wechat, m.mobile) for m in group.members),
+        groups=(), created_at=time.time(), instance=config.server.instance,
+        external_url=config.server.external_url,
+    )
+    renderer = Renderer(config.templates.language, config.templates.dir or None,
+                        config.templates.max_alerts)
+    failed = 0
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        ctx = ChannelContext(session=session, renderer=renderer, clock=time.time,
+                             stdout=sys.stdout, instance=config.server.instance)
+        channels = build_channels(config, ctx)
+        for name in group.channels:
+            channel = channels[name]
+            try:
+                note = await channel.send(message)
+            except ChannelError as exc:
+                failed += 1
+                kind = "permanent" if exc.permanent else "transient"
+                print(f"{name}: FAILED ({kind}): {exc.reason}")
+            else:
+                print(f"{name}: ok{f' ({note})' if note else ''}")
+        for channel in channels.values():
+            await channel.close()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

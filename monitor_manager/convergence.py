@@ -1,0 +1,335 @@
+"""Convergence: alerts become alert groups, group changes become notifications.
+
+This module is the in-memory half of the pipeline; it never does I/O. Each call returns the
+statements (`Op`s) that make its decisions durable, and the caller commits them before it
+answers or delivers anything. `load()` rebuilds the same state from the store after a restart
+or a failed commit.
+
+Timers, per alert group (one per contact group and `group_by` label values):
+- first notification `group_wait` after the first firing alert arrived;
+- afterwards at most every `group_interval`, and only when an alert began firing or resolved;
+- while firing and unchanged, again `repeat_interval` after the last notification;
+- when every alert resolved, one resolved message (if `send_resolved`) and the group closes.
+Deadlines are stored in `alert_groups.next_flush_at`, so a restart loses no timer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from monitor_manager.alerts import Alert, Change, classify, fingerprint, identity_labels
+from monitor_manager.clock import Clock
+from monitor_manager.config import Config
+from monitor_manager.models import AlertView, GroupView, Member, Message
+from monitor_manager.payload import IncomingAlert
+from monitor_manager.routing import Router
+from monitor_manager.storm import StormControl
+from monitor_manager.records import insert_notification, upsert_alert, upsert_group
+from monitor_manager.store import Op
+
+INF = float("inf")
+
+
+@dataclass(slots=True)
+class Group:
+    key: str
+    contact_group: str
+    group_labels: dict[str, str]
+    created_at: float
+    # fingerprint -> "firing" once a notification told people it fires, "" before that
+    members: dict[str, str] = field(default_factory=dict)
+    next_flush_at: float | None = None
+    last_notified_at: float | None = None
+    last_flush_at: float | None = None
+    wait: float | None = None  # group_wait override (internal alerts page at once)
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+    ops: list[Op] = field(default_factory=list)
+    firing: int = 0
+    resolved: int = 0
+
+
+@dataclass
+class FlushResult:
+    ops: list[Op] = field(default_factory=list)
+    notifications: int = 0
+    deliveries: int = 0
+
+
+class Convergence:
+    def __init__(self, config: Config, clock: Clock) -> None:
+        self.config = config
+        self.conv = config.convergence
+        self.clock = clock
+        self.router = Router(config)
+        self.ignore = frozenset(config.convergence.ignore_labels)
+        self.group_all = tuple(config.convergence.group_by) == ("...",)
+        self.external_url = (config.server.external_url or f"http://{config.server.listen}").rstrip(
+            "/"
+        )
+        self.storm = StormControl(config.storm, self)
+        self.alerts: dict[str, Alert] = {}
+        self.groups: dict[str, Group] = {}
+        self._due: list[tuple[float, str]] = []
+        self.next_notification_id = 1
+        self.next_delivery_id = 1
+        self._members = {
+            g.name: tuple(Member(m.name, m.email, m.wechat, m.mobile) for m in g.members)
+            for g in config.contact_groups
+        }
+        self._channels = {g.name: g.channels for g in config.contact_groups}
+
+    # -- ingest -------------------------------------------------------------------------------
+    def ingest(self, alerts: Iterable[IncomingAlert], source: str = "",
+               groups: list[str] | None = None, wait: float | None = None) -> IngestResult:
+        """Apply incoming alerts to memory; return counts and the ops that make it durable.
+
+        `groups` and `wait` override routing and group_wait (internal alerts use both).
+        """
+        now = self.clock()
+        result = IngestResult()
+        touched: set[str] = set()
+        for incoming in alerts:
+            labels = identity_labels(incoming.labels, self.ignore)
+            fp = fingerprint(labels)
+            known = self.alerts.get(fp)
+            change = classify(known, incoming)
+            if change is Change.DUPLICATE:
+                result.duplicates += 1
+                continue
+            result.accepted += 1
+            if known is None:
+                known = Alert(fp, labels, incoming.annotations, incoming.status,
+                              incoming.starts_at, None, incoming.generator_url, source, now)
+                self.alerts[fp] = known
+            known.status = incoming.status
+            known.annotations = incoming.annotations
+            known.generator_url = incoming.generator_url or known.generator_url
+            known.source = source or known.source
+            known.updated_at = now
+            if incoming.status == "firing":
+                result.firing += 1
+                known.starts_at = incoming.starts_at
+                known.ends_at = None
+                if not known.groups:
+                    self._assign(known, now, groups, wait, result.ops)
+            else:
+                result.resolved += 1
+                known.ends_at = incoming.ends_at or now
+            result.ops.append(upsert_alert(known))
+            touched.update(known.groups)
+        for key in touched:
+            group = self.groups.get(key)
+            if group is not None:
+                self._touch(group, now)
+                result.ops.append(upsert_group(group, now))
+        return result
+
+    def _assign(self, alert: Alert, now: float, groups: list[str] | None, wait: float | None,
+                ops: list[Op]) -> None:
+        for contact_group in groups if groups is not None else self.router.route(alert.labels):
+            group_labels = (
+                alert.labels if self.group_all
+                else {k: alert.labels[k] for k in self.conv.group_by if k in alert.labels}
+            )
+            key = group_key(contact_group, group_labels)
+            group = self.groups.get(key)
+            if group is None:
+                group = Group(key, contact_group, group_labels, now, wait=wait)
+                group.next_flush_at = now + (self.conv.group_wait if wait is None else wait)
+                self.groups[key] = group
+                heapq.heappush(self._due, (group.next_flush_at, key))
+            group.members[alert.fingerprint] = ""
+            alert.groups.append(key)
+            ops.append((
+                "INSERT OR REPLACE INTO group_alerts (group_key, fingerprint, notified) "
+                "VALUES (?, ?, '')", (key, alert.fingerprint)))
+
+    def _touch(self, group: Group, now: float) -> None:
+        """An alert of the group changed state: schedule the flush the timers allow."""
+        if group.last_flush_at is None:
+            return  # still inside group_wait: the first flush sees this change
+        candidate = max(now, group.last_flush_at + self.conv.group_interval)
+        if group.next_flush_at is None or candidate < group.next_flush_at:
+            group.next_flush_at = candidate
+            heapq.heappush(self._due, (candidate, group.key))
+
+    # -- flush --------------------------------------------------------------------------------
+    def next_due(self) -> float:
+        while self._due:
+            at, key = self._due[0]
+            group = self.groups.get(key)
+            if group is not None and group.next_flush_at == at:
+                return at
+            heapq.heappop(self._due)  # stale heap entry
+        return INF
+
+    def flush_due(self) -> FlushResult:
+        """Flush every group whose deadline passed, and close storm windows that ended."""
+        now = self.clock()
+        result = FlushResult()
+        while self.next_due() <= now:
+            _, key = heapq.heappop(self._due)
+            self._flush(self.groups[key], now, result)
+        self.storm.close_due(now, result)
+        return result
+
+    def _flush(self, group: Group, now: float, result: FlushResult) -> None:
+        group.next_flush_at = None
+        firing = [fp for fp in group.members if self.alerts[fp].status == "firing"]
+        resolved = [fp for fp in group.members if self.alerts[fp].status == "resolved"]
+        new_firing = any(group.members[fp] != "firing" for fp in firing)
+        newly_resolved = [fp for fp in resolved if group.members[fp] == "firing"]
+        repeat_due = (
+            bool(firing) and group.last_notified_at is not None
+            and now >= group.last_notified_at + self.conv.repeat_interval
+        )
+        send = new_firing or repeat_due or (bool(newly_resolved) and self.conv.send_resolved)
+        if send:
+            shown = firing + newly_resolved
+            self.emit(self._message(group, shown, now), group.key, now, result)
+            group.last_notified_at = now
+            group.last_flush_at = now
+        for fp in firing:
+            if group.members[fp] != "firing" and send:
+                group.members[fp] = "firing"
+                result.ops.append((
+                    "UPDATE group_alerts SET notified = 'firing' "
+                    "WHERE group_key = ? AND fingerprint = ?", (group.key, fp)))
+        for fp in resolved:  # told about (or never worth telling): they leave the group
+            del group.members[fp]
+            alert = self.alerts[fp]
+            if group.key in alert.groups:
+                alert.groups.remove(group.key)
+            result.ops.append((
+                "DELETE FROM group_alerts WHERE group_key = ? AND fingerprint = ?",
+                (group.key, fp)))
+        if not group.members:
+            del self.groups[group.key]
+            result.ops.append(upsert_group(group, now, state="closed"))
+            return
+        # Whoever is left fires and has been notified: the next flush is the repeat.
+        group.next_flush_at = (group.last_notified_at or now) + self.conv.repeat_interval
+        heapq.heappush(self._due, (group.next_flush_at, group.key))
+        result.ops.append(upsert_group(group, now))
+
+    def _message(self, group: Group, fingerprints: list[str], now: float) -> Message:
+        alerts = sorted((self.alerts[fp] for fp in fingerprints),
+                        key=lambda a: (a.status != "firing", a.starts_at, a.fingerprint))
+        view = GroupView(
+            key=group.key,
+            contact_group=group.contact_group,
+            group_labels=group.group_labels,
+            alerts=tuple(
+                AlertView(a.fingerprint, a.status, a.labels, a.annotations,  # type: ignore[arg-type]
+                          a.starts_at, a.ends_at, a.generator_url)
+                for a in alerts
+            ),
+            url=f"{self.external_url}/api/v1/alert-groups/{group.key}",
+        )
+        return self.new_message("group", group.contact_group, (view,), now)
+
+    def new_message(self, kind: str, contact_group: str, groups: tuple[GroupView, ...],
+                    now: float) -> Message:
+        message = Message(
+            id=self.next_notification_id,
+            kind=kind,  # type: ignore[arg-type]
+            contact_group=contact_group,
+            recipients=self._members.get(contact_group, ()),
+            groups=groups,
+            created_at=now,
+            instance=self.config.server.instance,
+            external_url=self.external_url,
+        )
+        self.next_notification_id += 1
+        return message
+
+    def emit(self, message: Message, group_key: str | None, now: float,
+             result: FlushResult) -> None:
+        """Record a notification; storm control decides: deliver now, or into the digest."""
+        digest_id = self.storm.admit(message.contact_group, now, result, message)
+        result.ops.append(insert_notification(message, group_key, digest_id))
+        result.notifications += 1
+        if digest_id is None:
+            self.enqueue(message, now, result)
+
+    def enqueue(self, message: Message, now: float, result: FlushResult) -> None:
+        """One outbox row per (notification, channel), written with the notification."""
+        for channel in self._channels.get(message.contact_group, ()):
+            result.ops.append((
+                "INSERT INTO deliveries (id, notification_id, channel, state, attempts, "
+                "next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)",
+                (self.next_delivery_id, message.id, channel, now, now, now)))
+            self.next_delivery_id += 1
+            result.deliveries += 1
+
+    # -- retention ------------------------------------------------------------------------------
+    def purge(self, before: float) -> list[Op]:
+        """Forget resolved alerts not in any group whose resolution is older than `before`."""
+        old = [fp for fp, a in self.alerts.items()
+               if a.status == "resolved" and not a.groups and (a.ends_at or a.updated_at) < before]
+        for fp in old:
+            del self.alerts[fp]
+        ops: list[Op] = [("DELETE FROM alerts WHERE fingerprint = ?", (fp,)) for fp in old]
+        ops += [
+            ("DELETE FROM deliveries WHERE notification_id IN "
+             "(SELECT id FROM notifications WHERE created_at < ?) "
+             "AND state IN ('delivered', 'failed')", (before,)),
+            ("DELETE FROM notifications WHERE created_at < ? AND NOT EXISTS "
+             "(SELECT 1 FROM deliveries d WHERE d.notification_id = notifications.id) "
+             "AND id NOT IN (SELECT digest_id FROM storm_windows WHERE digest_id IS NOT NULL)",
+             (before,)),
+            ("DELETE FROM alert_groups WHERE state = 'closed' AND updated_at < ?", (before,)),
+        ]
+        return ops
+
+    # -- restart ------------------------------------------------------------------------------
+    def load(self, conn: sqlite3.Connection) -> None:
+        """Rebuild memory from the store (runs on the store thread)."""
+        self.alerts.clear()
+        self.groups.clear()
+        self._due.clear()
+        for row in conn.execute(
+            "SELECT fingerprint, labels, annotations, status, starts_at, ends_at, "
+            "generator_url, source, updated_at FROM alerts"
+        ):
+            self.alerts[row[0]] = Alert(row[0], json.loads(row[1]), json.loads(row[2]), row[3],
+                                        row[4], row[5], row[6], row[7], row[8])
+        for row in conn.execute(
+            "SELECT key, contact_group, group_labels, created_at, next_flush_at, "
+            "last_notified_at, last_flush_at FROM alert_groups WHERE state = 'open'"
+        ):
+            group = Group(row[0], row[1], json.loads(row[2]), row[3], {}, row[4], row[5], row[6])
+            self.groups[group.key] = group
+        for key, fp, notified in conn.execute(
+            "SELECT group_key, fingerprint, notified FROM group_alerts"
+        ):
+            group = self.groups.get(key)
+            alert = self.alerts.get(fp)
+            if group is None or alert is None:
+                continue
+            group.members[fp] = notified
+            alert.groups.append(key)
+        for group in self.groups.values():
+            if group.next_flush_at is not None:
+                self._due.append((group.next_flush_at, group.key))
+        heapq.heapify(self._due)
+        self.next_notification_id = (
+            conn.execute("SELECT COALESCE(MAX(id), 0) FROM notifications").fetchone()[0] + 1)
+        self.next_delivery_id = (
+            conn.execute("SELECT COALESCE(MAX(id), 0) FROM deliveries").fetchone()[0] + 1)
+        self.storm.load(conn)
+
+
+def group_key(contact_group: str, group_labels: dict[str, str]) -> str:
+    text = contact_group + "\x00" + "\x00".join(f"{k}\xff{v}" for k, v in sorted(group_labels.items()))
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()

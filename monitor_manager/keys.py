@@ -1,0 +1,31 @@
+"""Typed keys for the state an application holds (no module-level singletons)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from channels.base import Channel
+    from monitor_manager.clock import Clock
+    from monitor_manager.config import Config
+    from monitor_manager.metrics import Metrics
+    from monitor_manager.outbox import Outbox
+    from monitor_manager.pipeline import Pipeline
+    from monitor_manager.store import Store
+    from monitor_manager.templates import Renderer
+
+CONFIG = web.AppKey("config", "Config")
+CLOCK = web.AppKey("clock", "Clock")
+METRICS = web.AppKey("metrics", "Metrics")
+RENDERER = web.AppKey("renderer", "Renderer")
+STORE = web.AppKey("store", "Store")
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+CHANNELS = web.AppKey("channels", "dict[str, Channel]")
+PIPELINE = web.AppKey("pipeline", "Pipeline")
+OUTBOX = web.AppKey("outbox", "Outbox")
+SCHEDULER = web.AppKey("scheduler", "AsyncIOScheduler")

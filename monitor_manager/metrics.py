@@ -1,0 +1,71 @@
+"""Prometheus metrics, all named `monitor_manager_*`, in a registry of their own.
+
+Tests get a fresh registry each; label sets for every configured channel are created at zero so
+that a rate() over them works from the first scrape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+
+RESULTS = ("delivered", "failed", "retried")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None,
+                 channels: Iterable[str] = ()) -> None:
+        if registry is None:
+            registry = CollectorRegistry()
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+            GCCollector(registry=registry)
+        self.registry = registry
+        r = registry
+        self.alerts_received = Counter(
+            "monitor_manager_alerts_received_total",
+            "Alerts received in webhook payloads, by their status.", ["status"], registry=r)
+        self.alerts_duplicate = Counter(
+            "monitor_manager_alerts_duplicate_total",
+            "Received alerts whose state was already known (nothing changed).", registry=r)
+        self.webhook_requests = Counter(
+            "monitor_manager_webhook_requests_total",
+            "Webhook requests by HTTP response code.", ["code"], registry=r)
+        self.notifications = Counter(
+            "monitor_manager_notifications_total",
+            "Delivery attempts by channel and result (delivered, failed for good, retried).",
+            ["channel", "result"], registry=r)
+        self.notifications_decided = Counter(
+            "monitor_manager_notifications_decided_total",
+            "Notifications decided (one per alert group change, digest or merge).",
+            registry=r)
+        self.outbox_pending = Gauge(
+            "monitor_manager_outbox_pending",
+            "Deliveries not yet delivered or failed.", registry=r)
+        self.outbox_oldest = Gauge(
+            "monitor_manager_outbox_oldest_pending_seconds",
+            "Age of the oldest delivery not yet delivered or failed.", registry=r)
+        self.delivery_latency = Histogram(
+            "monitor_manager_delivery_latency_seconds",
+            "Time from a notification's decision to its delivery, by channel.", ["channel"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600), registry=r)
+        self.store_commit_failures = Counter(
+            "monitor_manager_store_commit_failures_total",
+            "Store transactions that could not commit.", registry=r)
+        self.alert_groups_open = Gauge(
+            "monitor_manager_alert_groups_open", "Alert groups with alerts in them.", registry=r)
+        for status in ("firing", "resolved"):
+            self.alerts_received.labels(status)
+        for channel in channels:
+            for result in RESULTS:
+                self.notifications.labels(channel, result)
+            self.delivery_latency.labels(channel)

@@ -1,0 +1,144 @@
+"""Plain values that cross module boundaries: what a channel is asked to send.
+
+A `Message` is a snapshot taken when a notification is created; it is stored as JSON in the
+notification row, so a delivery retried after a restart sends exactly what was decided.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+AlertStatus = Literal["firing", "resolved"]
+MessageKind = Literal["group", "digest", "test"]
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    name: str
+    email: str = ""
+    wechat: str = ""
+    mobile: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AlertView:
+    """One alert as it stood when the notification was decided."""
+
+    fingerprint: str
+    status: AlertStatus
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: float
+    ends_at: float | None = None
+    generator_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupView:
+    """One alert group in a message: its key, labels and alerts (firing first)."""
+
+    key: str
+    contact_group: str
+    group_labels: dict[str, str]
+    alerts: tuple[AlertView, ...]
+    url: str = ""
+
+    @property
+    def firing(self) -> list[AlertView]:
+        return [a for a in self.alerts if a.status == "firing"]
+
+    @property
+    def resolved(self) -> list[AlertView]:
+        return [a for a in self.alerts if a.status == "resolved"]
+
+    @property
+    def status(self) -> AlertStatus:
+        return "firing" if any(a.status == "firing" for a in self.alerts) else "resolved"
+
+    @property
+    def common_labels(self) -> dict[str, str]:
+        return _common(a.labels for a in self.alerts)
+
+    @property
+    def common_annotations(self) -> dict[str, str]:
+        return _common(a.annotations for a in self.alerts)
+
+    @property
+    def title(self) -> str:
+        """Group label values, e.g. "HighLatency prod"; the alertname first."""
+        labels = self.group_labels or self.common_labels
+        values = [labels["alertname"]] if "alertname" in labels else []
+        values += [v for k, v in sorted(labels.items()) if k != "alertname"]
+        return " ".join(values) or self.key
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """What a channel sends: one alert group change, or a digest standing for several."""
+
+    id: int
+    kind: MessageKind
+    contact_group: str
+    recipients: tuple[Member, ...]
+    groups: tuple[GroupView, ...]
+    created_at: float
+    instance: str = ""
+    external_url: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def thread_key(self) -> str:
+        """Messages about the same alert group share this (email threading)."""
+        if self.kind == "group" and self.groups:
+            return self.groups[0].key
+        return f"{self.kind}-{self.contact_group}"
+
+    @property
+    def status(self) -> AlertStatus:
+        return "firing" if any(g.status == "firing" for g in self.groups) else "resolved"
+
+    @property
+    def firing_count(self) -> int:
+        return sum(len(g.firing) for g in self.groups)
+
+    @property
+    def resolved_count(self) -> int:
+        return sum(len(g.resolved) for g in self.groups)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Message:
+        groups = tuple(
+            GroupView(
+                key=g["key"],
+                contact_group=g["contact_group"],
+                group_labels=g["group_labels"],
+                alerts=tuple(AlertView(**a) for a in g["alerts"]),
+                url=g.get("url", ""),
+            )
+            for g in data["groups"]
+        )
+        return cls(
+            id=data["id"],
+            kind=data["kind"],
+            contact_group=data["contact_group"],
+            recipients=tuple(Member(**m) for m in data["recipients"]),
+            groups=groups,
+            created_at=data["created_at"],
+            instance=data.get("instance", ""),
+            external_url=data.get("external_url", ""),
+            extra=data.get("extra", {}),
+        )
+
+
+def _common(maps: Any) -> dict[str, str]:
+    common: dict[str, str] | None = None
+    for m in maps:
+        if common is None:
+            common = dict(m)
+        else:
+            common = {k: v for k, v in common.items() if m.get(k) == v}
+    return common or {}

@@ -1,0 +1,299 @@
+"""The durable outbox: send-with-retry and record, one row per (notification, channel).
+
+A row is written together with its notification, before any network call. The worker claims
+due rows with a conditional update (`... WHERE state IN ('pending', 'retrying')`), so no two
+workers ever send one row, then sends and records the outcome. A crash between sending and
+recording leaves the row `sending`; `recover()` at the next start turns it back into
+`retrying`: a message may repeat, none is lost.
+
+Failures: `ChannelError.permanent` stops at once; anything else retries with exponential
+backoff and jitter from `retry_initial` up to `retry_max`, until `give_up_after` has passed
+since the row was written. A channel may ask for a longer pause (`retry_after`, e.g. a WeCom
+frequency block).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from channels.base import Channel, ChannelError
+from monitor_manager.clock import Clock
+from monitor_manager.config import DeliveryConfig
+from monitor_manager.metrics import Metrics
+from monitor_manager.models import GroupView, Message
+from monitor_manager.store import Op, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+MAX_MERGE = 50  # messages merged into one send for a rate-limited channel
+BATCH = 200  # rows looked at per poll
+
+
+@dataclass
+class Delivery:
+    id: int
+    notification_id: int
+    channel: str
+    attempts: int
+    created_at: float
+    message: Message
+
+
+@dataclass
+class Outcome:
+    delivered: bool
+    permanent: bool = False
+    error: str = ""
+    note: str = ""
+    retry_after: float | None = None
+
+
+FailedHook = Callable[[Delivery, str], Awaitable[None]]
+
+
+class Outbox:
+    def __init__(self, store: Store, channels: dict[str, Channel], config: DeliveryConfig,
+                 clock: Clock, metrics: Metrics, rng: Callable[[], float] = random.random) -> None:
+        self.store = store
+        self.channels = channels
+        self.config = config
+        self.clock = clock
+        self.metrics = metrics
+        self.rng = rng
+        self.on_failed: FailedHook | None = None
+        self._semaphore = asyncio.Semaphore(max(config.concurrency, 1))
+        self._wake = asyncio.Event()
+        self._inflight: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def recover(self) -> int:
+        """Rows left `sending` by a crash are sent again (at least once)."""
+
+        def reset(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "UPDATE deliveries SET state = 'retrying', next_attempt_at = ?, "
+                "last_error = 'interrupted while sending (restart); sending again' "
+                "WHERE state = 'sending'", (self.clock(),))
+            return cur.rowcount
+
+        return await self.store.transaction(reset)
+
+    async def run(self) -> None:
+        while not self._stopping:
+            try:
+                await self.dispatch_due()
+                delay = await self._until_next_due()
+            except StoreError:
+                delay = 1.0  # the store is failing; readyz says so, try again shortly
+            except Exception:  # a bug must not stop delivery for good
+                log.exception("outbox poll failed")
+                delay = 1.0
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0.01))
+            except TimeoutError:
+                pass
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Claim nothing more; let sends in flight finish within `timeout`."""
+        self._stopping = True
+        self._wake.set()
+        if self._tasks:
+            done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def drain(self) -> None:
+        """Dispatch what is due now and wait for those sends (tests, send-test)."""
+        await self.dispatch_due()
+        while self._tasks:
+            await asyncio.gather(*set(self._tasks), return_exceptions=True)
+
+    # -- dispatch ----------------------------------------------------------------------------------
+    async def dispatch_due(self) -> int:
+        if self._stopping:
+            return 0
+        now = self.clock()
+        rows = await self.store.run(lambda conn: _due_rows(conn, now, self._inflight))
+        started = 0
+        for batch in self._batches(rows):
+            started += await self._start(batch, now)
+        return started
+
+    def _batches(self, rows: list[Delivery]) -> list[list[Delivery]]:
+        batches: list[list[Delivery]] = []
+        merging: dict[tuple[str, str], list[Delivery]] = {}
+        for row in rows:
+            channel = self.channels.get(row.channel)
+            if channel is not None and channel.merges_backlog:
+                key = (row.channel, row.message.contact_group)
+                if key not in merging:
+                    merging[key] = []
+                    batches.append(merging[key])
+                if len(merging[key]) < MAX_MERGE:
+                    merging[key].append(row)
+            else:
+                batches.append([row])
+        return batches
+
+    async def _start(self, batch: list[Delivery], now: float) -> int:
+        channel = self.channels.get(batch[0].channel)
+        message = merge([d.message for d in batch]) if len(batch) > 1 else batch[0].message
+        if channel is not None:
+            ready = channel.ready_at(message)
+            if ready > now:  # rate limited: wait for the slot, keep the rows pending
+                await self.store.write([
+                    ("UPDATE deliveries SET next_attempt_at = ? WHERE id = ? "
+                     "AND state IN ('pending', 'retrying')", (ready, d.id)) for d in batch])
+                return 0
+        ids = [d.id for d in batch]
+        claimed = await self.store.transaction(lambda conn: _claim(conn, ids, now))
+        batch = [d for d in batch if d.id in claimed]
+        if not batch:
+            return 0
+        if len(batch) > 1:
+            message = merge([d.message for d in batch])
+        else:
+            message = batch[0].message
+        self._inflight.update(claimed)
+        task = asyncio.create_task(self._send(channel, batch, message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return len(batch)
+
+    async def _send(self, channel: Channel | None, batch: list[Delivery], message: Message) -> None:
+        try:
+            async with self._semaphore:
+                outcome = await self._attempt(channel, batch[0].channel, message)
+            await self._record(batch, outcome)
+        finally:
+            self._inflight.difference_update(d.id for d in batch)
+
+    async def _attempt(self, channel: Channel | None, name: str, message: Message) -> Outcome:
+        if channel is None:
+            return Outcome(False, permanent=True, error=f"channel {name!r} is not configured")
+        try:
+            note = await channel.send(message)
+        except ChannelError as exc:
+            return Outcome(False, permanent=exc.permanent, error=exc.reason,
+                           retry_after=getattr(exc, "retry_after", None))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a channel bug: retry, and make it visible
+            log.exception("channel %s raised unexpectedly", name)
+            return Outcome(False, error=f"internal error in channel: {type(exc).__name__}: {exc}")
+        return Outcome(True, note=note or "")
+
+    async def _record(self, batch: list[Delivery], outcome: Outcome) -> None:
+        now = self.clock()
+        ops: list[Op] = []
+        failed: list[Delivery] = []
+        for d in batch:
+            attempts = d.attempts + 1
+            if outcome.delivered:
+                ops.append((
+                    "UPDATE deliveries SET state = 'delivered', attempts = ?, note = ?, "
+                    "last_error = '', updated_at = ?, delivered_at = ?, next_attempt_at = NULL "
+                    "WHERE id = ?", (attempts, outcome.note, now, now, d.id)))
+                self.metrics.notifications.labels(d.channel, "delivered").inc()
+                self.metrics.delivery_latency.labels(d.channel).observe(max(now - d.created_at, 0))
+                continue
+            delay = self.backoff(attempts, outcome.retry_after)
+            if outcome.permanent or now + delay - d.created_at > self.config.give_up_after:
+                reason = outcome.error if outcome.permanent else (
+                    f"gave up after {attempts} attempts: {outcome.error}")
+                ops.append((
+                    "UPDATE deliveries SET state = 'failed', attempts = ?, last_error = ?, "
+                    "updated_at = ?, next_attempt_at = NULL WHERE id = ?",
+                    (attempts, reason, now, d.id)))
+                self.metrics.notifications.labels(d.channel, "failed").inc()
+                failed.append(d)
+            else:
+                ops.append((
+                    "UPDATE deliveries SET state = 'retrying', attempts = ?, last_error = ?, "
+                    "updated_at = ?, next_attempt_at = ? WHERE id = ?",
+                    (attempts, outcome.error, now, now + delay, d.id)))
+                self.metrics.notifications.labels(d.channel, "retried").inc()
+        try:
+            await self.store.write(ops)
+        except StoreError:
+            # The row stays `sending`; the next start re-sends it (at least once).
+            log.error("could not record delivery outcome for %s", [d.id for d in batch])
+            return
+        if outcome.delivered:
+            return
+        self._wake.set()
+        for d in failed:
+            log.warning("delivery %s via %s failed for good: %s", d.id, d.channel, outcome.error)
+            if self.on_failed is not None:
+                await self.on_failed(d, outcome.error)
+
+    def backoff(self, attempts: int, retry_after: float | None = None) -> float:
+        base = min(self.config.retry_max, self.config.retry_initial * 2 ** max(attempts - 1, 0))
+        delay = base * (0.5 + self.rng() / 2)  # jitter: half to all of the step
+        return max(delay, retry_after or 0.0)
+
+    async def _until_next_due(self) -> float:
+        rows = await self.store.query(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE state IN ('pending', 'retrying')")
+        at = rows[0][0] if rows else None
+        return 1.0 if at is None else min(max(at - self.clock(), 0.0), 1.0)
+
+    async def gauges(self) -> tuple[int, float]:
+        """(rows waiting to be delivered, age in seconds of the oldest one)."""
+        rows = await self.store.query(
+            "SELECT COUNT(*), MIN(created_at) FROM deliveries "
+            "WHERE state IN ('pending', 'retrying', 'sending')")
+        count, oldest = rows[0][0], rows[0][1]
+        age = max(self.clock() - oldest, 0.0) if oldest is not None else 0.0
+        self.metrics.outbox_pending.set(count)
+        self.metrics.outbox_oldest.set(age)
+        return count, age
+
+
+def merge(messages: list[Message]) -> Message:
+    """Messages that queued up for a rate-limited channel, as one digest message."""
+    latest: dict[str, GroupView] = {}
+    for message in messages:
+        for group in message.groups:
+            latest[group.key] = group
+    first = messages[0]
+    return Message(
+        id=first.id, kind="digest", contact_group=first.contact_group,
+        recipients=first.recipients, groups=tuple(latest.values()),
+        created_at=messages[-1].created_at, instance=first.instance,
+        external_url=first.external_url, extra={"merged": [m.id for m in messages]},
+    )
+
+
+def _due_rows(conn: sqlite3.Connection, now: float, skip: set[int]) -> list[Delivery]:
+    rows = conn.execute(
+        "SELECT d.id, d.notification_id, d.channel, d.attempts, d.created_at, n.message "
+        "FROM deliveries d JOIN notifications n ON n.id = d.notification_id "
+        "WHERE d.state IN ('pending', 'retrying') AND d.next_attempt_at <= ? "
+        "ORDER BY d.next_attempt_at, d.id LIMIT ?", (now, BATCH + len(skip))).fetchall()
+    return [
+        Delivery(r[0], r[1], r[2], r[3], r[4], Message.from_json(json.loads(r[5])))
+        for r in rows if r[0] not in skip
+    ]
+
+
+def _claim(conn: sqlite3.Connection, ids: list[int], now: float) -> set[int]:
+    marks = ",".join("?" * len(ids))
+    rows = conn.execute(
+        f"UPDATE deliveries SET state = 'sending', updated_at = ? "  # noqa: S608 - placeholders
+        f"WHERE id IN ({marks}) AND state IN ('pending', 'retrying') RETURNING id",
+        (now, *ids)).fetchall()
+    return {r[0] for r in rows}

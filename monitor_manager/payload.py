@@ -1,0 +1,157 @@
+"""Ingest, step one: parse and validate an Alertmanager webhook payload (version "4").
+
+Unknown fields are ignored (Alertmanager 0.32 adds notification_reason, 0.34 routeLabels).
+A problem raises `PayloadError` naming the offending path, e.g. `alerts[3].startsAt`; nothing
+about a payload is stored unless all of it is valid.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+ZERO_TIME_YEAR = 1  # Go's zero time, "0001-01-01T00:00:00Z": a firing alert's endsAt
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+)
+
+
+class PayloadError(ValueError):
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingAlert:
+    status: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: float
+    ends_at: float | None
+    generator_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    alerts: list[IncomingAlert]
+    external_url: str
+    receiver: str
+    group_key: str
+
+
+def parse_time(value: Any, path: str) -> float | None:
+    """RFC 3339 with any fraction (Go sends nanoseconds) to epoch seconds; zero time → None."""
+    if not isinstance(value, str):
+        raise PayloadError(f"expected an RFC 3339 timestamp string, got {_kind(value)}", path)
+    m = _RFC3339.fullmatch(value)
+    if not m:
+        raise PayloadError(f"{value[:40]!r} is not an RFC 3339 timestamp", path)
+    year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
+    if year == ZERO_TIME_YEAR:
+        return None
+    try:
+        tz = dt.UTC
+        if m.group(9):
+            offset = dt.timedelta(hours=int(m.group(10)), minutes=int(m.group(11)))
+            tz = dt.timezone(offset if m.group(9) == "+" else -offset)
+        stamp = dt.datetime(year, month, day, hour, minute, min(second, 59), tzinfo=tz)
+    except ValueError as exc:
+        raise PayloadError(f"{value[:40]!r} is not a valid time: {exc}", path) from None
+    fraction = m.group(7)
+    return stamp.timestamp() + (float("0." + fraction) if fraction else 0.0)
+
+
+def parse_payload(body: bytes) -> Payload:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise PayloadError("malformed JSON: nested too deeply") from None
+    if not isinstance(data, dict):
+        raise PayloadError(f"expected a JSON object, got {_kind(data)}")
+    version = data.get("version")
+    if version != "4":
+        raise PayloadError(f'unsupported payload version {version!r}, expected "4"', "version")
+    raw_alerts = data.get("alerts")
+    if not isinstance(raw_alerts, list):
+        raise PayloadError(f"expected an array of alerts, got {_kind(raw_alerts)}", "alerts")
+    alerts = [_parse_alert(a, f"alerts[{i}]") for i, a in enumerate(raw_alerts)]
+    return Payload(
+        alerts=alerts,
+        external_url=_optional_str(data, "externalURL", "externalURL"),
+        receiver=_optional_str(data, "receiver", "receiver"),
+        group_key=_optional_str(data, "groupKey", "groupKey"),
+    )
+
+
+def _parse_alert(raw: Any, path: str) -> IncomingAlert:
+    if not isinstance(raw, dict):
+        raise PayloadError(f"expected an alert object, got {_kind(raw)}", path)
+    status = raw.get("status")
+    if status not in ("firing", "resolved"):
+        raise PayloadError(f'status must be "firing" or "resolved", got {status!r}', f"{path}.status")
+    labels = _string_map(raw.get("labels"), f"{path}.labels", required=True)
+    if not labels:
+        raise PayloadError("an alert needs at least one label", f"{path}.labels")
+    for name in labels:
+        if not LABEL_NAME.fullmatch(name):
+            raise PayloadError(f"{name[:40]!r} is not a valid label name", f"{path}.labels")
+    annotations = _string_map(raw.get("annotations"), f"{path}.annotations", required=False)
+    if "startsAt" not in raw:
+        raise PayloadError("missing", f"{path}.startsAt")
+    starts_at = parse_time(raw["startsAt"], f"{path}.startsAt")
+    if starts_at is None:
+        raise PayloadError("startsAt cannot be the zero time", f"{path}.startsAt")
+    ends_at = parse_time(raw["endsAt"], f"{path}.endsAt") if raw.get("endsAt") is not None else None
+    return IncomingAlert(
+        status=status,
+        labels=labels,
+        annotations=annotations,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        generator_url=_optional_str(raw, "generatorURL", f"{path}.generatorURL"),
+    )
+
+
+def _string_map(value: Any, path: str, *, required: bool) -> dict[str, str]:
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        raise PayloadError(f"expected an object of strings, got {_kind(value)}", path)
+    for key, item in value.items():
+        if not isinstance(item, str):
+            raise PayloadError(f"value of {key[:40]!r} must be a string, got {_kind(item)}", path)
+        _check_text(key, path)
+        _check_text(item, path)
+    return value
+
+
+def _check_text(text: str, path: str) -> None:
+    # JSON escapes can smuggle lone surrogates, which no UTF-8 store or channel accepts.
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise PayloadError("string is not valid Unicode (lone surrogate)", path) from None
+
+
+def _optional_str(data: dict[str, Any], key: str, path: str) -> str:
+    value = data.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise PayloadError(f"expected a string, got {_kind(value)}", path)
+    _check_text(value, path)
+    return value
+
+
+def _kind(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number"
+    )

@@ -1,0 +1,264 @@
+"""Durable state on SQLite (WAL), owned by one thread, written with group commit.
+
+Why this shape:
+- One connection on one dedicated thread: SQLite serialises writers anyway, and the event loop
+  never waits on disk I/O.
+- Group commit: writes from concurrent webhook requests (and timers and the outbox) that arrive
+  while a commit is running are gathered into the next transaction, so a burst pays one fsync
+  instead of one per request. A caller's `write()` returns only after its transaction is
+  durable (synchronous=FULL), which is what "store before answering 200" needs.
+- A failed commit fails every write waiting behind it too: they were decided on in-memory state
+  that included the failed batch, and `on_failure` lets the owner reload that state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+log = logging.getLogger(__name__)
+
+Op = tuple[str, Sequence[Any]]
+"""One statement and its parameters."""
+
+T = TypeVar("T")
+
+migrations = Migrations("monitor_manager")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE alerts (
+            fingerprint TEXT PRIMARY KEY,
+            labels TEXT NOT NULL,
+            annotations TEXT NOT NULL,
+            status TEXT NOT NULL,
+            starts_at REAL NOT NULL,
+            ends_at REAL,
+            generator_url TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL DEFAULT '',
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX alerts_status ON alerts (status, updated_at);
+        CREATE TABLE alert_groups (
+            key TEXT PRIMARY KEY,
+            contact_group TEXT NOT NULL,
+            group_labels TEXT NOT NULL,
+            state TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            next_flush_at REAL,
+            last_notified_at REAL,
+            last_flush_at REAL,
+            updated_at REAL NOT NULL
+        );
+        CREATE TABLE group_alerts (
+            group_key TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            notified TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (group_key, fingerprint)
+        ) WITHOUT ROWID;
+        CREATE INDEX group_alerts_fingerprint ON group_alerts (fingerprint);
+        CREATE TABLE notifications (
+            id INTEGER PRIMARY KEY,
+            group_key TEXT,
+            contact_group TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            subject TEXT NOT NULL DEFAULT '',
+            message TEXT NOT NULL,
+            digest_id INTEGER,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX notifications_created ON notifications (created_at);
+        CREATE INDEX notifications_digest ON notifications (digest_id);
+        CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY,
+            notification_id INTEGER NOT NULL,
+            channel TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL,
+            last_error TEXT NOT NULL DEFAULT '',
+            note TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            delivered_at REAL
+        );
+        CREATE INDEX deliveries_due ON deliveries (state, next_attempt_at);
+        CREATE INDEX deliveries_notification ON deliveries (notification_id);
+        CREATE TABLE storm_windows (
+            contact_group TEXT PRIMARY KEY,
+            started_at REAL NOT NULL,
+            count INTEGER NOT NULL,
+            digest_id INTEGER
+        );
+        """
+    )
+
+
+class StoreError(Exception):
+    """The store could not commit; the caller must not report success."""
+
+
+class Store:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[tuple[list[Op], asyncio.Future[None]]] = []
+        self._wake: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
+        self.on_failure: Callable[[BaseException], None] = lambda exc: None
+        self.healthy = True
+        self.last_error = ""
+        self.commits = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def open(self) -> None:
+        await self.run_raw(self._open)
+        self._wake = asyncio.Event()
+        self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
+
+    def _open(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        migrations.apply(sqlite_utils.Database(conn))
+        self._conn = conn
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self.flush()
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
+        if self._conn is not None:
+            await self.run_raw(self._conn.close)
+            self._conn = None
+        self._executor.shutdown(wait=True)
+
+    # -- reads and single transactions ---------------------------------------------------------
+    async def run_raw(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run fn(conn) on the store thread (reads, or a write that needs its own result)."""
+        return await self.run_raw(self._call, fn)
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        assert self._conn is not None, "store is not open"
+        return fn(self._conn)
+
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        def q(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            cur = conn.execute(sql, params)
+            cur.row_factory = sqlite3.Row
+            return cur.fetchall()
+
+        return await self.run(q)
+
+    async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """fn(conn) inside its own BEGIN IMMEDIATE ... COMMIT (for conditional claims)."""
+
+        def tx(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return result
+
+        try:
+            return await self.run(tx)
+        except sqlite3.Error as exc:
+            self._mark(exc)
+            raise StoreError(str(exc)) from exc
+
+    # -- group commit ------------------------------------------------------------------------------
+    async def write(self, ops: list[Op]) -> None:
+        """Commit ops durably, sharing the transaction with concurrent writers.
+
+        An empty list still waits for every write queued before it (a barrier): a caller whose
+        answer depends on state that earlier writers changed must not answer before them.
+        """
+        assert self._wake is not None, "store is not open"
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((ops, future))
+        self._wake.set()
+        await future
+
+    async def flush(self) -> None:
+        if self._wake is not None and self._writer is not None and not self._writer.done():
+            await self.write([])
+
+    async def _write_loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            ops = [op for ops, _ in batch for op in ops]
+            try:
+                if ops:
+                    await self.run_raw(self._commit, ops)
+            except Exception as exc:  # noqa: BLE001 - any failure means "not durable"
+                self._mark(exc)
+                failed = batch + self._pending
+                self._pending = []
+                for _, future in failed:
+                    if not future.done():
+                        future.set_exception(StoreError(str(exc)))
+                self.on_failure(exc)
+                continue
+            self.healthy = True
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+    def _commit(self, ops: list[Op]) -> None:
+        conn = self._conn
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Consecutive ops with the same statement go to executemany: far fewer round trips.
+            i = 0
+            while i < len(ops):
+                sql = ops[i][0]
+                j = i + 1
+                while j < len(ops) and ops[j][0] == sql:
+                    j += 1
+                if j - i == 1:
+                    conn.execute(sql, ops[i][1])
+                else:
+                    conn.executemany(sql, [p for _, p in ops[i:j]])
+                i = j
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self.commits += 1
+
+    def _mark(self, exc: BaseException) -> None:
+        self.healthy = False
+        self.last_error = str(exc)
+        log.error("store commit failed: %s", exc)

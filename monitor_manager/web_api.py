@@ -1,0 +1,260 @@
+"""HTTP API: the webhook, health, metrics and the JSON views of the state.
+
+Every error is JSON with an `error` field. Bad input gets a 4xx and changes nothing; a store
+that cannot commit gets 503, because Alertmanager retries 5xx and never 4xx.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from monitor_manager import keys
+from monitor_manager.payload import PayloadError, parse_payload
+from monitor_manager.store import StoreError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+WEBHOOK_PATH = "/webhook/alertmanager"
+
+
+def error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = error(exc.status, exc.reason)
+    except Exception:  # never leak a traceback; never crash the server
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        response = error(500, "internal error")
+    if request.path == WEBHOOK_PATH:
+        request.app[keys.METRICS].webhook_requests.labels(str(response.status)).inc()
+    return response
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    server = request.app[keys.CONFIG].server
+    token = ""
+    if request.path == WEBHOOK_PATH:
+        token = server.webhook_token
+    elif request.path.startswith("/api/v1/peer/"):
+        token = request.app[keys.CONFIG].ha.token
+    elif request.path.startswith("/api/"):
+        token = server.api_token
+    if token and not _bearer_matches(request, token):
+        return error(401, "missing or wrong bearer token")
+    return await handler(request)
+
+
+def _bearer_matches(request: web.Request, token: str) -> bool:
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
+                                                              token.encode())
+
+
+async def webhook(request: web.Request) -> web.Response:
+    limit = request.app[keys.CONFIG].server.max_body_bytes
+    if request.content_type != "application/json":
+        return error(415, f"expected Content-Type application/json, got {request.content_type}")
+    if request.content_length is not None and request.content_length > limit:
+        return error(413, f"body is larger than {limit} bytes")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        return error(413, f"body is larger than {limit} bytes")
+    try:
+        payload = parse_payload(body)
+    except PayloadError as exc:
+        return error(400, exc.message, field=exc.field)
+    try:
+        result = await request.app[keys.PIPELINE].receive(payload)
+    except StoreError as exc:
+        return error(503, f"the store cannot commit; retry later ({exc})")
+    return web.json_response(
+        {"status": "ok", "accepted": result.accepted, "duplicates": result.duplicates})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response(
+        {"status": "ok", "instance": request.app[keys.CONFIG].server.instance})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    problems = []
+    store = request.app[keys.STORE]
+    try:
+        await store.transaction(lambda conn: conn.execute("SELECT 1"))
+    except StoreError as exc:
+        problems.append(f"store is not writable: {exc}")
+    sched = request.app.get(keys.SCHEDULER)
+    if sched is not None and not sched.running:
+        problems.append("scheduler is not running")
+    if problems:
+        return web.json_response({"status": "not ready", "error": "; ".join(problems)},
+                                 status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    try:
+        await request.app[keys.OUTBOX].gauges()
+    except (StoreError, sqlite3.Error):
+        pass  # report the last known values
+    body = generate_latest(request.app[keys.METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _limit(request: web.Request, default: int = 1000, most: int = 100_000) -> int:
+    raw = request.query.get("limit", str(default))
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise web.HTTPBadRequest(reason=f"limit must be a whole number from 1 to {most}")
+    return int(raw)
+
+
+async def list_alerts(request: web.Request) -> web.Response:
+    status = request.query.get("status")
+    if status not in (None, "firing", "resolved"):
+        return error(400, 'status must be "firing" or "resolved"', field="status")
+    limit = _limit(request, default=10_000)
+    conv = request.app[keys.PIPELINE].convergence
+    alerts = [a for a in conv.alerts.values() if status is None or a.status == status]
+    alerts.sort(key=lambda a: a.updated_at, reverse=True)
+    return web.json_response({
+        "alerts": [_alert_json(a) for a in alerts[:limit]],
+        "total": len(alerts),
+    })
+
+
+def _alert_json(a: Any) -> dict[str, Any]:
+    return {
+        "fingerprint": a.fingerprint, "status": a.status, "labels": a.labels,
+        "annotations": a.annotations, "startsAt": _iso(a.starts_at), "endsAt": _iso(a.ends_at),
+        "generatorURL": a.generator_url, "source": a.source, "alert_groups": list(a.groups),
+    }
+
+
+async def list_alert_groups(request: web.Request) -> web.Response:
+    limit = _limit(request)
+    rows = await request.app[keys.STORE].query(
+        "SELECT * FROM alert_groups ORDER BY (state = 'open') DESC, updated_at DESC LIMIT ?",
+        (limit,))
+    conv = request.app[keys.PIPELINE].convergence
+    return web.json_response({"alert_groups": [_group_json(r, conv) for r in rows]})
+
+
+def _group_json(row: sqlite3.Row, conv: Any) -> dict[str, Any]:
+    group = conv.groups.get(row["key"])
+    members = group.members if group is not None else {}
+    firing = sum(1 for fp in members if conv.alerts[fp].status == "firing")
+    return {
+        "key": row["key"], "contact_group": row["contact_group"],
+        "group_labels": json.loads(row["group_labels"]),
+        "state": row["state"] if group is None else ("firing" if firing else "resolving"),
+        "alerts": {"firing": firing, "resolved": len(members) - firing, "total": len(members)},
+        "created_at": _iso(row["created_at"]), "last_notified_at": _iso(row["last_notified_at"]),
+        "next_flush_at": _iso(row["next_flush_at"]), "updated_at": _iso(row["updated_at"]),
+    }
+
+
+async def show_alert_group(request: web.Request) -> web.Response:
+    key = request.match_info["key"]
+    store = request.app[keys.STORE]
+    rows = await store.query("SELECT * FROM alert_groups WHERE key = ?", (key,))
+    if not rows:
+        return error(404, f"no alert group {key!r}")
+    conv = request.app[keys.PIPELINE].convergence
+    body = _group_json(rows[0], conv)
+    group = conv.groups.get(key)
+    body["members"] = [
+        {**_alert_json(conv.alerts[fp]), "notified": notified}
+        for fp, notified in (group.members.items() if group else [])
+    ]
+    body["notifications"] = await _notifications(store, 20, "WHERE n.group_key = ?", (key,))
+    return web.json_response(body)
+
+
+async def list_notifications(request: web.Request) -> web.Response:
+    limit = _limit(request, default=100, most=10_000)
+    where, params = "", ()
+    state = request.query.get("state")
+    if state is not None:
+        if state not in ("pending", "sending", "retrying", "delivered", "failed"):
+            return error(400, "unknown delivery state", field="state")
+        where = "WHERE n.id IN (SELECT notification_id FROM deliveries WHERE state = ?)"
+        params = (state,)
+    store = request.app[keys.STORE]
+    return web.json_response(
+        {"notifications": await _notifications(store, limit, where, params)})
+
+
+async def _notifications(store: Any, limit: int, where: str,
+                         params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    def q(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+        conn_rows = conn.execute(
+            "SELECT n.id, n.group_key, n.contact_group, n.kind, n.status, n.content_hash, "
+            f"n.digest_id, n.created_at, n.message FROM notifications n {where} "  # noqa: S608
+            "ORDER BY n.id DESC LIMIT ?", (*params, limit)).fetchall()
+        out = []
+        for r in conn_rows:
+            message = json.loads(r[8])
+            deliveries = conn.execute(
+                "SELECT id, channel, state, attempts, last_error, note, next_attempt_at, "
+                "delivered_at, updated_at FROM deliveries WHERE notification_id = ? ORDER BY id",
+                (r[0],)).fetchall()
+            out.append({
+                "id": r[0], "alert_group": r[1], "contact_group": r[2], "kind": r[3],
+                "status": r[4], "content_hash": r[5], "digest_id": r[6],
+                "created_at": _iso(r[7]),
+                "alert_groups": [g["key"] for g in message["groups"]],
+                "alerts": sum(len(g["alerts"]) for g in message["groups"]),
+                "deliveries": [{
+                    "id": d[0], "channel": d[1], "state": d[2], "attempts": d[3],
+                    "last_error": d[4], "note": d[5], "next_attempt_at": _iso(d[6]),
+                    "delivered_at": _iso(d[7]), "updated_at": _iso(d[8]),
+                } for d in deliveries],
+            })
+        return out
+
+    result: list[dict[str, Any]] = await store.run(q)
+    return result
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+async def not_found(request: web.Request) -> web.Response:
+    return error(404, f"no such endpoint: {request.method} {request.path}")
+
+
+def setup_routes(app: web.Application) -> None:
+    app.middlewares.extend([errors_middleware, auth_middleware])
+    r = app.router
+    r.add_post(WEBHOOK_PATH, webhook)
+    r.add_get("/healthz", healthz)
+    r.add_get("/readyz", readyz)
+    r.add_get("/metrics", metrics)
+    r.add_get("/api/v1/alerts", list_alerts)
+    r.add_get("/api/v1/alert-groups", list_alert_groups)
+    r.add_get("/api/v1/alert-groups/{key}", show_alert_group)
+    r.add_get("/api/v1/notifications", list_notifications)
