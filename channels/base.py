@@ -6,6 +6,7 @@ retry on their own (a WeCom token refresh is part of one send, not a retry).
 
 from __future__ import annotations
 
+import builtins
 import collections
 import re
 from abc import ABC, abstractmethod
@@ -51,7 +52,7 @@ class Channel(ABC):
     """
 
     type: ClassVar[str]
-    Settings: ClassVar[type]
+    Settings: ClassVar[builtins.type]
     # True where the channel has a rate limit: the outbox then merges messages that queued up
     # for one contact group into one message instead of sending them one by one.
     merges_backlog: ClassVar[bool] = False
@@ -74,7 +75,7 @@ class Channel(ABC):
         Failure: raise ChannelError, with permanent=True when retrying cannot help.
         """
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - most channels hold nothing to release
         """Release connections; called once at shutdown."""
 
 
@@ -107,7 +108,8 @@ class SlidingWindowLimiter:
         events.extend([now] * count)
 
 
-_SECRET_PARAMS = re.compile(r"(?i)((?:access_token|corpsecret|secret|key|token|password)=)[^&\s\"']+")
+_SECRET_PARAMS = re.compile(
+    r"(?i)((?:access_token|corpsecret|secret|key|token|password)=)[^&\s\"']+")
 
 
 def redact(text: str, *secrets: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -16,7 +17,7 @@ class ConsoleSettings:
 
 class ConsoleChannel(Channel):
     type: ClassVar[str] = "console"
-    Settings: ClassVar[type] = ConsoleSettings
+    Settings: ClassVar[builtins.type] = ConsoleSettings
 
     async def send(self, message: Message) -> str:
         renderer = self.ctx.renderer

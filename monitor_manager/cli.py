@@ -13,7 +13,14 @@ import aiohttp
 from aiohttp import web
 
 from monitor_manager import __version__
-from monitor_manager.config import Config, ConfigError, config_warnings, default_config, load_config
+from monitor_manager.config import (
+    Config,
+    ConfigError,
+    config_warnings,
+    default_config,
+    load_config,
+    split_listen,
+)
 from monitor_manager.config import summary as config_summary
 from monitor_manager.models import Member, Message
 
@@ -68,8 +75,7 @@ def check_config(path: str) -> int:
 def serve_forever(config: Config) -> int:
     from monitor_manager.app import create_app
 
-    host, _, port = config.server.listen.rpartition(":")
-    host = host.strip("[]")
+    host, port = split_listen(config.server.listen)
     app = create_app(config)
     log.info("monitor-manager %s (instance %s) listening on %s, store %s", __version__,
              config.server.instance, config.server.listen, config.storage.path)

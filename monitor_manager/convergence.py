@@ -27,10 +27,10 @@ from monitor_manager.clock import Clock
 from monitor_manager.config import Config
 from monitor_manager.models import AlertView, GroupView, Member, Message
 from monitor_manager.payload import IncomingAlert
-from monitor_manager.routing import Router
-from monitor_manager.storm import StormControl
 from monitor_manager.records import insert_notification, upsert_alert, upsert_group
+from monitor_manager.routing import Router
 from monitor_manager.store import Op
+from monitor_manager.storm import StormControl
 
 INF = float("inf")
 
@@ -331,5 +331,6 @@ class Convergence:
 
 
 def group_key(contact_group: str, group_labels: dict[str, str]) -> str:
-    text = contact_group + "\x00" + "\x00".join(f"{k}\xff{v}" for k, v in sorted(group_labels.items()))
+    pairs = "\x00".join(f"{k}\xff{v}" for k, v in sorted(group_labels.items()))
+    text = contact_group + "\x00" + pairs
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()

@@ -21,7 +21,8 @@ def parse_duration(text: str) -> float:
     while pos < len(s):
         m = _PART.match(s, pos)
         if not m:
-            raise ValueError(f"{text!r} is not a duration (use e.g. \"500ms\", \"30s\", \"5m\", \"4h\", \"1d\")")
+            raise ValueError(
+                f'{text!r} is not a duration (use e.g. "500ms", "30s", "5m", "4h", "1d")')
         total += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
     if not s:

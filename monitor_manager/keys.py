@@ -8,16 +8,8 @@ import aiohttp
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-    from channels.base import Channel
-    from monitor_manager.clock import Clock
-    from monitor_manager.config import Config
-    from monitor_manager.metrics import Metrics
-    from monitor_manager.outbox import Outbox
-    from monitor_manager.pipeline import Pipeline
-    from monitor_manager.store import Store
-    from monitor_manager.templates import Renderer
+    pass
 
 CONFIG = web.AppKey("config", "Config")
 CLOCK = web.AppKey("clock", "Clock")

@@ -16,7 +16,8 @@ from typing import Any
 ZERO_TIME_YEAR = 1  # Go's zero time, "0001-01-01T00:00:00Z": a firing alert's endsAt
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))"
 )
 
 
@@ -96,7 +97,8 @@ def _parse_alert(raw: Any, path: str) -> IncomingAlert:
         raise PayloadError(f"expected an alert object, got {_kind(raw)}", path)
     status = raw.get("status")
     if status not in ("firing", "resolved"):
-        raise PayloadError(f'status must be "firing" or "resolved", got {status!r}', f"{path}.status")
+        raise PayloadError(f'status must be "firing" or "resolved", got {status!r}',
+                           f"{path}.status")
     labels = _string_map(raw.get("labels"), f"{path}.labels", required=True)
     if not labels:
         raise PayloadError("an alert needs at least one label", f"{path}.labels")

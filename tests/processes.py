@@ -1,0 +1,101 @@
+"""Real `monitor-manager serve` processes for the tests that kill and restart them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http(method: str, url: str, body: Any = None, token: str = "",
+         timeout: float = 5.0) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+class ServeProcess:
+    """One service process on a config file; stdout/stderr go to files for the assertions."""
+
+    def __init__(self, workdir: Path, config_text: str, name: str = "mm") -> None:
+        self.workdir = workdir
+        self.name = name
+        self.port = free_port()
+        self.config = workdir / f"{name}.toml"
+        self.config.write_text(config_text.replace("{port}", str(self.port)))
+        self.stdout = workdir / f"{name}.out"
+        self.stderr = workdir / f"{name}.err"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait: float = 15.0) -> ServeProcess:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(self.stdout, "ab") as out, open(self.stderr, "ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "monitor_manager", "serve", "--config", str(self.config)],
+                cwd=self.workdir, stdout=out, stderr=err, env=env)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"serve exited with {self.proc.returncode}: {self.logs()}")
+            try:
+                if http("GET", f"{self.url}/healthz", timeout=1)[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"serve did not become healthy: {self.logs()}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def logs(self) -> str:
+        out = self.stdout.read_text(errors="replace") if self.stdout.exists() else ""
+        err = self.stderr.read_text(errors="replace") if self.stderr.exists() else ""
+        return f"--- stdout\n{out[-3000:]}\n--- stderr\n{err[-3000:]}"
+
+    def wait_for(self, predicate: Any, timeout: float = 20.0, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = predicate()
+            if result:
+                return result
+            time.sleep(0.1)
+        raise TimeoutError(f"{what} not reached within {timeout}s\n{self.logs()}")
