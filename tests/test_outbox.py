@@ -1,0 +1,203 @@
+"""The outbox through the real pipeline, the real email channel and a real SMTP server."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from builders import groups, incoming, make_config
+from harness import Harness
+from smtp_server import SMTPTestServer, smtp_server  # noqa: F401
+
+from channels.base import ChannelContext
+from channels.email import EmailSettings
+from monitor_manager.app import build_channels
+from monitor_manager.config import ChannelConfig
+from monitor_manager.outbox import Outbox
+from monitor_manager.templates import Renderer
+
+
+class OutboxHarness(Harness):
+    """Harness plus channels and the outbox, all on the manual clock."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.stdout = io.StringIO()
+        self.outboxes: list[Outbox] = []
+
+    async def start(self) -> OutboxHarness:
+        await super().start()
+        ctx = ChannelContext(session=None, renderer=Renderer(), clock=self.clock,
+                             stdout=self.stdout, instance="mm-test")
+        self.channels = build_channels(self.config, ctx)
+        assert self.store is not None and self.pipeline is not None
+        self.outbox = Outbox(self.store, self.channels, self.config.delivery, self.clock,
+                             self.pipeline.metrics, rng=lambda: 1.0)
+        await self.outbox.recover()
+        return self
+
+    async def stop(self) -> None:
+        for channel in getattr(self, "channels", {}).values():
+            await channel.close()
+        await super().stop()
+
+    async def deliveries(self) -> list[dict[str, Any]]:
+        return await self.rows("SELECT * FROM deliveries ORDER BY id")
+
+    async def step(self, seconds: float) -> list[dict[str, Any]]:
+        self.clock.advance(seconds)
+        assert self.pipeline is not None
+        await self.pipeline.tick()
+        await self.outbox.drain()
+        return await self.deliveries()
+
+
+def mail_config(tmp_path: Any, server: SMTPTestServer, **sections: Any) -> Any:
+    mail = ChannelConfig("mail", "email", EmailSettings(
+        host=server.host, port=server.port, tls="none", from_="MM <mm@example.com>",
+        timeout=5.0))
+    from builders import console_channels
+
+    return make_config(
+        tmp_path, channels=(mail, *console_channels()),
+        contact_groups=groups("default", channels=("mail",)),
+        convergence={"group_wait": 1.0, "group_by": ("alertname",)},
+        delivery={"retry_initial": 10.0, "retry_max": 40.0, "give_up_after": 200.0},
+        **sections)
+
+
+@pytest.fixture
+async def box(tmp_path: Any, smtp_server: SMTPTestServer) -> AsyncIterator[OutboxHarness]:  # noqa: F811
+    h = await OutboxHarness(mail_config(tmp_path, smtp_server)).start()
+    yield h
+    await h.stop()
+
+
+async def test_delivered_mail_is_recorded_with_its_latency(
+        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+    await box.push(incoming("DiskFull", instance="a"))
+    rows = await box.step(1)
+    assert [(r["channel"], r["state"], r["attempts"]) for r in rows] == [("mail", "delivered", 1)]
+    mails = await smtp_server.wait_for(1)
+    assert mails[0]["Subject"].startswith("[FIRING:1] DiskFull")
+    samples = box.pipeline.metrics.registry.get_sample_value(  # type: ignore[union-attr]
+        "monitor_manager_notifications_total", {"channel": "mail", "result": "delivered"})
+    assert samples == 1
+
+
+async def test_transient_failure_backs_off_exponentially_then_delivers(
+        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+    smtp_server.mode = "451"
+    await box.push(incoming("DiskFull"))
+    rows = await box.step(1)
+    assert rows[0]["state"] == "retrying" and "451" in rows[0]["last_error"]
+    waits = []
+    for _ in range(3):
+        due = rows[0]["next_attempt_at"] - box.clock.now
+        waits.append(round(due))
+        assert (await box.step(due - 0.5))[0]["attempts"] == rows[0]["attempts"]  # not before
+        rows = await box.step(0.5)
+    assert waits == [10, 20, 40]  # retry_initial doubling (jitter pinned to its top)
+    smtp_server.mode = "accept"
+    rows = await box.step(rows[0]["next_attempt_at"] - box.clock.now)
+    assert (rows[0]["state"], rows[0]["attempts"]) == ("delivered", 5)
+    assert len(smtp_server.messages) == 1
+
+
+async def test_backoff_is_capped_at_retry_max_and_gives_up_after_give_up_after(
+        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+    smtp_server.stop()
+    await box.push(incoming("DiskFull"))
+    rows = await box.step(1)
+    while rows[0]["state"] == "retrying":
+        assert rows[0]["next_attempt_at"] - box.clock.now <= 40.0 + 1e-6
+        rows = await box.step(rows[0]["next_attempt_at"] - box.clock.now)
+    assert rows[0]["state"] == "failed"
+    assert rows[0]["last_error"].startswith("gave up after")
+    assert box.clock.now - rows[0]["created_at"] <= 200.0
+
+
+async def test_permanent_failure_stops_at_once(
+        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+    smtp_server.mode = "550"
+    await box.push(incoming("DiskFull"))
+    rows = await box.step(1)
+    assert (rows[0]["state"], rows[0]["attempts"]) == ("failed", 1)
+    assert "550" in rows[0]["last_error"]
+    rows = await box.step(3600)
+    assert rows[0]["attempts"] == 1
+    failed = box.pipeline.metrics.registry.get_sample_value(  # type: ignore[union-attr]
+        "monitor_manager_notifications_total", {"channel": "mail", "result": "failed"})
+    assert failed == 1
+
+
+async def test_stopped_server_is_retried_until_it_is_back(
+        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+    smtp_server.stop()
+    await box.push(incoming("DiskFull"))
+    rows = await box.step(1)
+    assert rows[0]["state"] == "retrying"
+    smtp_server.start()
+    rows = await box.step(rows[0]["next_attempt_at"] - box.clock.now)
+    assert rows[0]["state"] == "delivered"
+
+
+async def test_partial_recipient_refusal_is_a_delivery_with_a_note(
+        tmp_path: Any, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+    from monitor_manager.config import ContactGroupConfig, MemberConfig
+
+    cfg = mail_config(tmp_path, smtp_server)
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg, contact_groups=(ContactGroupConfig("default", ("mail",), (
+        MemberConfig("ok", "ok@example.com"), MemberConfig("gone", "gone@example.com"))),))
+    smtp_server.reject_rcpt = {"gone@example.com": "550 5.1.1 No such user"}
+    h = await OutboxHarness(cfg).start()
+    await h.push(incoming("DiskFull"))
+    rows = await h.step(1)
+    assert rows[0]["state"] == "delivered"
+    assert "gone@example.com" in rows[0]["note"] and "550" in rows[0]["note"]
+    await h.stop()
+
+
+async def test_two_workers_never_send_the_same_row(
+        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+    await box.push(*(incoming(f"Alert{i}") for i in range(12)))
+    box.clock.advance(1)
+    await box.pipeline.tick()  # type: ignore[union-attr]
+    assert box.store is not None and box.pipeline is not None
+    other = Outbox(box.store, box.channels, box.config.delivery, box.clock, box.pipeline.metrics)
+    import asyncio
+
+    await asyncio.gather(box.outbox.drain(), other.drain(), box.outbox.drain())
+    rows = await box.deliveries()
+    assert all(r["state"] == "delivered" and r["attempts"] == 1 for r in rows)
+    assert len(smtp_server.messages) == len(rows) == 12
+
+
+async def test_a_send_interrupted_by_a_crash_is_sent_again_after_restart(
+        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+    await box.push(incoming("DiskFull"))
+    box.clock.advance(1)
+    await box.pipeline.tick()  # type: ignore[union-attr]
+
+    def claim(conn: sqlite3.Connection) -> None:  # what a crash right after claiming leaves
+        conn.execute("UPDATE deliveries SET state = 'sending'")
+
+    await box.store.run(claim)  # type: ignore[union-attr]
+    await box.restart()  # start() runs the outbox's recover()
+    rows = await box.deliveries()
+    assert rows[0]["state"] == "retrying" and "interrupted" in rows[0]["last_error"]
+    rows = await box.step(0)
+    assert rows[0]["state"] == "delivered" and len(smtp_server.messages) == 1
+
+
+async def test_a_channel_removed_from_the_config_fails_visibly(
+        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+    await box.push(incoming("DiskFull"))
+    box.channels.pop("mail")
+    rows = await box.step(1)
+    assert rows[0]["state"] == "failed" and "not configured" in rows[0]["last_error"]
