@@ -12,20 +12,25 @@ import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from functools import partial
 from typing import TextIO
 
 import aiohttp
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from channels import REGISTRY, Channel, ChannelContext
+from channels import REGISTRY, Channel, ChannelContext, ChannelError
 from monitor_manager import keys
 from monitor_manager.clock import Clock, system_clock
 from monitor_manager.config import Config
 from monitor_manager.metrics import Metrics
+from monitor_manager.models import AlertView, GroupView
 from monitor_manager.outbox import Outbox
+from monitor_manager.payload import IncomingAlert
+from monitor_manager.peers import Peers
 from monitor_manager.pipeline import Pipeline
-from monitor_manager.store import Store
+from monitor_manager.store import Store, StoreError
 from monitor_manager.templates import Renderer
 from monitor_manager.web_api import setup_routes
 
@@ -45,6 +50,7 @@ def create_app(config: Config, *, clock: Clock = system_clock, stdout: TextIO | 
     app = web.Application(client_max_size=config.server.max_body_bytes + 1024 * 1024)
     app[keys.CONFIG] = config
     app[keys.CLOCK] = clock
+    app[keys.STORE_PAGED] = False
     app[keys.METRICS] = metrics or Metrics(channels=[c.name for c in config.channels])
     app[keys.RENDERER] = Renderer(config.templates.language, config.templates.dir or None,
                                   config.templates.max_alerts)
@@ -80,6 +86,7 @@ def create_app(config: Config, *, clock: Clock = system_clock, stdout: TextIO | 
                         app[keys.METRICS])
         pipeline = Pipeline(config, app[keys.STORE], clock, app[keys.METRICS],
                             on_enqueued=outbox.wake)
+        outbox.observer = pipeline.watchdog
         await pipeline.load()
         recovered = await outbox.recover()
         if recovered:
@@ -87,6 +94,8 @@ def create_app(config: Config, *, clock: Clock = system_clock, stdout: TextIO | 
                         recovered)
         app[keys.PIPELINE] = pipeline
         app[keys.OUTBOX] = outbox
+        app[keys.PEERS] = Peers(config, app[keys.SESSION], clock, app[keys.METRICS],
+                                pipeline.is_firing)
         yield
 
     async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -103,6 +112,13 @@ def create_app(config: Config, *, clock: Clock = system_clock, stdout: TextIO | 
                       max_instances=1, coalesce=True, misfire_grace_time=None)
         sched.add_job(_quiet(pipeline.purge), "interval", hours=1, id="purge",
                       max_instances=1, coalesce=True)
+        sched.add_job(_quiet(partial(watch, app)), "interval", seconds=1.0, id="watchdog",
+                      max_instances=1, coalesce=True, misfire_grace_time=None)
+        if config.peers:
+            sched.add_job(_quiet(partial(probe_peers, app)), "interval",
+                          seconds=config.watchdog.peer_interval, id="peers", max_instances=1,
+                          coalesce=True, misfire_grace_time=None,
+                          next_run_time=datetime.now(UTC))
         sched.start()
         app[keys.SCHEDULER] = sched
         yield
@@ -113,6 +129,48 @@ def create_app(config: Config, *, clock: Clock = system_clock, stdout: TextIO | 
         app.cleanup_ctx.extend([outbox_ctx, scheduler_ctx])
     setup_routes(app)
     return app
+
+
+async def watch(app: web.Application) -> None:
+    """The watchdog job: heartbeat deadlines, channel health, the store; every second."""
+    pipeline = app[keys.PIPELINE]
+    try:
+        await pipeline.watch()
+    except StoreError:
+        pass  # the store refuses writes; the page below goes around it
+    now = app[keys.CLOCK]()
+    metrics = app[keys.METRICS]
+    for beat in pipeline.watchdog.heartbeats:
+        metrics.heartbeat_last_seen.labels(beat.config.name).set(beat.last_seen or 0)
+        metrics.heartbeat_missing.labels(beat.config.name).set(beat.state == "missing")
+    alert = pipeline.watchdog.store_alert(now)
+    if alert is not None and not app[keys.STORE_PAGED]:
+        app[keys.STORE_PAGED] = True
+        await page_directly(app, alert)
+    elif alert is None:
+        app[keys.STORE_PAGED] = False
+
+
+async def page_directly(app: web.Application, alert: IncomingAlert) -> None:
+    """The one side path: with the store refusing writes nothing can enter the outbox, so a
+    StoreFailing page goes straight to the watchdog groups' channels, once, best effort."""
+    config = app[keys.CONFIG]
+    now = app[keys.CLOCK]()
+    conv = app[keys.PIPELINE].convergence
+    view = AlertView("store", "firing", alert.labels, alert.annotations, alert.starts_at)
+    for name in config.watchdog_groups:
+        group = GroupView("store-failing", name, {"alertname": "StoreFailing"}, (view,))
+        message = conv.new_message("group", name, (group,), now)
+        for channel_name in config.contact_group(name).channels:
+            try:
+                await app[keys.CHANNELS][channel_name].send(message)
+            except ChannelError as exc:
+                log.error("StoreFailing page via %s failed: %s", channel_name, exc)
+
+
+async def probe_peers(app: web.Application) -> None:
+    alerts = await app[keys.PEERS].probe_all()
+    await app[keys.PIPELINE].raise_internal(alerts)
 
 
 def _quiet(job):  # type: ignore[no-untyped-def]

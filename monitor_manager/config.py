@@ -114,7 +114,10 @@ class RouteConfig:
 class HeartbeatConfig:
     name: str
     match: dict[str, str]
-    timeout: Duration = 300.0
+    timeout: Duration = 360.0
+    # How often Alertmanager re-sends the always-firing alert: repeat_interval + group_interval
+    # of its route (2m in rules/alertmanager.example.yml). A timeout at or below it pages falsely.
+    resend_interval: Duration = 120.0
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,8 @@ class WatchdogConfig:
     peer_interval: Duration = 15.0
     peer_timeout: Duration = 3.0
     peer_failures: int = 3
+    channel_failing_after: Duration = 600.0  # a channel failing this long raises ChannelFailing
+    store_failing_after: Duration = 60.0  # a store refusing writes this long raises StoreFailing
     heartbeats: tuple[HeartbeatConfig, ...] = ()
 
 
@@ -818,6 +823,14 @@ def _route_warnings(cfg: Config) -> list[str]:
 
 def _watchdog_warnings(cfg: Config) -> list[str]:
     notes = []
+    for i, beat in enumerate(cfg.watchdog.heartbeats):
+        if beat.timeout <= beat.resend_interval:
+            notes.append(
+                f"watchdog.heartbeats[{i}].timeout: {format_duration(beat.timeout)} is not "
+                f"longer than resend_interval ({format_duration(beat.resend_interval)}), the "
+                "cadence at which Alertmanager re-sends the heartbeat: it will page falsely "
+                "(use about 3x resend_interval)"
+            )
     if cfg.watchdog.peer_timeout > cfg.watchdog.peer_interval:
         notes.append(
             f"watchdog.peer_timeout: longer than peer_interval "

@@ -30,6 +30,7 @@ from monitor_manager.payload import IncomingAlert
 from monitor_manager.records import insert_notification, upsert_alert, upsert_group
 from monitor_manager.routing import Router
 from monitor_manager.store import Op
+from monitor_manager.watchdog import SOURCE_LABEL
 from monitor_manager.storm import StormControl
 
 INF = float("inf")
@@ -264,13 +265,25 @@ class Convergence:
 
     def enqueue(self, message: Message, now: float, result: FlushResult) -> None:
         """One outbox row per (notification, channel), written with the notification."""
-        for channel in self._channels.get(message.contact_group, ()):
+        for channel in self._channels_for(message):
             result.ops.append((
                 "INSERT INTO deliveries (id, notification_id, channel, state, attempts, "
                 "next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)",
                 (self.next_delivery_id, message.id, channel, now, now, now)))
             self.next_delivery_id += 1
             result.deliveries += 1
+
+    def _channels_for(self, message: Message) -> tuple[str, ...]:
+        """The contact group's channels, less those this message says are failing.
+
+        A page about a failing channel goes through the group's other channels, where it has any.
+        """
+        channels = self._channels.get(message.contact_group, ())
+        failing = {
+            a.labels["channel"] for g in message.groups for a in g.alerts
+            if a.labels.get(SOURCE_LABEL[0]) == SOURCE_LABEL[1] and "channel" in a.labels
+        }
+        return tuple(c for c in channels if c not in failing) or channels
 
     # -- retention ------------------------------------------------------------------------------
     def purge(self, before: float) -> list[Op]:

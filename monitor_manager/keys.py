@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import aiohttp
 from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-if TYPE_CHECKING:
+from channels.base import Channel
+from monitor_manager.clock import Clock
+from monitor_manager.config import Config
+from monitor_manager.metrics import Metrics
+from monitor_manager.outbox import Outbox
+from monitor_manager.peers import Peers
+from monitor_manager.pipeline import Pipeline
+from monitor_manager.store import Store
+from monitor_manager.templates import Renderer
 
-    pass
-
-CONFIG = web.AppKey("config", "Config")
-CLOCK = web.AppKey("clock", "Clock")
-METRICS = web.AppKey("metrics", "Metrics")
-RENDERER = web.AppKey("renderer", "Renderer")
-STORE = web.AppKey("store", "Store")
+CONFIG = web.AppKey("config", Config)
+CLOCK = web.AppKey[Clock]("clock")
+METRICS = web.AppKey("metrics", Metrics)
+RENDERER = web.AppKey("renderer", Renderer)
+STORE = web.AppKey("store", Store)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
-CHANNELS = web.AppKey("channels", "dict[str, Channel]")
-PIPELINE = web.AppKey("pipeline", "Pipeline")
-OUTBOX = web.AppKey("outbox", "Outbox")
-SCHEDULER = web.AppKey("scheduler", "AsyncIOScheduler")
+CHANNELS = web.AppKey[dict[str, Channel]]("channels")
+PIPELINE = web.AppKey("pipeline", Pipeline)
+OUTBOX = web.AppKey("outbox", Outbox)
+SCHEDULER = web.AppKey("scheduler", AsyncIOScheduler)
+PEERS = web.AppKey("peers", Peers)
+STORE_PAGED = web.AppKey("store_paged", bool)  # StoreFailing was paged in this episode

@@ -63,6 +63,18 @@ class Metrics:
             "Store transactions that could not commit.", registry=r)
         self.alert_groups_open = Gauge(
             "monitor_manager_alert_groups_open", "Alert groups with alerts in them.", registry=r)
+        self.heartbeat_last_seen = Gauge(
+            "monitor_manager_heartbeat_last_seen_timestamp_seconds",
+            "When the heartbeat last arrived (Unix time; 0 never).", ["heartbeat"], registry=r)
+        self.heartbeat_missing = Gauge(
+            "monitor_manager_heartbeat_missing",
+            "1 while the heartbeat is missing.", ["heartbeat"], registry=r)
+        self.peer_up = Gauge(
+            "monitor_manager_peer_up",
+            "0 once peer_failures probes in a row failed.", ["peer"], registry=r)
+        self.peer_probe_duration = Gauge(
+            "monitor_manager_peer_probe_duration_seconds",
+            "Duration of the last probe of the peer's /healthz.", ["peer"], registry=r)
         for status in ("firing", "resolved"):
             self.alerts_received.labels(status)
         for channel in channels:

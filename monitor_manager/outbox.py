@@ -19,8 +19,9 @@ import json
 import logging
 import random
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from channels.base import Channel, ChannelError
 from monitor_manager.clock import Clock
@@ -54,7 +55,12 @@ class Outcome:
     retry_after: float | None = None
 
 
-FailedHook = Callable[[Delivery, str], Awaitable[None]]
+class DeliveryObserver(Protocol):
+    """Told every outcome per channel (the watchdog raises DeliveryFailed, ChannelFailing)."""
+
+    def delivered(self, channel: str) -> None: ...
+    def retrying(self, channel: str, error: str, now: float) -> None: ...
+    def failed(self, channel: str, error: str, now: float) -> None: ...
 
 
 class Outbox:
@@ -66,7 +72,7 @@ class Outbox:
         self.clock = clock
         self.metrics = metrics
         self.rng = rng
-        self.on_failed: FailedHook | None = None
+        self.observer: DeliveryObserver | None = None
         self._semaphore = asyncio.Semaphore(max(config.concurrency, 1))
         self._wake = asyncio.Event()
         self._inflight: set[int] = set()
@@ -232,13 +238,19 @@ class Outbox:
             # The row stays `sending`; the next start re-sends it (at least once).
             log.error("could not record delivery outcome for %s", [d.id for d in batch])
             return
+        channel = batch[0].channel
         if outcome.delivered:
+            if self.observer is not None:
+                self.observer.delivered(channel)
             return
         self._wake.set()
         for d in failed:
             log.warning("delivery %s via %s failed for good: %s", d.id, d.channel, outcome.error)
-            if self.on_failed is not None:
-                await self.on_failed(d, outcome.error)
+        if self.observer is not None:
+            if failed:
+                self.observer.failed(channel, outcome.error, now)
+            else:
+                self.observer.retrying(channel, outcome.error, now)
 
     def backoff(self, attempts: int, retry_after: float | None = None) -> float:
         base = min(self.config.retry_max, self.config.retry_initial * 2 ** max(attempts - 1, 0))

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+MIN_TIME = -62135596800.0 + 86400  # 0001-01-02T00:00:00Z
+MAX_TIME = 253402214400.0  # 9999-12-31T00:00:00Z
 ZERO_TIME_YEAR = 1  # Go's zero time, "0001-01-01T00:00:00Z": a firing alert's endsAt
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _RFC3339 = re.compile(
@@ -65,7 +67,10 @@ def parse_time(value: Any, path: str) -> float | None:
     except ValueError as exc:
         raise PayloadError(f"{value[:40]!r} is not a valid time: {exc}", path) from None
     fraction = m.group(7)
-    return stamp.timestamp() + (float("0." + fraction) if fraction else 0.0)
+    ts = stamp.timestamp() + (float("0." + fraction[:9]) if fraction else 0.0)
+    if not MIN_TIME <= ts <= MAX_TIME:  # the UTC time must be representable everywhere
+        raise PayloadError(f"{value[:40]!r} is out of range", path)
+    return ts
 
 
 def parse_payload(body: bytes) -> Payload:

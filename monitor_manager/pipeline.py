@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable, Iterable
 
+from monitor_manager.alerts import fingerprint, identity_labels
 from monitor_manager.clock import Clock
 from monitor_manager.config import Config
 from monitor_manager.convergence import Convergence, FlushResult, IngestResult
 from monitor_manager.metrics import Metrics
 from monitor_manager.payload import IncomingAlert, Payload
-from monitor_manager.store import Store
+from monitor_manager.store import Op, Store, StoreError, probe_op
+from monitor_manager.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -32,35 +35,53 @@ class Pipeline:
         self.metrics = metrics
         self.on_enqueued = on_enqueued
         self.convergence = Convergence(config, clock)
+        self.watchdog = Watchdog(config, clock, self.is_firing)
         self._stale = True  # nothing loaded yet
         self._reload_lock = asyncio.Lock()
         store.on_failure = self._on_store_failure
 
     def _on_store_failure(self, exc: BaseException) -> None:
         self.metrics.store_commit_failures.inc()
+        self.watchdog.store_failed(str(exc), self.clock())
         self._stale = True
+
+    def is_firing(self, labels: dict[str, str]) -> bool:
+        fp = fingerprint(identity_labels(labels, self.convergence.ignore))
+        alert = self.convergence.alerts.get(fp)
+        return alert is not None and alert.status == "firing"
+
+    def _load(self, conn: sqlite3.Connection) -> None:
+        self.convergence.load(conn)
+        self.watchdog.load(conn)
 
     async def load(self) -> None:
         if not self._stale:
             return
         async with self._reload_lock:
             if self._stale:
-                await self.store.run(self.convergence.load)
+                await self.store.run(self._load)
                 self._stale = False
                 self.metrics.alert_groups_open.set(len(self.convergence.groups))
 
     async def receive(self, payload: Payload) -> IngestResult:
         """Raises StoreError (nothing stored, answer 503) when the commit fails."""
-        return await self.ingest(payload.alerts, source=payload.external_url)
+        await self.load()
+        # Heartbeats are taken out first: they record "seen" and are never notified.
+        alerts, heartbeats = self.watchdog.observe(payload, self.clock())
+        result = await self.ingest(alerts, source=payload.external_url,
+                                   extra_ops=self.watchdog.ops())
+        result.accepted += heartbeats
+        return result
 
     async def ingest(self, alerts: Iterable[IncomingAlert], source: str = "",
-                     groups: list[str] | None = None, wait: float | None = None) -> IngestResult:
+                     groups: list[str] | None = None, wait: float | None = None,
+                     extra_ops: list[Op] | None = None) -> IngestResult:
         await self.load()
         alerts = list(alerts)
         result = self.convergence.ingest(alerts, source, groups, wait)
         # Written even when empty: a duplicate must not be answered before the write that made
         # it a duplicate is durable.
-        await self.store.write(result.ops)
+        await self.store.write((extra_ops or []) + result.ops)
         firing = sum(1 for a in alerts if a.status == "firing")
         self.metrics.alerts_received.labels("firing").inc(firing)
         self.metrics.alerts_received.labels("resolved").inc(len(alerts) - firing)
@@ -77,6 +98,28 @@ class Pipeline:
             if result.deliveries:
                 self.on_enqueued()
         return result
+
+    async def raise_internal(self, alerts: list[IncomingAlert]) -> None:
+        """Internal alerts: to the watchdog groups, without group_wait, otherwise as any alert."""
+        if alerts:
+            await self.ingest(alerts, source="monitor-manager",
+                              groups=list(self.config.watchdog_groups), wait=0.0)
+
+    async def watch(self) -> None:
+        """The watchdog job: deadlines, channel health, the store; raise what changed."""
+        await self.load()
+        now = self.clock()
+        if not self.store.healthy:
+            try:  # a real commit through the shared path: it alone makes the store healthy
+                await self.store.write([probe_op(now)])
+            except StoreError:
+                return  # still failing: StoreFailing is the caller's to page
+        self.watchdog.store_ok()
+        alerts = self.watchdog.check(now)
+        await self.raise_internal(alerts)
+        ops = self.watchdog.ops()
+        if ops:
+            await self.store.write(ops)
 
     async def purge(self) -> None:
         await self.load()

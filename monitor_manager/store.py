@@ -107,6 +107,34 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m002_watchdog(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE heartbeats (
+            name TEXT PRIMARY KEY,
+            last_seen REAL,
+            via TEXT NOT NULL DEFAULT '',
+            due_at REAL NOT NULL,
+            state TEXT NOT NULL,
+            missing_since REAL
+        );
+        CREATE TABLE alertmanagers (
+            url TEXT PRIMARY KEY,
+            last_seen REAL NOT NULL
+        );
+        CREATE TABLE probe (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL
+        );
+        """
+    )
+
+
+def probe_op(now: float) -> Op:
+    return ("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (now,))
+
+
 class StoreError(Exception):
     """The store could not commit; the caller must not report success."""
 
@@ -190,6 +218,12 @@ class Store:
         except sqlite3.Error as exc:
             self._mark(exc)
             raise StoreError(str(exc)) from exc
+
+    async def probe(self, now: float) -> None:
+        """A real (tiny) write in a transaction of its own: proves the store takes writes (the
+        disk is not full, the file not read-only). `healthy` stays as the last real commit left
+        it; `write([probe_op(now)])` is the way to try a real commit."""
+        await self.transaction(lambda conn: conn.execute(*probe_op(now)))
 
     # -- group commit ------------------------------------------------------------------------------
     async def write(self, ops: list[Op]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -98,9 +99,12 @@ async def readyz(request: web.Request) -> web.Response:
     problems = []
     store = request.app[keys.STORE]
     try:
-        await store.transaction(lambda conn: conn.execute("SELECT 1"))
+        await store.probe(request.app[keys.CLOCK]())
     except StoreError as exc:
         problems.append(f"store is not writable: {exc}")
+    else:
+        if not store.healthy:
+            problems.append(f"the last commit failed: {store.last_error}")
     sched = request.app.get(keys.SCHEDULER)
     if sched is not None and not sched.running:
         problems.append("scheduler is not running")
@@ -121,7 +125,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 def _limit(request: web.Request, default: int = 1000, most: int = 100_000) -> int:
     raw = request.query.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= most:
+    if not re.fullmatch(r"[0-9]{1,7}", raw) or not 1 <= int(raw) <= most:
         raise web.HTTPBadRequest(reason=f"limit must be a whole number from 1 to {most}")
     return int(raw)
 
@@ -131,6 +135,7 @@ async def list_alerts(request: web.Request) -> web.Response:
     if status not in (None, "firing", "resolved"):
         return error(400, 'status must be "firing" or "resolved"', field="status")
     limit = _limit(request, default=10_000)
+    await request.app[keys.PIPELINE].load()  # after a failed commit: only what was stored
     conv = request.app[keys.PIPELINE].convergence
     alerts = [a for a in conv.alerts.values() if status is None or a.status == status]
     alerts.sort(key=lambda a: a.updated_at, reverse=True)
@@ -153,6 +158,7 @@ async def list_alert_groups(request: web.Request) -> web.Response:
     rows = await request.app[keys.STORE].query(
         "SELECT * FROM alert_groups ORDER BY (state = 'open') DESC, updated_at DESC LIMIT ?",
         (limit,))
+    await request.app[keys.PIPELINE].load()
     conv = request.app[keys.PIPELINE].convergence
     return web.json_response({"alert_groups": [_group_json(r, conv) for r in rows]})
 
@@ -177,6 +183,7 @@ async def show_alert_group(request: web.Request) -> web.Response:
     rows = await store.query("SELECT * FROM alert_groups WHERE key = ?", (key,))
     if not rows:
         return error(404, f"no alert group {key!r}")
+    await request.app[keys.PIPELINE].load()
     conv = request.app[keys.PIPELINE].convergence
     body = _group_json(rows[0], conv)
     group = conv.groups.get(key)
@@ -243,8 +250,16 @@ def _iso(ts: float | None) -> str | None:
         "+00:00", "Z")
 
 
-async def not_found(request: web.Request) -> web.Response:
-    return error(404, f"no such endpoint: {request.method} {request.path}")
+async def watchdog_state(request: web.Request) -> web.Response:
+    now = request.app[keys.CLOCK]()
+    pipeline = request.app[keys.PIPELINE]
+    failures = request.app[keys.CONFIG].watchdog.peer_failures
+    return web.json_response({
+        "heartbeats": [b.as_json(now) for b in pipeline.watchdog.heartbeats],
+        "peers": [p.as_json(failures) for p in request.app[keys.PEERS].states.values()],
+        "alertmanagers": [{"url": url, "last_seen": _iso(at)}
+                          for url, at in sorted(pipeline.watchdog.sources.items())],
+    })
 
 
 def setup_routes(app: web.Application) -> None:
@@ -258,3 +273,4 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/api/v1/alert-groups", list_alert_groups)
     r.add_get("/api/v1/alert-groups/{key}", show_alert_group)
     r.add_get("/api/v1/notifications", list_notifications)
+    r.add_get("/api/v1/watchdog", watchdog_state)

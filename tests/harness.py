@@ -7,19 +7,24 @@ nothing extra".
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from builders import T0
+from channels.base import ChannelContext
+from monitor_manager.app import build_channels
 from monitor_manager.clock import ManualClock
 from monitor_manager.config import Config
 from monitor_manager.convergence import IngestResult
 from monitor_manager.metrics import Metrics
 from monitor_manager.models import Message
-from monitor_manager.payload import IncomingAlert
+from monitor_manager.outbox import Outbox
+from monitor_manager.payload import IncomingAlert, Payload
 from monitor_manager.pipeline import Pipeline
 from monitor_manager.store import Store
+from monitor_manager.templates import Renderer
 
 
 @dataclass
@@ -70,11 +75,18 @@ class Harness:
         assert self.pipeline is not None
         return await self.pipeline.ingest(alerts, source=source)
 
+    async def receive(self, *alerts: IncomingAlert, source: str = "http://am1:9093"
+                      ) -> IngestResult:
+        """As the webhook does: heartbeats taken out, the rest ingested."""
+        assert self.pipeline is not None
+        return await self.pipeline.receive(Payload(list(alerts), source, "mm", "{}"))
+
     async def run_until(self, t: float, step: float = 1.0) -> list[Decided]:
         """Step the clock to T0 + t, ticking every `step`; return what was decided meanwhile."""
         assert self.pipeline is not None
         new: list[Decided] = []
         while True:
+            await self.pipeline.watch()
             await self.pipeline.tick()
             new += await self._collect()
             if self.t >= t:
@@ -98,3 +110,40 @@ class Harness:
     async def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         assert self.store is not None
         return [dict(r) for r in await self.store.query(sql, params)]
+
+
+class OutboxHarness(Harness):
+    """Harness plus channels and the outbox, all on the manual clock."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.stdout = io.StringIO()
+        self.outboxes: list[Outbox] = []
+
+    async def start(self) -> OutboxHarness:
+        await super().start()
+        ctx = ChannelContext(session=None, renderer=Renderer(), clock=self.clock,
+                             stdout=self.stdout, instance="mm-test")
+        self.channels = build_channels(self.config, ctx)
+        assert self.store is not None and self.pipeline is not None
+        self.outbox = Outbox(self.store, self.channels, self.config.delivery, self.clock,
+                             self.pipeline.metrics, rng=lambda: 1.0)
+        self.outbox.observer = self.pipeline.watchdog
+        await self.outbox.recover()
+        return self
+
+    async def stop(self) -> None:
+        for channel in getattr(self, "channels", {}).values():
+            await channel.close()
+        await super().stop()
+
+    async def deliveries(self) -> list[dict[str, Any]]:
+        return await self.rows("SELECT * FROM deliveries ORDER BY id")
+
+    async def step(self, seconds: float) -> list[dict[str, Any]]:
+        self.clock.advance(seconds)
+        assert self.pipeline is not None
+        await self.pipeline.watch()
+        await self.pipeline.tick()
+        await self.outbox.drain()
+        return await self.deliveries()

@@ -39,10 +39,11 @@ def http(method: str, url: str, body: Any = None, token: str = "",
 class ServeProcess:
     """One service process on a config file; stdout/stderr go to files for the assertions."""
 
-    def __init__(self, workdir: Path, config_text: str, name: str = "mm") -> None:
+    def __init__(self, workdir: Path, config_text: str, name: str = "mm",
+                 port: int | None = None) -> None:
         self.workdir = workdir
         self.name = name
-        self.port = free_port()
+        self.port = port or free_port()
         self.config = workdir / f"{name}.toml"
         self.config.write_text(config_text.replace("{port}", str(self.port)))
         self.stdout = workdir / f"{name}.out"

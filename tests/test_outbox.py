@@ -2,57 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from builders import groups, incoming, make_config
-from harness import Harness
-from smtp_server import SMTPTestServer, smtp_server  # noqa: F401
 
-from channels.base import ChannelContext
+from builders import groups, incoming, make_config
 from channels.email import EmailSettings
-from monitor_manager.app import build_channels
+from harness import OutboxHarness
 from monitor_manager.config import ChannelConfig
 from monitor_manager.outbox import Outbox
-from monitor_manager.templates import Renderer
-
-
-class OutboxHarness(Harness):
-    """Harness plus channels and the outbox, all on the manual clock."""
-
-    def __init__(self, config: Any) -> None:
-        super().__init__(config)
-        self.stdout = io.StringIO()
-        self.outboxes: list[Outbox] = []
-
-    async def start(self) -> OutboxHarness:
-        await super().start()
-        ctx = ChannelContext(session=None, renderer=Renderer(), clock=self.clock,
-                             stdout=self.stdout, instance="mm-test")
-        self.channels = build_channels(self.config, ctx)
-        assert self.store is not None and self.pipeline is not None
-        self.outbox = Outbox(self.store, self.channels, self.config.delivery, self.clock,
-                             self.pipeline.metrics, rng=lambda: 1.0)
-        await self.outbox.recover()
-        return self
-
-    async def stop(self) -> None:
-        for channel in getattr(self, "channels", {}).values():
-            await channel.close()
-        await super().stop()
-
-    async def deliveries(self) -> list[dict[str, Any]]:
-        return await self.rows("SELECT * FROM deliveries ORDER BY id")
-
-    async def step(self, seconds: float) -> list[dict[str, Any]]:
-        self.clock.advance(seconds)
-        assert self.pipeline is not None
-        await self.pipeline.tick()
-        await self.outbox.drain()
-        return await self.deliveries()
+from smtp_server import SMTPTestServer, smtp_server  # noqa: F401
 
 
 def mail_config(tmp_path: Any, server: SMTPTestServer, **sections: Any) -> Any:
@@ -129,9 +90,11 @@ async def test_permanent_failure_stops_at_once(
     assert "550" in rows[0]["last_error"]
     rows = await box.step(3600)
     assert rows[0]["attempts"] == 1
+    # The DeliveryFailed page had no other channel to take, so it failed through mail too.
+    assert [r["state"] for r in rows] == ["failed", "failed"]
     failed = box.pipeline.metrics.registry.get_sample_value(  # type: ignore[union-attr]
         "monitor_manager_notifications_total", {"channel": "mail", "result": "failed"})
-    assert failed == 1
+    assert failed == 2
 
 
 async def test_stopped_server_is_retried_until_it_is_back(

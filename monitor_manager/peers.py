@@ -1,0 +1,115 @@
+"""Peer probes: every instance probes the others' /healthz; a peer silent for `peer_failures`
+probes in a row raises PeerDown{peer=NAME}, the next good probe resolves it.
+
+A peer counts as reachable until a probe fails: high availability orders the reachable
+instances by name and waits its position before sending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from monitor_manager.clock import Clock
+from monitor_manager.config import Config, PeerConfig
+from monitor_manager.metrics import Metrics
+from monitor_manager.payload import IncomingAlert
+from monitor_manager.watchdog import TEXTS, internal_alert
+
+
+@dataclass
+class PeerState:
+    config: PeerConfig
+    failures: int = 0
+    last_probe_at: float | None = None
+    last_ok_at: float | None = None
+    latency: float | None = None
+    last_error: str = ""
+    instance: str = ""  # the name the peer reports on /healthz
+
+    @property
+    def reachable(self) -> bool:
+        return self.failures == 0
+
+    def as_json(self, down_after: int) -> dict[str, object]:
+        from monitor_manager.watchdog import _iso
+
+        return {
+            "name": self.config.name, "url": self.config.url,
+            "last_probe": _iso(self.last_probe_at), "last_ok": _iso(self.last_ok_at),
+            "latency_seconds": self.latency, "consecutive_failures": self.failures,
+            "last_error": self.last_error,
+            "state": "down" if self.failures >= down_after else "up",
+        }
+
+
+class Peers:
+    def __init__(self, config: Config, session: aiohttp.ClientSession | None, clock: Clock,
+                 metrics: Metrics, is_firing: Callable[[dict[str, str]], bool]) -> None:
+        self.config = config
+        self.session = session
+        self.clock = clock
+        self.metrics = metrics
+        self.is_firing = is_firing
+        self.texts = TEXTS[config.templates.language]
+        self.states = {p.name: PeerState(p) for p in config.peers}
+        for name in self.states:
+            metrics.peer_up.labels(name).set(1)
+
+    def reachable(self) -> list[str]:
+        return sorted(name for name, s in self.states.items() if s.reachable)
+
+    async def probe_all(self) -> list[IncomingAlert]:
+        """Probe every peer at once; return the PeerDown alerts whose state changed."""
+        await asyncio.gather(*(self._probe(s) for s in self.states.values()))
+        return self.transitions()
+
+    async def _probe(self, state: PeerState) -> None:
+        assert self.session is not None
+        watchdog = self.config.watchdog
+        started = time.monotonic()
+        state.last_probe_at = self.clock()
+        try:
+            async with self.session.get(
+                    f"{state.config.url.rstrip('/')}/healthz",
+                    timeout=aiohttp.ClientTimeout(total=watchdog.peer_timeout)) as response:
+                body = await response.json(content_type=None)
+                if response.status != 200:
+                    raise ValueError(f"HTTP {response.status}")
+            state.instance = str(body.get("instance", "")) if isinstance(body, dict) else ""
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            state.failures += 1
+            state.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        else:
+            state.failures = 0
+            state.last_ok_at = state.last_probe_at
+            state.last_error = ""
+        state.latency = time.monotonic() - started
+        self.metrics.peer_probe_duration.labels(state.config.name).set(state.latency)
+        self.metrics.peer_up.labels(state.config.name).set(
+            0 if state.failures >= watchdog.peer_failures else 1)
+
+    def transitions(self) -> list[IncomingAlert]:
+        out = []
+        limit = self.config.watchdog.peer_failures
+        now = self.clock()
+        for name, state in self.states.items():
+            labels = {"peer": name}
+            full = {"alertname": "PeerDown", "severity": "critical", "source": "monitor-manager",
+                    **labels}
+            firing = self.is_firing(full)
+            summary = self.texts["peer_summary"].format(peer=name)
+            if state.failures >= limit and not firing:
+                out.append(internal_alert(
+                    "PeerDown", "firing", labels, summary,
+                    self.texts["peer_description"].format(
+                        failures=state.failures, url=state.config.url, error=state.last_error),
+                    starts_at=now))
+            elif state.failures == 0 and state.last_ok_at is not None and firing:
+                out.append(internal_alert("PeerDown", "resolved", labels, summary, "",
+                                          starts_at=now, ends_at=now))
+        return out

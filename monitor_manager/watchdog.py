@@ -1,0 +1,325 @@
+"""Watching the watchers: heartbeats, channel failures, and the internal alerts they raise.
+
+Internal alerts take the same road as Alertmanager's (dedup, alert groups, storm control, the
+outbox, the channels, the templates); they only skip routing (they go to `watchdog.groups`)
+and group_wait. Their labels name the thing that is broken and nothing about this instance,
+so that instances in several AZs raise the *same* alert and HA can send it once.
+
+Heartbeats: a firing alert matching `[[watchdog.heartbeats]].match` records "seen" (never a
+notification of its own); `due_at = last_seen + timeout` is a stored column checked every
+second, so a restart neither forgets a missing heartbeat nor pages for one seen just before.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from monitor_manager.config import Config, HeartbeatConfig
+from monitor_manager.durations import format_duration
+from monitor_manager.payload import IncomingAlert, Payload
+from monitor_manager.store import Op
+
+SOURCE_LABEL = ("source", "monitor-manager")
+
+TEXTS = {
+    "en": {
+        "hb_summary": "Heartbeat {name} missing for {age}",
+        "hb_never": "No heartbeat matching {match} has arrived since Monitor Manager started "
+                    "at {start}. Check that the DeadMansSwitch rule is loaded and that "
+                    "Alertmanager routes it to this webhook.",
+        "hb_prometheus": "The last heartbeat came at {seen} through Alertmanager {via}, which "
+                         "still delivered other alerts at {other}: the Prometheus side is "
+                         "broken (rule evaluation, or Prometheus cannot reach Alertmanager).",
+        "hb_alertmanager": "The last heartbeat came at {seen} through Alertmanager {via}, which "
+                           "has delivered nothing since: Alertmanager itself or the network "
+                           "between it and Monitor Manager is broken.",
+        "hb_resolved": "Heartbeat {name} arrives again.",
+        "failed_summary": "Deliveries through channel {channel} are failing for good",
+        "failed_description": "A notification could not be delivered through {channel}: "
+                              "{error}",
+        "failing_summary": "Channel {channel} has failed for {age}",
+        "failing_description": "Every delivery through {channel} has failed since {since}; "
+                               "the last error: {error}",
+        "store_summary": "Monitor Manager cannot write its store",
+        "store_description": "The store has refused writes since {since}: {error}. Webhooks "
+                             "are answered 503 (Alertmanager retries).",
+        "peer_summary": "Monitor Manager peer {peer} is down",
+        "peer_description": "{failures} consecutive probes of {url}/healthz failed; "
+                            "the last error: {error}",
+    },
+    "zh": {
+        "hb_summary": "心跳 {name} 已中断 {age}",
+        "hb_never": "自 Monitor Manager 于 {start} 启动以来，没有收到匹配 {match} 的心跳。"
+                    "请检查 DeadMansSwitch 规则是否加载，以及 Alertmanager 是否把它路由到本 webhook。",
+        "hb_prometheus": "最后一次心跳于 {seen} 经 Alertmanager {via} 到达，该 Alertmanager "
+                         "在 {other} 仍在投递其他告警：Prometheus 一侧故障（规则评估，或 "
+                         "Prometheus 无法连接 Alertmanager）。",
+        "hb_alertmanager": "最后一次心跳于 {seen} 经 Alertmanager {via} 到达，此后该 "
+                           "Alertmanager 再无任何投递：Alertmanager 本身或它到 Monitor Manager "
+                           "的网络故障。",
+        "hb_resolved": "心跳 {name} 已恢复。",
+        "failed_summary": "通道 {channel} 投递彻底失败",
+        "failed_description": "一条通知无法通过 {channel} 投递：{error}",
+        "failing_summary": "通道 {channel} 已连续失败 {age}",
+        "failing_description": "自 {since} 起通过 {channel} 的投递全部失败；最后的错误：{error}",
+        "store_summary": "Monitor Manager 无法写入存储",
+        "store_description": "自 {since} 起存储拒绝写入：{error}。Webhook 返回 503（Alertmanager 会重试）。",
+        "peer_summary": "Monitor Manager 对端 {peer} 宕机",
+        "peer_description": "连续 {failures} 次探测 {url}/healthz 失败；最后的错误：{error}",
+    },
+}
+
+
+def _time(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def internal_alert(alertname: str, status: str, labels: dict[str, str], summary: str,
+                   description: str, starts_at: float, ends_at: float | None = None,
+                   severity: str = "critical") -> IncomingAlert:
+    return IncomingAlert(
+        status=status,
+        labels={"alertname": alertname, "severity": severity, SOURCE_LABEL[0]: SOURCE_LABEL[1],
+                **labels},
+        annotations={"summary": summary, "description": description},
+        starts_at=starts_at,
+        ends_at=ends_at if status == "resolved" else None,
+        generator_url="",
+    )
+
+
+@dataclass
+class Heartbeat:
+    config: HeartbeatConfig
+    due_at: float
+    last_seen: float | None = None
+    via: str = ""
+    state: str = "ok"  # "ok" | "missing"
+    missing_since: float | None = None
+    changed: bool = True  # not yet persisted
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.config.match.items())
+
+    def as_json(self, now: float) -> dict[str, object]:
+        return {
+            "name": self.config.name, "match": self.config.match,
+            "timeout": format_duration(self.config.timeout), "last_seen": _iso(self.last_seen),
+            "via": self.via, "due_at": _iso(self.due_at), "state": self.state,
+            "missing_since": _iso(self.missing_since),
+        }
+
+
+@dataclass
+class ChannelHealth:
+    failing_since: float | None = None
+    last_error: str = ""
+    failed_for_good: str = ""  # the error of the last delivery that failed for good
+
+
+class Watchdog:
+    def __init__(self, config: Config, clock: Callable[[], float],
+                 is_firing: Callable[[dict[str, str]], bool]) -> None:
+        self.config = config
+        self.clock = clock
+        self.is_firing = is_firing
+        self.texts = TEXTS[config.templates.language]
+        self.started_at = clock()
+        self.heartbeats = [Heartbeat(h, self.started_at + h.timeout)
+                           for h in config.watchdog.heartbeats]
+        self.sources: dict[str, float] = {}  # Alertmanager externalURL -> last delivery
+        self._sources_changed: set[str] = set()
+        self.channels: dict[str, ChannelHealth] = {}
+        self.store_failing_since: float | None = None
+        self.store_error = ""
+
+    # -- heartbeats ------------------------------------------------------------------------------
+    def observe(self, payload: Payload, now: float) -> tuple[list[IncomingAlert], int]:
+        """Take the heartbeat alerts out of a payload; return the rest and how many were taken."""
+        if payload.external_url:
+            self.sources[payload.external_url] = now
+            self._sources_changed.add(payload.external_url)
+        if not self.heartbeats:
+            return payload.alerts, 0
+        rest: list[IncomingAlert] = []
+        taken = 0
+        for alert in payload.alerts:
+            beat = next((h for h in self.heartbeats if h.matches(alert.labels)), None)
+            if beat is None:
+                rest.append(alert)
+                continue
+            taken += 1
+            if alert.status == "firing":  # a resolved heartbeat means its source went quiet
+                beat.last_seen = now
+                beat.via = payload.external_url
+                beat.due_at = now + beat.config.timeout
+                beat.changed = True
+        return rest, taken
+
+    def check(self, now: float) -> list[IncomingAlert]:
+        """Internal alerts whose state changed: fire what broke, resolve what recovered."""
+        out: list[IncomingAlert] = []
+        for beat in self.heartbeats:
+            labels = {"heartbeat": beat.config.name}
+            missing = now >= beat.due_at
+            if missing and beat.state == "ok":
+                beat.state, beat.missing_since, beat.changed = "missing", beat.due_at, True
+            elif not missing and beat.state == "missing":
+                beat.state, beat.missing_since, beat.changed = "ok", None, True
+            firing = self.is_firing(_full(labels, "HeartbeatMissing"))
+            if beat.state == "missing" and not firing:
+                out.append(self._heartbeat_missing(beat, now))
+            elif beat.state == "ok" and firing:
+                out.append(internal_alert(
+                    "HeartbeatMissing", "resolved", labels,
+                    self.texts["hb_summary"].format(name=beat.config.name, age="-"),
+                    self.texts["hb_resolved"].format(name=beat.config.name),
+                    starts_at=beat.missing_since or now, ends_at=beat.last_seen or now))
+        out += self._channel_alerts(now)
+        out += self._store_alerts(now)
+        return out
+
+    def _heartbeat_missing(self, beat: Heartbeat, now: float) -> IncomingAlert:
+        t = self.texts
+        age = format_duration(now - (beat.last_seen or self.started_at))
+        if beat.last_seen is None:
+            description = t["hb_never"].format(match=beat.config.match,
+                                               start=_time(self.started_at))
+        else:
+            other = self.sources.get(beat.via, 0.0)
+            key = "hb_prometheus" if other > beat.last_seen + 0.5 else "hb_alertmanager"
+            description = t[key].format(seen=_time(beat.last_seen), via=beat.via or "?",
+                                        other=_time(other))
+        return internal_alert("HeartbeatMissing", "firing", {"heartbeat": beat.config.name},
+                              t["hb_summary"].format(name=beat.config.name, age=age),
+                              description, starts_at=beat.due_at)
+
+    # -- channels and the store --------------------------------------------------------------------
+    def delivered(self, channel: str) -> None:
+        health = self.channels.setdefault(channel, ChannelHealth())
+        health.failing_since = None
+        health.failed_for_good = ""
+
+    def retrying(self, channel: str, error: str, now: float) -> None:
+        health = self.channels.setdefault(channel, ChannelHealth())
+        if health.failing_since is None:
+            health.failing_since = now
+        health.last_error = error
+
+    def failed(self, channel: str, error: str, now: float) -> None:
+        self.retrying(channel, error, now)
+        self.channels[channel].failed_for_good = error
+
+    def _channel_alerts(self, now: float) -> list[IncomingAlert]:
+        out = []
+        t = self.texts
+        limit = self.config.watchdog.channel_failing_after
+        for channel, health in self.channels.items():
+            labels = {"channel": channel}
+            failed = self.is_firing(_full(labels, "DeliveryFailed"))
+            if health.failed_for_good and not failed:
+                out.append(internal_alert(
+                    "DeliveryFailed", "firing", labels,
+                    t["failed_summary"].format(channel=channel),
+                    t["failed_description"].format(channel=channel,
+                                                   error=health.failed_for_good), now))
+            elif health.failing_since is None and failed:
+                out.append(internal_alert("DeliveryFailed", "resolved", labels,
+                                          t["failed_summary"].format(channel=channel), "",
+                                          now, now))
+            failing = self.is_firing(_full(labels, "ChannelFailing"))
+            # A channel already paged as DeliveryFailed is not paged twice for the same trouble.
+            too_long = (health.failing_since is not None and not health.failed_for_good
+                        and now - health.failing_since >= limit)
+            if too_long and not failing:
+                since = health.failing_since or now
+                out.append(internal_alert(
+                    "ChannelFailing", "firing", labels,
+                    t["failing_summary"].format(channel=channel, age=format_duration(now - since)),
+                    t["failing_description"].format(channel=channel, since=_time(since),
+                                                    error=health.last_error), since))
+            elif health.failing_since is None and failing:
+                out.append(internal_alert("ChannelFailing", "resolved", labels,
+                                          t["failing_summary"].format(channel=channel, age="-"),
+                                          "", now, now))
+        return out
+
+    def store_failed(self, error: str, now: float) -> None:
+        if self.store_failing_since is None:
+            self.store_failing_since = now
+        self.store_error = error
+
+    def store_ok(self) -> None:
+        self.store_failing_since = None
+
+    def store_alert(self, now: float) -> IncomingAlert | None:
+        """StoreFailing when the store refused writes for `store_failing_after`."""
+        since = self.store_failing_since
+        if since is None or now - since < self.config.watchdog.store_failing_after:
+            return None
+        return internal_alert("StoreFailing", "firing", {"instance": self.config.server.instance},
+                              self.texts["store_summary"],
+                              self.texts["store_description"].format(
+                                  since=_time(since), error=self.store_error), since)
+
+    def _store_alerts(self, now: float) -> list[IncomingAlert]:
+        # Reached only when the store takes writes again: resolve a StoreFailing still firing.
+        labels = {"instance": self.config.server.instance}
+        if self.store_failing_since is None and self.is_firing(_full(labels, "StoreFailing")):
+            return [internal_alert("StoreFailing", "resolved", labels,
+                                   self.texts["store_summary"], "", now, now)]
+        return []
+
+    # -- persistence ---------------------------------------------------------------------------------
+    def ops(self) -> list[Op]:
+        ops: list[Op] = []
+        for beat in self.heartbeats:
+            if beat.changed:
+                beat.changed = False
+                ops.append((
+                    "INSERT OR REPLACE INTO heartbeats (name, last_seen, via, due_at, state, "
+                    "missing_since) VALUES (?, ?, ?, ?, ?, ?)",
+                    (beat.config.name, beat.last_seen, beat.via, beat.due_at, beat.state,
+                     beat.missing_since)))
+        for url in self._sources_changed:
+            ops.append(("INSERT OR REPLACE INTO alertmanagers (url, last_seen) VALUES (?, ?)",
+                        (url, self.sources[url])))
+        self._sources_changed.clear()
+        return ops
+
+    def load(self, conn: sqlite3.Connection) -> None:
+        self.heartbeats = [Heartbeat(h, self.started_at + h.timeout)
+                           for h in self.config.watchdog.heartbeats]
+        rows = {r[0]: r for r in conn.execute(
+            "SELECT name, last_seen, via, due_at, state, missing_since FROM heartbeats")}
+        for beat in self.heartbeats:
+            row = rows.get(beat.config.name)
+            if row is None:
+                continue  # never seen: counted from this start-up
+            _, beat.last_seen, beat.via, due_at, beat.state, beat.missing_since = row
+            if beat.state == "missing":
+                beat.due_at = due_at  # still missing: not forgotten
+            else:
+                # Seen before the restart: wait for whichever is later, its own deadline or a
+                # whole timeout from this start-up (Alertmanager could not reach us meanwhile).
+                beat.due_at = max(due_at, self.started_at + beat.config.timeout)
+            beat.changed = beat.due_at != due_at
+        for url, last_seen in conn.execute("SELECT url, last_seen FROM alertmanagers"):
+            self.sources[url] = last_seen
+
+
+def _full(labels: dict[str, str], alertname: str) -> dict[str, str]:
+    return {"alertname": alertname, "severity": "critical", SOURCE_LABEL[0]: SOURCE_LABEL[1],
+            **labels}
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
