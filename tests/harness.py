@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
+
 from builders import T0
 from channels.base import ChannelContext
 from monitor_manager.app import build_channels
@@ -122,7 +124,8 @@ class OutboxHarness(Harness):
 
     async def start(self) -> OutboxHarness:
         await super().start()
-        ctx = ChannelContext(session=None, renderer=Renderer(), clock=self.clock,
+        self.session = aiohttp.ClientSession()
+        ctx = ChannelContext(session=self.session, renderer=Renderer(), clock=self.clock,
                              stdout=self.stdout, instance="mm-test")
         self.channels = build_channels(self.config, ctx)
         assert self.store is not None and self.pipeline is not None
@@ -135,6 +138,9 @@ class OutboxHarness(Harness):
     async def stop(self) -> None:
         for channel in getattr(self, "channels", {}).values():
             await channel.close()
+        if getattr(self, "session", None) is not None:
+            await self.session.close()
+            self.session = None
         await super().stop()
 
     async def deliveries(self) -> list[dict[str, Any]]:
