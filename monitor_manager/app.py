@@ -24,6 +24,7 @@ from channels import REGISTRY, Channel, ChannelContext, ChannelError
 from monitor_manager import keys
 from monitor_manager.clock import Clock, system_clock
 from monitor_manager.config import Config
+from monitor_manager.ha import HighAvailability
 from monitor_manager.metrics import Metrics
 from monitor_manager.models import AlertView, GroupView
 from monitor_manager.outbox import Outbox
@@ -87,15 +88,21 @@ def create_app(config: Config, *, clock: Clock = system_clock, stdout: TextIO | 
         pipeline = Pipeline(config, app[keys.STORE], clock, app[keys.METRICS],
                             on_enqueued=outbox.wake)
         outbox.observer = pipeline.watchdog
+        peers = Peers(config, app[keys.SESSION], clock, app[keys.METRICS], pipeline.is_firing)
+        ha = HighAvailability(config, peers, app[keys.SESSION], clock, app[keys.METRICS])
+        pipeline.nflog = ha.log
+        pipeline.convergence.send_delay = ha.send_delay
+        outbox.ha = ha
         await pipeline.load()
+        await app[keys.STORE].write(await ha.pull())  # what peers sent while we were away
         recovered = await outbox.recover()
         if recovered:
             log.warning("%d deliveries were interrupted by a restart; sending them again",
                         recovered)
         app[keys.PIPELINE] = pipeline
         app[keys.OUTBOX] = outbox
-        app[keys.PEERS] = Peers(config, app[keys.SESSION], clock, app[keys.METRICS],
-                                pipeline.is_firing)
+        app[keys.PEERS] = peers
+        app[keys.HA] = ha
         yield
 
     async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -19,7 +19,7 @@ import hashlib
 import heapq
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from monitor_manager.alerts import Alert, Change, classify, fingerprint, identity_labels
@@ -88,6 +88,8 @@ class Convergence:
             for g in config.contact_groups
         }
         self._channels = {g.name: g.channels for g in config.contact_groups}
+        # High availability: how long new deliveries wait for instances before this one.
+        self.send_delay: Callable[[], float] = lambda: 0.0
 
     # -- ingest -------------------------------------------------------------------------------
     def ingest(self, alerts: Iterable[IncomingAlert], source: str = "",
@@ -265,11 +267,12 @@ class Convergence:
 
     def enqueue(self, message: Message, now: float, result: FlushResult) -> None:
         """One outbox row per (notification, channel), written with the notification."""
+        due = now + self.send_delay()
         for channel in self._channels_for(message):
             result.ops.append((
                 "INSERT INTO deliveries (id, notification_id, channel, state, attempts, "
                 "next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)",
-                (self.next_delivery_id, message.id, channel, now, now, now)))
+                (self.next_delivery_id, message.id, channel, due, now, now)))
             self.next_delivery_id += 1
             result.deliveries += 1
 

@@ -9,6 +9,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from channels.base import Channel
 from monitor_manager.clock import Clock
 from monitor_manager.config import Config
+from monitor_manager.ha import HighAvailability
 from monitor_manager.metrics import Metrics
 from monitor_manager.outbox import Outbox
 from monitor_manager.peers import Peers
@@ -27,4 +28,5 @@ PIPELINE = web.AppKey("pipeline", Pipeline)
 OUTBOX = web.AppKey("outbox", Outbox)
 SCHEDULER = web.AppKey("scheduler", AsyncIOScheduler)
 PEERS = web.AppKey("peers", Peers)
+HA = web.AppKey("ha", HighAvailability)
 STORE_PAGED = web.AppKey("store_paged", bool)  # StoreFailing was paged in this episode

@@ -75,6 +75,22 @@ class Metrics:
         self.peer_probe_duration = Gauge(
             "monitor_manager_peer_probe_duration_seconds",
             "Duration of the last probe of the peer's /healthz.", ["peer"], registry=r)
+        self.ha_position = Gauge(
+            "monitor_manager_ha_position",
+            "This instance's position among the reachable instances (0 sends first).",
+            registry=r)
+        self.ha_suppressed = Counter(
+            "monitor_manager_ha_suppressed_total",
+            "Deliveries not sent because a peer had already sent the same content.",
+            registry=r)
+        self.ha_pushes = Counter(
+            "monitor_manager_ha_nflog_pushes_total",
+            "Notification log pushes to peers, by peer and result.", ["peer", "result"],
+            registry=r)
+        self.ha_pulls = Counter(
+            "monitor_manager_ha_nflog_pulls_total",
+            "Notification log pulls from peers, by peer and result.", ["peer", "result"],
+            registry=r)
         for status in ("firing", "resolved"):
             self.alerts_received.labels(status)
         for channel in channels:

@@ -26,6 +26,7 @@ from typing import Protocol
 from channels.base import Channel, ChannelError
 from monitor_manager.clock import Clock
 from monitor_manager.config import DeliveryConfig
+from monitor_manager.ha import Entry, HighAvailability
 from monitor_manager.metrics import Metrics
 from monitor_manager.models import GroupView, Message
 from monitor_manager.store import Op, Store, StoreError
@@ -44,6 +45,12 @@ class Delivery:
     attempts: int
     created_at: float
     message: Message
+    group_key: str | None = None
+    content_hash: str = ""
+
+    def log_entry(self, sent_at: float, instance: str) -> Entry:
+        return Entry(self.message.contact_group, self.group_key or "", self.channel,
+                     self.content_hash, sent_at, instance)
 
 
 @dataclass
@@ -73,6 +80,7 @@ class Outbox:
         self.metrics = metrics
         self.rng = rng
         self.observer: DeliveryObserver | None = None
+        self.ha: HighAvailability | None = None
         self._semaphore = asyncio.Semaphore(max(config.concurrency, 1))
         self._wake = asyncio.Event()
         self._inflight: set[int] = set()
@@ -167,6 +175,7 @@ class Outbox:
         ids = [d.id for d in batch]
         claimed = await self.store.transaction(lambda conn: _claim(conn, ids, now))
         batch = [d for d in batch if d.id in claimed]
+        batch = await self._drop_sent_by_peers(batch)
         if not batch:
             return 0
         if len(batch) > 1:
@@ -178,6 +187,27 @@ class Outbox:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return len(batch)
+
+    async def _drop_sent_by_peers(self, batch: list[Delivery]) -> list[Delivery]:
+        """High availability: a peer already sent this content through this channel."""
+        if self.ha is None or not self.ha.enabled:
+            return batch
+        ops: list[Op] = []
+        keep = []
+        now = self.clock()
+        for d in batch:
+            peer = self.ha.sent_by_peer(d.message.contact_group, d.group_key, d.channel,
+                                        d.content_hash)
+            if peer is None:
+                keep.append(d)
+                continue
+            ops.append((
+                "UPDATE deliveries SET state = 'delivered', attempts = ?, note = ?, "
+                "updated_at = ?, delivered_at = ?, next_attempt_at = NULL WHERE id = ?",
+                (d.attempts, f"not sent here: peer {peer} already sent it", now, now, d.id)))
+        if ops:
+            await self.store.write(ops)
+        return keep
 
     async def _send(self, channel: Channel | None, batch: list[Delivery], message: Message) -> None:
         try:
@@ -206,6 +236,10 @@ class Outbox:
         now = self.clock()
         ops: list[Op] = []
         failed: list[Delivery] = []
+        sent: list[Entry] = []
+        if outcome.delivered and self.ha is not None and self.ha.enabled:
+            sent = [d.log_entry(now, self.ha.instance) for d in batch if d.group_key]
+            ops += self.ha.record(sent)
         for d in batch:
             attempts = d.attempts + 1
             if outcome.delivered:
@@ -242,6 +276,8 @@ class Outbox:
         if outcome.delivered:
             if self.observer is not None:
                 self.observer.delivered(channel)
+            if sent and self.ha is not None:
+                await self.ha.push(sent)
             return
         self._wake.set()
         for d in failed:
@@ -292,12 +328,13 @@ def merge(messages: list[Message]) -> Message:
 
 def _due_rows(conn: sqlite3.Connection, now: float, skip: set[int]) -> list[Delivery]:
     rows = conn.execute(
-        "SELECT d.id, d.notification_id, d.channel, d.attempts, d.created_at, n.message "
+        "SELECT d.id, d.notification_id, d.channel, d.attempts, d.created_at, n.message, "
+        "n.group_key, n.content_hash "
         "FROM deliveries d JOIN notifications n ON n.id = d.notification_id "
         "WHERE d.state IN ('pending', 'retrying') AND d.next_attempt_at <= ? "
         "ORDER BY d.next_attempt_at, d.id LIMIT ?", (now, BATCH + len(skip))).fetchall()
     return [
-        Delivery(r[0], r[1], r[2], r[3], r[4], Message.from_json(json.loads(r[5])))
+        Delivery(r[0], r[1], r[2], r[3], r[4], Message.from_json(json.loads(r[5])), r[6], r[7])
         for r in rows if r[0] not in skip
     ]
 

@@ -18,6 +18,7 @@ from monitor_manager.alerts import fingerprint, identity_labels
 from monitor_manager.clock import Clock
 from monitor_manager.config import Config
 from monitor_manager.convergence import Convergence, FlushResult, IngestResult
+from monitor_manager.ha import NotificationLog
 from monitor_manager.metrics import Metrics
 from monitor_manager.payload import IncomingAlert, Payload
 from monitor_manager.store import Op, Store, StoreError, probe_op
@@ -36,6 +37,7 @@ class Pipeline:
         self.on_enqueued = on_enqueued
         self.convergence = Convergence(config, clock)
         self.watchdog = Watchdog(config, clock, self.is_firing)
+        self.nflog: NotificationLog | None = None  # set when high availability is on
         self._stale = True  # nothing loaded yet
         self._reload_lock = asyncio.Lock()
         store.on_failure = self._on_store_failure
@@ -53,6 +55,8 @@ class Pipeline:
     def _load(self, conn: sqlite3.Connection) -> None:
         self.convergence.load(conn)
         self.watchdog.load(conn)
+        if self.nflog is not None:
+            self.nflog.load(conn)
 
     async def load(self) -> None:
         if not self._stale:
@@ -123,8 +127,11 @@ class Pipeline:
 
     async def purge(self) -> None:
         await self.load()
-        before = self.clock() - self.config.storage.retention
-        await self.store.write(self.convergence.purge(before))
+        now = self.clock()
+        ops = self.convergence.purge(now - self.config.storage.retention)
+        if self.nflog is not None:
+            ops += self.nflog.expire(now - 2 * self.config.convergence.repeat_interval)
+        await self.store.write(ops)
 
     def next_due(self) -> float:
         return min(self.convergence.next_due(), self.convergence.storm.next_due())

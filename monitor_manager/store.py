@@ -131,6 +131,23 @@ def m002_watchdog(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m003_nflog(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE nflog (
+            contact_group TEXT NOT NULL,
+            group_key TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            sent_at REAL NOT NULL,
+            instance TEXT NOT NULL,
+            PRIMARY KEY (contact_group, group_key, channel)
+        );
+        """
+    )
+
+
 def probe_op(now: float) -> Op:
     return ("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (now,))
 

@@ -12,12 +12,14 @@ import re
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor_manager import keys
+from monitor_manager.ha import MAX_ENTRIES, PROTOCOL_VERSION, parse_entries
 from monitor_manager.payload import PayloadError, parse_payload
 from monitor_manager.store import StoreError
 
@@ -262,6 +264,33 @@ async def watchdog_state(request: web.Request) -> web.Response:
     })
 
 
+async def peer_push(request: web.Request) -> web.Response:
+    """A peer tells what it sent (protocol: monitor_manager/ha.py)."""
+    try:
+        body = await request.json()
+        entries = parse_entries(body)
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and EntryError too
+        return error(400, str(exc), field=getattr(exc, "field", None) or None)
+    ha = request.app[keys.HA]
+    try:
+        await request.app[keys.STORE].write(ha.record(entries))
+    except StoreError as exc:
+        return error(503, f"the store cannot commit; retry later ({exc})")
+    return web.json_response({"version": PROTOCOL_VERSION, "accepted": len(entries)})
+
+
+async def peer_pull(request: web.Request) -> web.Response:
+    raw = request.query.get("since", "0")
+    try:
+        since = float(raw)
+    except ValueError:
+        return error(400, "since must be a Unix time in seconds", field="since")
+    ha = request.app[keys.HA]
+    entries = sorted(ha.log.since(since), key=lambda e: e.sent_at)[-MAX_ENTRIES:]
+    return web.json_response({"version": PROTOCOL_VERSION, "instance": ha.instance,
+                              "entries": [asdict(e) for e in entries]})
+
+
 def setup_routes(app: web.Application) -> None:
     app.middlewares.extend([errors_middleware, auth_middleware])
     r = app.router
@@ -274,3 +303,5 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/api/v1/alert-groups/{key}", show_alert_group)
     r.add_get("/api/v1/notifications", list_notifications)
     r.add_get("/api/v1/watchdog", watchdog_state)
+    r.add_post("/api/v1/peer/nflog", peer_push)
+    r.add_get("/api/v1/peer/nflog", peer_pull)

@@ -55,11 +55,18 @@ class ServeProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, wait: float = 15.0) -> ServeProcess:
+        return self.launch().wait_healthy(wait)
+
+    def launch(self) -> ServeProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(self.stdout, "ab") as out, open(self.stderr, "ab") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "monitor_manager", "serve", "--config", str(self.config)],
                 cwd=self.workdir, stdout=out, stderr=err, env=env)
+        return self
+
+    def wait_healthy(self, wait: float = 15.0) -> ServeProcess:
+        assert self.proc is not None
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
