@@ -30,8 +30,8 @@ from monitor_manager.payload import IncomingAlert
 from monitor_manager.records import insert_notification, upsert_alert, upsert_group
 from monitor_manager.routing import Router
 from monitor_manager.store import Op
-from monitor_manager.watchdog import SOURCE_LABEL
 from monitor_manager.storm import StormControl
+from monitor_manager.watchdog import SOURCE_LABEL
 
 INF = float("inf")
 

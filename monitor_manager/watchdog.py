@@ -53,7 +53,8 @@ TEXTS = {
     "zh": {
         "hb_summary": "心跳 {name} 已中断 {age}",
         "hb_never": "自 Monitor Manager 于 {start} 启动以来，没有收到匹配 {match} 的心跳。"
-                    "请检查 DeadMansSwitch 规则是否加载，以及 Alertmanager 是否把它路由到本 webhook。",
+                    "请检查 DeadMansSwitch 规则是否加载，"
+                    "以及 Alertmanager 是否把它路由到本 webhook。",
         "hb_prometheus": "最后一次心跳于 {seen} 经 Alertmanager {via} 到达，该 Alertmanager "
                          "在 {other} 仍在投递其他告警：Prometheus 一侧故障（规则评估，或 "
                          "Prometheus 无法连接 Alertmanager）。",
@@ -66,7 +67,8 @@ TEXTS = {
         "failing_summary": "通道 {channel} 已连续失败 {age}",
         "failing_description": "自 {since} 起通过 {channel} 的投递全部失败；最后的错误：{error}",
         "store_summary": "Monitor Manager 无法写入存储",
-        "store_description": "自 {since} 起存储拒绝写入：{error}。Webhook 返回 503（Alertmanager 会重试）。",
+        "store_description": "自 {since} 起存储拒绝写入：{error}。"
+                             "Webhook 返回 503（Alertmanager 会重试）。",
         "peer_summary": "Monitor Manager 对端 {peer} 宕机",
         "peer_description": "连续 {failures} 次探测 {url}/healthz 失败；最后的错误：{error}",
     },
@@ -275,7 +277,7 @@ class Watchdog:
                                    self.texts["store_summary"], "", now, now)]
         return []
 
-    # -- persistence ---------------------------------------------------------------------------------
+    # -- persistence -----------------------------------------------------------------------------
     def ops(self) -> list[Op]:
         ops: list[Op] = []
         for beat in self.heartbeats:

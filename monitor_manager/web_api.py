@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hmac
 import json
-import re
 import logging
+import re
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from builders import alert_json, payload
 from processes import ServeProcess, free_port, http
 from smtp_server import SMTPTestServer, smtp_server  # noqa: F401
