@@ -324,8 +324,8 @@ class Convergence:
             "SELECT key, contact_group, group_labels, created_at, next_flush_at, "
             "last_notified_at, last_flush_at FROM alert_groups WHERE state = 'open'"
         ):
-            group = Group(row[0], row[1], json.loads(row[2]), row[3], {}, row[4], row[5], row[6])
-            self.groups[group.key] = group
+            loaded = Group(row[0], row[1], json.loads(row[2]), row[3], {}, row[4], row[5], row[6])
+            self.groups[loaded.key] = loaded
         for key, fp, notified in conn.execute(
             "SELECT group_key, fingerprint, notified FROM group_alerts"
         ):

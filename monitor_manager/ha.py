@@ -78,16 +78,18 @@ def parse_entries(body: Any) -> list[Entry]:
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
             raise EntryError("expected an object", f"entries[{i}]")
-        values = {}
+        values: dict[str, Any] = {}
         for name, kind in ENTRY_FIELDS.items():
             value = item.get(name)
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
-            if not isinstance(value, kind) or (kind is str and not 0 < len(value) <= 512):
-                raise EntryError(f"expected a {kind.__name__}", f"entries[{i}].{name}")
-            if kind is float and not math.isfinite(value):
-                raise EntryError("expected a finite number", f"entries[{i}].{name}")
-            values[name] = value
+            if isinstance(value, str) and kind is str and 0 < len(value) <= 512:
+                values[name] = value
+            elif isinstance(value, float) and kind is float and math.isfinite(value):
+                values[name] = value
+            else:
+                raise EntryError(f"expected a {'string' if kind is str else 'finite number'}",
+                                 f"entries[{i}].{name}")
         entries.append(Entry(**values))
     return entries
 

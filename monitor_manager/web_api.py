@@ -199,7 +199,7 @@ async def show_alert_group(request: web.Request) -> web.Response:
 
 async def list_notifications(request: web.Request) -> web.Response:
     limit = _limit(request, default=100, most=10_000)
-    where, params = "", ()
+    where, params = "", tuple[str, ...]()
     state = request.query.get("state")
     if state is not None:
         if state not in ("pending", "sending", "retrying", "delivered", "failed"):
