@@ -4,28 +4,13 @@ from __future__ import annotations
 
 from channels.base import Channel, ChannelContext, ChannelError
 from channels.console import ConsoleChannel
+from channels.email import EmailChannel
+from channels.wechat import WechatChannel
+from channels.wechat_robot import WechatRobotChannel
 
 REGISTRY: dict[str, type[Channel]] = {
-    ConsoleChannel.type: ConsoleChannel,
+    kind.type: kind
+    for kind in (ConsoleChannel, EmailChannel, WechatChannel, WechatRobotChannel)
 }
-
-
-def _register_optional() -> None:
-    # Each kind lives in its own module; a module that is not there yet is simply not offered.
-    import importlib
-
-    for module, cls in (
-        ("channels.email", "EmailChannel"),
-        ("channels.wechat", "WechatChannel"),
-        ("channels.wechat_robot", "WechatRobotChannel"),
-    ):
-        try:
-            kind = getattr(importlib.import_module(module), cls)
-        except ModuleNotFoundError:
-            continue
-        REGISTRY[kind.type] = kind
-
-
-_register_optional()
 
 __all__ = ["REGISTRY", "Channel", "ChannelContext", "ChannelError"]
