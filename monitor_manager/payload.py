@@ -63,6 +63,9 @@ def parse_time(value: Any, path: str) -> float | None:
         if m.group(9):
             offset = dt.timedelta(hours=int(m.group(10)), minutes=int(m.group(11)))
             tz = dt.timezone(offset if m.group(9) == "+" else -offset)
+        if second > 60:
+            raise ValueError("second must be in 0..60")
+        # A leap second (60) is read as 59: close enough for alert times.
         stamp = dt.datetime(year, month, day, hour, minute, min(second, 59), tzinfo=tz)
     except ValueError as exc:
         raise PayloadError(f"{value[:40]!r} is not a valid time: {exc}", path) from None
@@ -76,7 +79,7 @@ def parse_time(value: Any, path: str) -> float | None:
 def parse_payload(body: bytes) -> Payload:
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, bad UTF-8, integers too long to convert
         raise PayloadError(f"malformed JSON: {exc}") from None
     except RecursionError:
         raise PayloadError("malformed JSON: nested too deeply") from None

@@ -67,8 +67,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 def _bearer_matches(request: web.Request, token: str) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
-                                                              token.encode())
+    # Header bytes that are not UTF-8 arrive as surrogate escapes: a mismatch, not an error.
+    given_bytes = given.strip().encode("utf-8", "surrogateescape")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given_bytes, token.encode())
 
 
 async def webhook(request: web.Request) -> web.Response:
@@ -77,8 +78,8 @@ async def webhook(request: web.Request) -> web.Response:
         return error(415, f"expected Content-Type application/json, got {request.content_type}")
     if request.content_length is not None and request.content_length > limit:
         return error(413, f"body is larger than {limit} bytes")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
+    body = await _read_limited(request, limit)
+    if body is None:
         return error(413, f"body is larger than {limit} bytes")
     try:
         payload = parse_payload(body)
@@ -90,6 +91,20 @@ async def webhook(request: web.Request) -> web.Response:
         return error(503, f"the store cannot commit; retry later ({exc})")
     return web.json_response(
         {"status": "ok", "accepted": result.accepted, "duplicates": result.duplicates})
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it passes `limit` (chunked bodies included)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(min(limit + 1 - size, 1 << 20))
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -1,0 +1,231 @@
+"""Property tests for the webhook: whatever arrives, the answer is never a 500; a 4xx leaves the
+store exactly as it was; a 200 accounts for every alert in the payload.
+
+One real app per test function; the examples share it and its store (nothing is reset), and each
+example compares a snapshot of the store taken just before its request with one taken after.
+Inputs that need a specific shape to matter (integer literals over 4300 digits, non-UTF-8
+headers, bodies that arrive in pieces) have deterministic tests in test_webhook_api.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import strategies as st
+
+from builders import alert_json, make_config, payload, rfc3339
+from monitor_manager import keys
+from monitor_manager.app import create_app
+
+WEBHOOK = "/webhook/alertmanager"
+JSON_TYPE = {"Content-Type": "application/json"}
+FUZZ = settings(max_examples=150, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                       HealthCheck.too_slow, HealthCheck.data_too_large])
+
+# -- strategies ------------------------------------------------------------------------------
+
+json_scalars = (st.none() | st.booleans() | st.integers() | st.floats()
+                | st.text(max_size=20))
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=12)
+
+label_names = st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,12}", fullmatch=True)
+times = st.floats(min_value=1.0, max_value=4e9).map(rfc3339)
+alerts = st.fixed_dictionaries(
+    {
+        "status": st.sampled_from(["firing", "resolved"]),
+        "labels": st.dictionaries(label_names, st.text(max_size=20), min_size=1, max_size=4),
+        "annotations": st.dictionaries(st.text(max_size=10), st.text(max_size=40), max_size=3),
+        "startsAt": times,
+        "endsAt": st.just("0001-01-01T00:00:00Z") | times,
+        "generatorURL": st.text(max_size=30),
+    },
+    optional={"fingerprint": st.text(max_size=16)})
+valid_payloads = st.builds(
+    lambda items, url: {**payload(alert_json("Seed")), "alerts": items, "externalURL": url},
+    st.lists(alerts, max_size=5), st.sampled_from(["http://am-az1:9093", "", "http://am-az2"]))
+# Close enough to a payload that validation goes past the top level.
+payload_like = st.fixed_dictionaries(
+    {"version": st.sampled_from(["4", 4, "3", None]),
+     "alerts": st.lists(alerts | json_values, max_size=4) | json_values},
+    optional={"externalURL": json_values, "receiver": json_values, "groupKey": json_values})
+
+
+@st.composite
+def rfc3339_shaped(draw: st.DrawFn) -> str:
+    """Strings in the shape of RFC 3339, each field ranging a little past its valid values."""
+    year = draw(st.integers(0, 9999))
+    month, day = draw(st.integers(0, 13)), draw(st.integers(0, 32))
+    hour, minute, second = draw(st.integers(0, 25)), draw(st.integers(0, 60)), draw(
+        st.integers(0, 61))
+    fraction = draw(st.sampled_from(["", ".5", ".123456789", ".000000000000000000001"]))
+    zone = draw(st.sampled_from(["Z", "z"]) | st.builds(
+        "{}{:02d}:{:02d}".format, st.sampled_from("+-"), st.integers(0, 25), st.integers(0, 59)))
+    sep = draw(st.sampled_from("Tt "))
+    return (f"{year:04d}-{month:02d}-{day:02d}{sep}{hour:02d}:{minute:02d}:{second:02d}"
+            f"{fraction}{zone}")
+
+
+def deep(depth: int, container: type) -> Any:
+    value: Any = "bottom"
+    for _ in range(depth):
+        value = [value] if container is list else {"k": value}
+    return value
+
+
+WEIRD = [
+    "", " ", "\x00", "\n", "\\", '"', "\u202e", "\ufeff", "\ud800", "\udfff", "🔥" * 50,
+    "a" * 20_000, "NaN", "null", "4", "firing", "resolved", "__name__", "bad-name", "{{ 7 * 7 }}",
+    "0001-01-01T00:00:00Z", "2026-02-30T00:00:00Z", "2026-11-27T13:23:60Z",
+    "2026-11-27T25:00:00Z", "2026-11-27T13:23:28.123456789012345678Z", "9999-12-31T23:59:59Z",
+    "2026-11-27T13:23:28+23:59", "2026-11-27T13:23:28+24:00", "0000-01-01T00:00:00Z",
+    0, -1, 2**63, 2**64 + 1, -(2**63) - 1, 10**300, -(10**300), 1e308, -1e308, 5e-324, -0.0,
+    math.inf, -math.inf, math.nan, True, False, None, [], {},
+    deep(60, list), deep(60, dict), [[[]]] * 10, {"labels": {"alertname": "x"}},
+]
+# Copied: a mutation may later insert into a drawn value, and WEIRD must stay as written.
+weird_values = st.sampled_from(WEIRD).map(copy.deepcopy) | json_values
+
+
+def node_paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path below `value` (dict keys and list indexes), parents before children."""
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, list):
+        items = list(enumerate(value))
+    else:
+        return []
+    out: list[tuple[Any, ...]] = []
+    for key, child in items:
+        out.append((*prefix, key))
+        out += node_paths(child, (*prefix, key))
+    return out
+
+
+def at(doc: Any, path: tuple[Any, ...]) -> Any:
+    for key in path:
+        doc = doc[key]
+    return doc
+
+
+def mutate(data: st.DataObject, doc: dict[str, Any]) -> None:
+    """Drop a key, replace a value (often by one of another type), or insert one: anywhere."""
+    paths = node_paths(doc)
+    how = data.draw(st.sampled_from(["drop", "replace", "insert"]) if paths else st.just("insert"))
+    if how == "insert":
+        containers = [()] + [p for p in paths if isinstance(at(doc, p), (dict, list))]
+        target = at(doc, data.draw(st.sampled_from(containers)))
+        if isinstance(target, dict):
+            target[data.draw(st.text(max_size=12) | st.sampled_from(list(doc)))] = data.draw(
+                weird_values)
+        else:
+            target.insert(data.draw(st.integers(0, len(target))), data.draw(weird_values))
+        return
+    path = data.draw(st.sampled_from(paths))
+    parent = at(doc, path[:-1])
+    if how == "drop":
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = data.draw(weird_values)
+
+
+def splice(doc: dict[str, Any], where: int, junk: bytes) -> bytes:
+    """A valid payload's bytes with random bytes inserted somewhere."""
+    raw = json.dumps(doc).encode()
+    where %= len(raw) + 1
+    return raw[:where] + junk + raw[where:]
+
+
+# -- the properties ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, tmp_path: Path) -> TestClient:
+    app = create_app(make_config(tmp_path), scheduler=False, stdout=io.StringIO())
+    return await aiohttp_client(app)  # type: ignore[no-any-return]
+
+
+async def snapshot(client: TestClient) -> list[list[tuple[Any, ...]]]:
+    store = client.app[keys.STORE]
+    return [[tuple(row) for row in await store.query(sql)] for sql in (
+        "SELECT * FROM alerts ORDER BY fingerprint",
+        "SELECT * FROM alert_groups ORDER BY key",
+        "SELECT * FROM group_alerts ORDER BY group_key, fingerprint",
+    )]
+
+
+async def post_and_check(client: TestClient, body: bytes) -> tuple[int, dict[str, Any]]:
+    """POST body; check the properties; return the status and the answer."""
+    before = await snapshot(client)
+    response = await client.post(WEBHOOK, data=body, headers=JSON_TYPE)
+    event(f"status {response.status}")
+    assert response.status < 500, await response.text()
+    assert response.content_type == "application/json"
+    answer = await response.json()
+    if response.status >= 400:
+        assert isinstance(answer.get("error"), str) and answer["error"]
+        assert await snapshot(client) == before, "a rejected request changed the store"
+    else:
+        assert response.status == 200
+        sent = json.loads(body)["alerts"]  # the same decoding the server did
+        assert answer["status"] == "ok"
+        assert answer["accepted"] + answer["duplicates"] == len(sent)
+        assert answer["accepted"] >= 0 and answer["duplicates"] >= 0
+    for view in ("/api/v1/alerts", "/api/v1/alert-groups", "/api/v1/notifications"):
+        seen = await client.get(view)
+        assert seen.status == 200, (view, await seen.text())
+    return response.status, answer
+
+
+@FUZZ
+@given(value=json_values | payload_like)
+@example(value={"version": "4", "alerts": []})
+@example(value={"version": "4", "alerts": [{"status": "firing", "labels": {"a": "\ud800"}}]})
+async def test_random_json_never_gets_a_500(client: TestClient, value: Any) -> None:
+    await post_and_check(client, json.dumps(value).encode())
+
+
+@FUZZ
+@given(body=st.binary(max_size=400) | st.builds(
+    splice, valid_payloads, st.integers(min_value=0), st.binary(min_size=1, max_size=8)))
+@example(body=b"\xff\xfe{\x00}")
+@example(body=b"\xed\xa0\x80")
+@example(body=b"[" * 50_000)
+async def test_random_bytes_never_get_a_500(client: TestClient, body: bytes) -> None:
+    await post_and_check(client, body)
+
+
+@settings(FUZZ, max_examples=250)
+@given(doc=valid_payloads, data=st.data())
+async def test_mutated_payloads_never_get_a_500_and_a_4xx_changes_nothing(
+        client: TestClient, doc: dict[str, Any], data: st.DataObject) -> None:
+    status, _ = await post_and_check(client, json.dumps(doc).encode())
+    assert status == 200  # the seed is valid
+    for _ in range(data.draw(st.integers(1, 3))):
+        mutate(data, doc)
+    await post_and_check(client, json.dumps(doc).encode())
+
+
+@FUZZ
+@given(starts=rfc3339_shaped(), ends=rfc3339_shaped(),
+       status=st.sampled_from(["firing", "resolved"]))
+@example(starts="9999-12-31T23:59:59-23:59", ends="0001-01-01T00:00:00Z", status="firing")
+@example(starts="2026-11-27T13:23:28Z", ends="9999-12-31T23:59:59-23:59", status="resolved")
+async def test_any_rfc3339_shaped_time_is_accepted_or_a_400_naming_it(
+        client: TestClient, starts: str, ends: str, status: str) -> None:
+    alert = {**alert_json("Timed", status), "startsAt": starts, "endsAt": ends}
+    code, answer = await post_and_check(client, json.dumps(payload(alert)).encode())
+    if code != 200:
+        assert (code, answer["field"]) in ((400, "alerts[0].startsAt"), (400, "alerts[0].endsAt"))
