@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from builders import console_channels, groups, incoming, make_config
-from harness import OutboxHarness
-from smtp_server import SMTPTestServer, smtp_server  # noqa: F401
-
 from channels.email import EmailSettings
+from harness import OutboxHarness
 from monitor_manager.config import ChannelConfig, WatchdogConfig
+from smtp_server import SMTPTestServer, smtp_server  # noqa: F401
 
 
 def two_channel_config(tmp_path: Any, server: SMTPTestServer, **watchdog: Any) -> Any:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from builders import alert_json, payload
 from processes import ServeProcess, http
 

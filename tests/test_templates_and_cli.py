@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 from fake_wecom import message
-from smtp_server import SMTPTestServer, smtp_server  # noqa: F401
-
 from monitor_manager.templates import Renderer
+from smtp_server import SMTPTestServer, smtp_server  # noqa: F401
 
 
 def test_builtin_templates_compile_in_both_languages() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from builders import T0, groups, incoming, make_config
 from harness import Harness
-
 from monitor_manager.config import HeartbeatConfig, WatchdogConfig
 
 DMS = {"alertname": "DeadMansSwitch", "az": "az1"}

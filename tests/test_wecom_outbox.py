@@ -7,7 +7,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
+
 from builders import incoming, make_config
+from channels.wechat import WechatSettings
+from channels.wechat_robot import WechatRobotSettings
 from fake_wecom import (
     AGENT_ID,
     CORP_ID,
@@ -17,10 +21,6 @@ from fake_wecom import (
     assert_no_secrets,
 )
 from harness import OutboxHarness
-from prometheus_client import generate_latest
-
-from channels.wechat import WechatSettings
-from channels.wechat_robot import WechatRobotSettings
 from monitor_manager.config import ChannelConfig, ContactGroupConfig, MemberConfig
 
 
