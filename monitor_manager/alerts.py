@@ -9,6 +9,7 @@ last resolution ended is a lagging sender's echo (stale) and changes nothing eit
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -33,9 +34,13 @@ def fingerprint(labels: dict[str, str]) -> str:
 
 @dataclass(slots=True)
 class Alert:
+    """One alert as stored. Labels and annotations are kept as their JSON text: one string
+    instead of a dict of strings per alert keeps 200,000 stored alerts in a few hundred bytes
+    each, and the text is what the store needs anyway; they are decoded only for messages."""
+
     fingerprint: str
-    labels: dict[str, str]
-    annotations: dict[str, str]
+    labels_json: str
+    annotations_json: str
     status: str
     starts_at: float
     ends_at: float | None
@@ -43,6 +48,20 @@ class Alert:
     source: str
     updated_at: float
     groups: list[str] = field(default_factory=list)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        result: dict[str, str] = json.loads(self.labels_json)
+        return result
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        result: dict[str, str] = json.loads(self.annotations_json)
+        return result
+
+
+def to_json(mapping: dict[str, str]) -> str:
+    return json.dumps(mapping, ensure_ascii=False, separators=(",", ":"))
 
 
 class Change(Enum):

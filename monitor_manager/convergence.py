@@ -19,10 +19,18 @@ import hashlib
 import heapq
 import json
 import sqlite3
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from monitor_manager.alerts import Alert, Change, classify, fingerprint, identity_labels
+from monitor_manager.alerts import (
+    Alert,
+    Change,
+    classify,
+    fingerprint,
+    identity_labels,
+    to_json,
+)
 from monitor_manager.clock import Clock
 from monitor_manager.config import Config
 from monitor_manager.models import AlertView, GroupView, Member, Message
@@ -101,6 +109,8 @@ class Convergence:
         now = self.clock()
         result = IngestResult()
         touched: set[str] = set()
+        memberships: list[Op] = []
+        source = sys.intern(source)
         for incoming in alerts:
             labels = identity_labels(incoming.labels, self.ignore)
             fp = fingerprint(labels)
@@ -110,26 +120,31 @@ class Convergence:
                 result.duplicates += 1
                 continue
             result.accepted += 1
+            # Shared strings: thousands of alerts of one rule carry the same URL and source.
+            generator_url = sys.intern(incoming.generator_url)
             if known is None:
-                known = Alert(fp, labels, incoming.annotations, incoming.status,
-                              incoming.starts_at, None, incoming.generator_url, source, now)
+                known = Alert(fp, to_json(labels), "", "", incoming.starts_at, None,
+                              generator_url, source, now)
                 self.alerts[fp] = known
-            known.status = incoming.status
-            known.annotations = incoming.annotations
-            known.generator_url = incoming.generator_url or known.generator_url
+            known.annotations_json = to_json(incoming.annotations)
+            known.generator_url = generator_url or known.generator_url
             known.source = source or known.source
             known.updated_at = now
             if incoming.status == "firing":
                 result.firing += 1
+                known.status = "firing"
                 known.starts_at = incoming.starts_at
                 known.ends_at = None
                 if not known.groups:
-                    self._assign(known, now, groups, wait, result.ops)
+                    self._assign(known, labels, now, groups, wait, memberships)
             else:
                 result.resolved += 1
+                known.status = "resolved"
                 known.ends_at = incoming.ends_at or now
             result.ops.append(upsert_alert(known))
             touched.update(known.groups)
+        # Statements of one kind together: the store runs each run of them as one executemany.
+        result.ops += memberships
         for key in touched:
             group = self.groups.get(key)
             if group is not None:
@@ -137,12 +152,12 @@ class Convergence:
                 result.ops.append(upsert_group(group, now))
         return result
 
-    def _assign(self, alert: Alert, now: float, groups: list[str] | None, wait: float | None,
-                ops: list[Op]) -> None:
-        for contact_group in groups if groups is not None else self.router.route(alert.labels):
+    def _assign(self, alert: Alert, labels: dict[str, str], now: float,
+                groups: list[str] | None, wait: float | None, ops: list[Op]) -> None:
+        for contact_group in groups if groups is not None else self.router.route(labels):
             group_labels = (
-                alert.labels if self.group_all
-                else {k: alert.labels[k] for k in self.conv.group_by if k in alert.labels}
+                labels if self.group_all
+                else {k: labels[k] for k in self.conv.group_by if k in labels}
             )
             key = group_key(contact_group, group_labels)
             group = self.groups.get(key)
@@ -318,8 +333,8 @@ class Convergence:
             "SELECT fingerprint, labels, annotations, status, starts_at, ends_at, "
             "generator_url, source, updated_at FROM alerts"
         ):
-            self.alerts[row[0]] = Alert(row[0], json.loads(row[1]), json.loads(row[2]), row[3],
-                                        row[4], row[5], row[6], row[7], row[8])
+            self.alerts[row[0]] = Alert(row[0], row[1], row[2], sys.intern(row[3]), row[4],
+                                        row[5], sys.intern(row[6]), sys.intern(row[7]), row[8])
         for row in conn.execute(
             "SELECT key, contact_group, group_labels, created_at, next_flush_at, "
             "last_notified_at, last_flush_at FROM alert_groups WHERE state = 'open'"

@@ -8,6 +8,7 @@ about a payload is stored unless all of it is valid.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -52,6 +53,17 @@ def parse_time(value: Any, path: str) -> float | None:
     """RFC 3339 with any fraction (Go sends nanoseconds) to epoch seconds; zero time → None."""
     if not isinstance(value, str):
         raise PayloadError(f"expected an RFC 3339 timestamp string, got {_kind(value)}", path)
+    try:
+        return _parse_time_cached(value)
+    except PayloadError as exc:
+        raise PayloadError(exc.message, path) from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_time_cached(value: str) -> float | None:
+    # Alerts of one rule evaluation share their times, and Alertmanager re-sends them: most
+    # timestamps in a busy stream have been seen moments before.
+    path = ""
     m = _RFC3339.fullmatch(value)
     if not m:
         raise PayloadError(f"{value[:40]!r} is not an RFC 3339 timestamp", path)

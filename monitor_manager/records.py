@@ -28,7 +28,7 @@ def upsert_alert(alert: Alert) -> Op:
         "status = excluded.status, starts_at = excluded.starts_at, ends_at = excluded.ends_at, "
         "generator_url = excluded.generator_url, source = excluded.source, "
         "updated_at = excluded.updated_at",
-        (alert.fingerprint, json.dumps(alert.labels), json.dumps(alert.annotations), alert.status,
+        (alert.fingerprint, alert.labels_json, alert.annotations_json, alert.status,
          alert.starts_at, alert.ends_at, alert.generator_url, alert.source, alert.updated_at),
     )
 
