@@ -15,6 +15,7 @@ Deadlines are stored in `alert_groups.next_flush_at`, so a restart loses no time
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import json
@@ -361,7 +362,12 @@ class Convergence:
         self.storm.load(conn)
 
 
-def group_key(contact_group: str, group_labels: dict[str, str]) -> str:
-    pairs = "\x00".join(f"{k}\xff{v}" for k, v in sorted(group_labels.items()))
-    text = contact_group + "\x00" + pairs
+@functools.lru_cache(maxsize=65536)
+def _group_key(contact_group: str, pairs: tuple[tuple[str, str], ...]) -> str:
+    text = contact_group + "\x00" + "\x00".join(f"{k}\xff{v}" for k, v in pairs)
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def group_key(contact_group: str, group_labels: dict[str, str]) -> str:
+    """Stable across instances and restarts: contact group and group label values."""
+    return _group_key(contact_group, tuple(sorted(group_labels.items())))

@@ -137,13 +137,39 @@ class Outbox:
 
     # -- dispatch ----------------------------------------------------------------------------------
     async def dispatch_due(self) -> int:
+        """Claim every due row that may go now, in one transaction, and start sending them."""
         if self._stopping:
             return 0
         now = self.clock()
         rows = await self.store.run(lambda conn: _due_rows(conn, now, self._inflight))
-        started = 0
+        deferred: list[Op] = []
+        ready: list[tuple[Channel | None, list[Delivery]]] = []
         for batch in self._batches(rows):
-            started += await self._start(batch, now)
+            channel = self.channels.get(batch[0].channel)
+            if channel is not None:
+                slot = channel.ready_at(_message_of(batch))
+                if slot > now:  # rate limited: wait for the slot, keep the rows pending
+                    deferred += [
+                        ("UPDATE deliveries SET next_attempt_at = ? WHERE id = ? "
+                         "AND state IN ('pending', 'retrying')", (slot, d.id)) for d in batch]
+                    continue
+            ready.append((channel, batch))
+        if deferred:
+            await self.store.write(deferred)
+        if not ready:
+            return 0
+        ids = [d.id for _, batch in ready for d in batch]
+        claimed = await self.store.transaction(lambda conn: _claim(conn, ids, now))
+        started = 0
+        for channel, batch in ready:
+            batch = await self._drop_sent_by_peers([d for d in batch if d.id in claimed])
+            if not batch:
+                continue
+            self._inflight.update(d.id for d in batch)
+            task = asyncio.create_task(self._send(channel, batch, _message_of(batch)))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            started += len(batch)
         return started
 
     def _batches(self, rows: list[Delivery]) -> list[list[Delivery]]:
@@ -161,32 +187,6 @@ class Outbox:
             else:
                 batches.append([row])
         return batches
-
-    async def _start(self, batch: list[Delivery], now: float) -> int:
-        channel = self.channels.get(batch[0].channel)
-        message = merge([d.message for d in batch]) if len(batch) > 1 else batch[0].message
-        if channel is not None:
-            ready = channel.ready_at(message)
-            if ready > now:  # rate limited: wait for the slot, keep the rows pending
-                await self.store.write([
-                    ("UPDATE deliveries SET next_attempt_at = ? WHERE id = ? "
-                     "AND state IN ('pending', 'retrying')", (ready, d.id)) for d in batch])
-                return 0
-        ids = [d.id for d in batch]
-        claimed = await self.store.transaction(lambda conn: _claim(conn, ids, now))
-        batch = [d for d in batch if d.id in claimed]
-        batch = await self._drop_sent_by_peers(batch)
-        if not batch:
-            return 0
-        if len(batch) > 1:
-            message = merge([d.message for d in batch])
-        else:
-            message = batch[0].message
-        self._inflight.update(claimed)
-        task = asyncio.create_task(self._send(channel, batch, message))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return len(batch)
 
     async def _drop_sent_by_peers(self, batch: list[Delivery]) -> list[Delivery]:
         """High availability: a peer already sent this content through this channel."""
@@ -309,6 +309,10 @@ class Outbox:
         self.metrics.outbox_pending.set(count)
         self.metrics.outbox_oldest.set(age)
         return count, age
+
+
+def _message_of(batch: list[Delivery]) -> Message:
+    return merge([d.message for d in batch]) if len(batch) > 1 else batch[0].message
 
 
 def merge(messages: list[Message]) -> Message:

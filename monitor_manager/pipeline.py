@@ -10,6 +10,7 @@ was not stored is not remembered either (the sender retries on our 503).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable
@@ -65,6 +66,10 @@ class Pipeline:
             if self._stale:
                 await self.store.run(self._load)
                 self._stale = False
+                # What was just loaded lives long: keep the collector from walking it again
+                # and again (a full pass over 200,000 alerts took 0.2 s, in every p99).
+                gc.collect()
+                gc.freeze()
                 self.metrics.alert_groups_open.set(len(self.convergence.groups))
 
     async def receive(self, payload: Payload) -> IngestResult:

@@ -10,6 +10,7 @@ sudo=""
 missing=""
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 command -v amtool >/dev/null 2>&1 || missing="$missing prometheus-alertmanager"
+command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
 if [ -n "$missing" ]; then
   echo "installing Debian packages:$missing"
   $sudo apt-get update -qq
