@@ -197,14 +197,15 @@ class Outbox:
         now = self.clock()
         for d in batch:
             peer = self.ha.sent_by_peer(d.message.contact_group, d.group_key, d.channel,
-                                        d.content_hash)
+                                        d.content_hash, d.created_at)
             if peer is None:
                 keep.append(d)
                 continue
             ops.append((
                 "UPDATE deliveries SET state = 'delivered', attempts = ?, note = ?, "
                 "updated_at = ?, delivered_at = ?, next_attempt_at = NULL WHERE id = ?",
-                (d.attempts, f"not sent here: peer {peer} already sent it", now, now, d.id)))
+                (d.attempts, f"not sent here: peer {peer} already sent it (or a newer state)",
+                 now, now, d.id)))
         if ops:
             await self.store.write(ops)
         return keep
