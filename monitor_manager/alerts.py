@@ -23,13 +23,8 @@ def identity_labels(labels: dict[str, str], ignore: frozenset[str]) -> dict[str,
 
 
 def fingerprint(labels: dict[str, str]) -> str:
-    h = hashlib.blake2b(digest_size=8)
-    for name in sorted(labels):
-        h.update(name.encode())
-        h.update(b"\xff")
-        h.update(labels[name].encode())
-        h.update(b"\xff")
-    return h.hexdigest()
+    text = "\xff".join(f"{name}\xff{labels[name]}" for name in sorted(labels))
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 @dataclass(slots=True)

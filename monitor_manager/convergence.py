@@ -349,8 +349,9 @@ class Convergence:
             alert = self.alerts.get(fp)
             if group is None or alert is None:
                 continue
-            group.members[fp] = notified
-            alert.groups.append(key)
+            # The same string objects as the alert's and the group's: one copy in memory.
+            group.members[alert.fingerprint] = sys.intern(notified)
+            alert.groups.append(group.key)
         for group in self.groups.values():
             if group.next_flush_at is not None:
                 self._due.append((group.next_flush_at, group.key))

@@ -11,6 +11,7 @@ import datetime as dt
 import functools
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,10 @@ MIN_TIME = -62135596800.0 + 86400  # 0001-01-02T00:00:00Z
 MAX_TIME = 253402214400.0  # 9999-12-31T00:00:00Z
 ZERO_TIME_YEAR = 1  # Go's zero time, "0001-01-01T00:00:00Z": a firing alert's endsAt
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_KNOWN_NAMES: set[str] = set()  # label names already found valid: they repeat in every alert
+# A lone surrogate arrives either as a JSON escape or as its (invalid) UTF-8 bytes, which
+# json.loads decodes with "surrogatepass".
+_SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]|\xed[\xa0-\xbf]")
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
     r"(?:([Zz])|([+-])(\d{2}):(\d{2}))"
@@ -103,55 +108,67 @@ def parse_payload(body: bytes) -> Payload:
     raw_alerts = data.get("alerts")
     if not isinstance(raw_alerts, list):
         raise PayloadError(f"expected an array of alerts, got {_kind(raw_alerts)}", "alerts")
-    alerts = [_parse_alert(a, f"alerts[{i}]") for i, a in enumerate(raw_alerts)]
+    # Only a body that spells a surrogate somewhere can decode to one: the per-string check
+    # runs only then.
+    check = _check_text if _SURROGATE_ESCAPE.search(body) else _no_check
+    alerts = [_parse_alert(a, i, check) for i, a in enumerate(raw_alerts)]
     return Payload(
         alerts=alerts,
-        external_url=_optional_str(data, "externalURL", "externalURL"),
-        receiver=_optional_str(data, "receiver", "receiver"),
-        group_key=_optional_str(data, "groupKey", "groupKey"),
+        external_url=_optional_str(data, "externalURL", "externalURL", check),
+        receiver=_optional_str(data, "receiver", "receiver", check),
+        group_key=_optional_str(data, "groupKey", "groupKey", check),
     )
 
 
-def _parse_alert(raw: Any, path: str) -> IncomingAlert:
+def _parse_alert(raw: Any, i: int, check: Callable[[str, str], None]) -> IncomingAlert:
+    # Paths are built only for errors: this runs for every alert of every payload.
     if not isinstance(raw, dict):
-        raise PayloadError(f"expected an alert object, got {_kind(raw)}", path)
+        raise PayloadError(f"expected an alert object, got {_kind(raw)}", f"alerts[{i}]")
     status = raw.get("status")
-    if status not in ("firing", "resolved"):
+    if status != "firing" and status != "resolved":
         raise PayloadError(f'status must be "firing" or "resolved", got {status!r}',
-                           f"{path}.status")
-    labels = _string_map(raw.get("labels"), f"{path}.labels", required=True)
+                           f"alerts[{i}].status")
+    labels = _string_map(raw.get("labels"), i, "labels", check, required=True)
     if not labels:
-        raise PayloadError("an alert needs at least one label", f"{path}.labels")
+        raise PayloadError("an alert needs at least one label", f"alerts[{i}].labels")
     for name in labels:
-        if not LABEL_NAME.fullmatch(name):
-            raise PayloadError(f"{name[:40]!r} is not a valid label name", f"{path}.labels")
-    annotations = _string_map(raw.get("annotations"), f"{path}.annotations", required=False)
+        if name not in _KNOWN_NAMES:
+            if not LABEL_NAME.fullmatch(name):
+                raise PayloadError(f"{name[:40]!r} is not a valid label name",
+                                   f"alerts[{i}].labels")
+            if len(_KNOWN_NAMES) < 10_000:
+                _KNOWN_NAMES.add(name)
+    annotations = _string_map(raw.get("annotations"), i, "annotations", check, required=False)
     if "startsAt" not in raw:
-        raise PayloadError("missing", f"{path}.startsAt")
-    starts_at = parse_time(raw["startsAt"], f"{path}.startsAt")
+        raise PayloadError("missing", f"alerts[{i}].startsAt")
+    starts_at = parse_time(raw["startsAt"], f"alerts[{i}].startsAt")
     if starts_at is None:
-        raise PayloadError("startsAt cannot be the zero time", f"{path}.startsAt")
-    ends_at = parse_time(raw["endsAt"], f"{path}.endsAt") if raw.get("endsAt") is not None else None
+        raise PayloadError("startsAt cannot be the zero time", f"alerts[{i}].startsAt")
+    ends = raw.get("endsAt")
+    ends_at = parse_time(ends, f"alerts[{i}].endsAt") if ends is not None else None
     return IncomingAlert(
         status=status,
         labels=labels,
         annotations=annotations,
         starts_at=starts_at,
         ends_at=ends_at,
-        generator_url=_optional_str(raw, "generatorURL", f"{path}.generatorURL"),
+        generator_url=_optional_str(raw, "generatorURL", f"alerts[{i}].generatorURL", check),
     )
 
 
-def _string_map(value: Any, path: str, *, required: bool) -> dict[str, str]:
+def _string_map(value: Any, i: int, key: str, check: Callable[[str, str], None], *,
+                required: bool) -> dict[str, str]:
     if value is None and not required:
         return {}
     if not isinstance(value, dict):
-        raise PayloadError(f"expected an object of strings, got {_kind(value)}", path)
-    for key, item in value.items():
-        if not isinstance(item, str):
-            raise PayloadError(f"value of {key[:40]!r} must be a string, got {_kind(item)}", path)
-        _check_text(key, path)
-        _check_text(item, path)
+        raise PayloadError(f"expected an object of strings, got {_kind(value)}",
+                           f"alerts[{i}].{key}")
+    for name, item in value.items():
+        if type(item) is not str:
+            raise PayloadError(f"value of {name[:40]!r} must be a string, got {_kind(item)}",
+                               f"alerts[{i}].{key}")
+        check(name, f"alerts[{i}].{key}")
+        check(item, f"alerts[{i}].{key}")
     return value
 
 
@@ -163,13 +180,18 @@ def _check_text(text: str, path: str) -> None:
         raise PayloadError("string is not valid Unicode (lone surrogate)", path) from None
 
 
-def _optional_str(data: dict[str, Any], key: str, path: str) -> str:
+def _no_check(text: str, path: str) -> None:
+    pass
+
+
+def _optional_str(data: dict[str, Any], key: str, path: str,
+                  check: Callable[[str, str], None] = _check_text) -> str:
     value = data.get(key)
     if value is None:
         return ""
     if not isinstance(value, str):
         raise PayloadError(f"expected a string, got {_kind(value)}", path)
-    _check_text(value, path)
+    check(value, path)
     return value
 
 
