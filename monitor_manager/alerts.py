@@ -55,8 +55,11 @@ class Alert:
         return result
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def to_json(mapping: dict[str, str]) -> str:
-    return json.dumps(mapping, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(mapping)
 
 
 class Change(Enum):

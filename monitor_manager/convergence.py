@@ -110,7 +110,6 @@ class Convergence:
         now = self.clock()
         result = IngestResult()
         touched: set[str] = set()
-        memberships: list[Op] = []
         source = sys.intern(source)
         for incoming in alerts:
             labels = identity_labels(incoming.labels, self.ignore)
@@ -137,15 +136,13 @@ class Convergence:
                 known.starts_at = incoming.starts_at
                 known.ends_at = None
                 if not known.groups:
-                    self._assign(known, labels, now, groups, wait, memberships)
+                    self._assign(known, labels, now, groups, wait)
             else:
                 result.resolved += 1
                 known.status = "resolved"
                 known.ends_at = incoming.ends_at or now
-            result.ops.append(upsert_alert(known))
+            result.ops.append(upsert_alert(known, self.memberships(known)))
             touched.update(known.groups)
-        # Statements of one kind together: the store runs each run of them as one executemany.
-        result.ops += memberships
         for key in touched:
             group = self.groups.get(key)
             if group is not None:
@@ -153,8 +150,14 @@ class Convergence:
                 result.ops.append(upsert_group(group, now))
         return result
 
+    def memberships(self, alert: Alert) -> str:
+        """The alert's groups and what each was told about it, stored in the alert's row (one
+        row per alert on the webhook's path, not one more per membership)."""
+        fp = alert.fingerprint
+        return to_json({key: self.groups[key].members.get(fp, "") for key in alert.groups})
+
     def _assign(self, alert: Alert, labels: dict[str, str], now: float,
-                groups: list[str] | None, wait: float | None, ops: list[Op]) -> None:
+                groups: list[str] | None, wait: float | None) -> None:
         for contact_group in groups if groups is not None else self.router.route(labels):
             group_labels = (
                 labels if self.group_all
@@ -169,9 +172,6 @@ class Convergence:
                 heapq.heappush(self._due, (group.next_flush_at, key))
             group.members[alert.fingerprint] = ""
             alert.groups.append(key)
-            ops.append((
-                "INSERT OR REPLACE INTO group_alerts (group_key, fingerprint, notified) "
-                "VALUES (?, ?, '')", (key, alert.fingerprint)))
 
     def _touch(self, group: Group, now: float) -> None:
         """An alert of the group changed state: schedule the flush the timers allow."""
@@ -218,22 +218,22 @@ class Convergence:
             self.emit(self._message(group, shown, now), group.key, now, result)
             group.last_notified_at = now
             group.last_flush_at = now
+        changed: list[Alert] = []
         for fp in firing:
             if group.members[fp] != "firing" and send:
                 group.members[fp] = "firing"
-                result.ops.append((
-                    "UPDATE group_alerts SET notified = 'firing' "
-                    "WHERE group_key = ? AND fingerprint = ?", (group.key, fp)))
+                changed.append(self.alerts[fp])
         for fp in resolved:  # told about (or never worth telling): they leave the group
             del group.members[fp]
             alert = self.alerts[fp]
             if group.key in alert.groups:
                 alert.groups.remove(group.key)
-            result.ops.append((
-                "DELETE FROM group_alerts WHERE group_key = ? AND fingerprint = ?",
-                (group.key, fp)))
+            changed.append(alert)
         if not group.members:
             del self.groups[group.key]
+        result.ops += [("UPDATE alerts SET memberships = ? WHERE fingerprint = ?",
+                        (self.memberships(a), a.fingerprint)) for a in changed]
+        if group.key not in self.groups:
             result.ops.append(upsert_group(group, now, state="closed"))
             return
         # Whoever is left fires and has been notified: the next flush is the repeat.
@@ -331,27 +331,26 @@ class Convergence:
         self.groups.clear()
         self._due.clear()
         for row in conn.execute(
-            "SELECT fingerprint, labels, annotations, status, starts_at, ends_at, "
-            "generator_url, source, updated_at FROM alerts"
-        ):
-            self.alerts[row[0]] = Alert(row[0], row[1], row[2], sys.intern(row[3]), row[4],
-                                        row[5], sys.intern(row[6]), sys.intern(row[7]), row[8])
-        for row in conn.execute(
             "SELECT key, contact_group, group_labels, created_at, next_flush_at, "
             "last_notified_at, last_flush_at FROM alert_groups WHERE state = 'open'"
         ):
             loaded = Group(row[0], row[1], json.loads(row[2]), row[3], {}, row[4], row[5], row[6])
             self.groups[loaded.key] = loaded
-        for key, fp, notified in conn.execute(
-            "SELECT group_key, fingerprint, notified FROM group_alerts"
+        for row in conn.execute(
+            "SELECT fingerprint, labels, annotations, status, starts_at, ends_at, "
+            "generator_url, source, updated_at, memberships FROM alerts"
         ):
-            group = self.groups.get(key)
-            alert = self.alerts.get(fp)
-            if group is None or alert is None:
+            alert = Alert(row[0], row[1], row[2], sys.intern(row[3]), row[4], row[5],
+                          sys.intern(row[6]), sys.intern(row[7]), row[8])
+            self.alerts[alert.fingerprint] = alert
+            if row[9] == "{}":
                 continue
-            # The same string objects as the alert's and the group's: one copy in memory.
-            group.members[alert.fingerprint] = sys.intern(notified)
-            alert.groups.append(group.key)
+            for key, notified in json.loads(row[9]).items():
+                group = self.groups.get(key)
+                if group is not None:
+                    # The group's own key object: one copy of the string in memory.
+                    group.members[alert.fingerprint] = sys.intern(notified)
+                    alert.groups.append(group.key)
         for group in self.groups.values():
             if group.next_flush_at is not None:
                 self._due.append((group.next_flush_at, group.key))

@@ -20,16 +20,17 @@ def content_hash(message: Message) -> str:
     return hashlib.blake2b(json.dumps(states).encode(), digest_size=16).hexdigest()
 
 
-def upsert_alert(alert: Alert) -> Op:
+def upsert_alert(alert: Alert, memberships: str) -> Op:
     return (
         "INSERT INTO alerts (fingerprint, labels, annotations, status, starts_at, ends_at, "
-        "generator_url, source, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "generator_url, source, updated_at, memberships) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (fingerprint) DO UPDATE SET annotations = excluded.annotations, "
         "status = excluded.status, starts_at = excluded.starts_at, ends_at = excluded.ends_at, "
         "generator_url = excluded.generator_url, source = excluded.source, "
-        "updated_at = excluded.updated_at",
+        "updated_at = excluded.updated_at, memberships = excluded.memberships",
         (alert.fingerprint, alert.labels_json, alert.annotations_json, alert.status,
-         alert.starts_at, alert.ends_at, alert.generator_url, alert.source, alert.updated_at),
+         alert.starts_at, alert.ends_at, alert.generator_url, alert.source, alert.updated_at,
+         memberships),
     )
 
 

@@ -74,7 +74,7 @@ class Service:
     async def assert_nothing_stored(self) -> None:
         assert (await self.get("/api/v1/alerts"))["alerts"] == []
         assert (await self.get("/api/v1/alert-groups"))["alert_groups"] == []
-        for table in ("alerts", "alert_groups", "group_alerts", "notifications"):
+        for table in ("alerts", "alert_groups", "notifications"):
             assert await self.count(table) == 0, table
 
     async def decide(self) -> None:
@@ -479,7 +479,7 @@ async def test_a_store_that_cannot_commit_answers_503_and_the_retry_is_accepted_
     svc = await start()
     await fill_the_disk(svc)
     await error_body(await svc.post(bulky_payload()), 503)
-    for table in ("alerts", "alert_groups", "group_alerts"):
+    for table in ("alerts", "alert_groups"):
         assert await svc.count(table) == 0, table
     text = await svc.metrics()
     assert metric(text, "monitor_manager_webhook_requests_total", code="503") == 1

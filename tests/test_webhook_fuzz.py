@@ -162,7 +162,6 @@ async def snapshot(client: TestClient) -> list[list[tuple[Any, ...]]]:
     return [[tuple(row) for row in await store.query(sql)] for sql in (
         "SELECT * FROM alerts ORDER BY fingerprint",
         "SELECT * FROM alert_groups ORDER BY key",
-        "SELECT * FROM group_alerts ORDER BY group_key, fingerprint",
     )]
 
 

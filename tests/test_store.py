@@ -1,0 +1,78 @@
+"""The store on its own: migrations, group commit, failure semantics."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+from builders import make_config
+
+from monitor_manager.clock import ManualClock
+from monitor_manager.convergence import Convergence
+from monitor_manager.store import Store, StoreError, migrations
+
+
+def test_memberships_move_from_the_old_table_into_alert_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite_utils.Database(path)
+    migrations.apply(db, stop_before="m005_memberships_in_alert_rows")
+    db.execute(
+        "INSERT INTO alerts (fingerprint, labels, annotations, status, starts_at, updated_at) "
+        "VALUES ('fp1', '{\"alertname\":\"A\"}', '{}', 'firing', 1, 1)")
+    db.execute(
+        "INSERT INTO alert_groups (key, contact_group, group_labels, state, created_at, "
+        "updated_at, next_flush_at) VALUES ('g1', 'default', '{\"alertname\":\"A\"}', 'open', "
+        "1, 1, 100)")
+    db.execute("INSERT INTO group_alerts VALUES ('g1', 'fp1', 'firing')")
+    db.conn.commit()
+    migrations.apply(db)
+    assert db.execute("SELECT memberships FROM alerts").fetchone()[0] == '{"g1":"firing"}'
+    assert "group_alerts" not in db.table_names()
+    conv = Convergence(make_config(tmp_path), ManualClock())
+    conv.load(db.conn)
+    assert conv.groups["g1"].members == {"fp1": "firing"}
+    assert conv.alerts["fp1"].groups == ["g1"]
+
+
+async def test_concurrent_writes_share_commits_and_all_become_durable(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "s.db"))
+    await store.open()
+    await store.run(lambda c: c.execute("CREATE TABLE t (x INTEGER)"))
+    await asyncio.gather(*(store.write([("INSERT INTO t VALUES (?)", (i,))]) for i in range(200)))
+    assert store.commits < 200
+    await store.close()
+    conn = sqlite3.connect(tmp_path / "s.db")
+    assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 200
+
+
+async def test_a_failed_commit_fails_every_write_queued_with_it_and_keeps_none(
+        tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "s.db"))
+    await store.open()
+    failures: list[BaseException] = []
+    store.on_failure = failures.append
+    await store.run(lambda c: c.execute("CREATE TABLE t (x INTEGER UNIQUE)"))
+    results = await asyncio.gather(
+        store.write([("INSERT INTO t VALUES (1)", ())]),
+        store.write([("INSERT INTO t VALUES (1)", ())]),  # violates UNIQUE: the batch fails
+        store.write([]),
+        return_exceptions=True)
+    assert all(isinstance(r, StoreError) for r in results)
+    assert not store.healthy and len(failures) == 1
+    assert (await store.query("SELECT COUNT(*) FROM t"))[0][0] == 0
+    await store.write([("INSERT INTO t VALUES (2)", ())])
+    assert store.healthy
+    await store.close()
+
+
+async def test_probe_fails_on_a_read_only_store(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "s.db"))
+    await store.open()
+    await store.probe(1.0)
+    await store.run(lambda c: c.execute("PRAGMA query_only = ON"))
+    with pytest.raises(StoreError):
+        await store.probe(2.0)
+    await store.close()
