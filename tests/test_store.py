@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import sqlite_utils
-from builders import make_config
 
+from builders import make_config
 from monitor_manager.clock import ManualClock
 from monitor_manager.convergence import Convergence
 from monitor_manager.store import Store, StoreError, migrations
