@@ -89,15 +89,17 @@ class SlidingWindowLimiter:
         self._events: dict[str, collections.deque[float]] = {}
 
     def ready_at(self, key: str, needed: int = 1) -> float:
+        """When `needed` more events fit: 0.0 when they fit now (callers compare the answer
+        with their own, earlier reading of the clock), else the moment the window frees."""
         events = self._events.get(key)
-        now = self.clock()
         if not events:
-            return now
+            return 0.0
+        now = self.clock()
         while events and events[0] <= now - self.window:
             events.popleft()
         over = len(events) + needed - self.limit
         if over <= 0:
-            return now
+            return 0.0
         if over > len(events):
             return now + self.window
         return events[over - 1] + self.window

@@ -21,6 +21,7 @@ from fake_wecom import (
     assert_no_secrets,
 )
 from harness import OutboxHarness
+from monitor_manager.clock import ManualClock
 from monitor_manager.config import ChannelConfig, ContactGroupConfig, MemberConfig
 
 
@@ -128,3 +129,25 @@ async def test_a_permanent_wecom_error_fails_the_delivery_without_leaking_secret
         generate_latest(box.pipeline.metrics.registry).decode(),  # type: ignore[union-attr]
     ])
     assert_no_secrets(everything, SECRET, token, ROBOT_KEY)
+
+
+class TickingClock(ManualClock):
+    """A clock that moves on every reading, as a real one does between two reads."""
+
+    def __call__(self) -> float:
+        self.now += 0.001
+        return self.now
+
+
+async def test_with_a_clock_that_moves_between_reads_messages_are_not_held_back(
+        tmp_path: Any) -> None:
+    async with FakeWeCom() as fake:
+        box = OutboxHarness(wecom_config(tmp_path, fake))
+        box.clock = TickingClock(box.clock.now)
+        await box.start()
+        fake.clock = box.clock
+        await box.push(incoming("DiskFull"))
+        rows = await box.step(1)
+        assert {r["channel"]: r["state"] for r in rows} == {"wecom": "delivered",
+                                                            "robot": "delivered"}
+        await box.stop()
