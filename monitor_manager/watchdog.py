@@ -27,6 +27,9 @@ SOURCE_LABEL = ("source", "monitor-manager")
 TEXTS = {
     "en": {
         "hb_summary": "Heartbeat {name} missing for {age}",
+        "hop_never": "never seen since start-up",
+        "hop_prometheus": "the Prometheus side is broken",
+        "hop_alertmanager": "Alertmanager or the network is broken",
         "hb_never": "No heartbeat matching {match} has arrived since Monitor Manager started "
                     "at {start}. Check that the DeadMansSwitch rule is loaded and that "
                     "Alertmanager routes it to this webhook.",
@@ -52,6 +55,9 @@ TEXTS = {
     },
     "zh": {
         "hb_summary": "心跳 {name} 已中断 {age}",
+        "hop_never": "启动以来从未收到",
+        "hop_prometheus": "Prometheus 一侧故障",
+        "hop_alertmanager": "Alertmanager 或网络故障",
         "hb_never": "自 Monitor Manager 于 {start} 启动以来，没有收到匹配 {match} 的心跳。"
                     "请检查 DeadMansSwitch 规则是否加载，"
                     "以及 Alertmanager 是否把它路由到本 webhook。",
@@ -190,16 +196,19 @@ class Watchdog:
         t = self.texts
         age = format_duration(now - (beat.last_seen or self.started_at))
         if beat.last_seen is None:
+            hop = "never"
             description = t["hb_never"].format(match=beat.config.match,
                                                start=_time(self.started_at))
         else:
             other = self.sources.get(beat.via, 0.0)
-            key = "hb_prometheus" if other > beat.last_seen + 0.5 else "hb_alertmanager"
-            description = t[key].format(seen=_time(beat.last_seen), via=beat.via or "?",
-                                        other=_time(other))
+            hop = "prometheus" if other > beat.last_seen + 0.5 else "alertmanager"
+            description = t[f"hb_{hop}"].format(seen=_time(beat.last_seen), via=beat.via or "?",
+                                                other=_time(other))
+        # The hop goes into the summary too: short channels (WeCom) show only the summary.
+        summary = t["hb_summary"].format(name=beat.config.name, age=age)
         return internal_alert("HeartbeatMissing", "firing", {"heartbeat": beat.config.name},
-                              t["hb_summary"].format(name=beat.config.name, age=age),
-                              description, starts_at=beat.due_at)
+                              f"{summary}: {t[f'hop_{hop}']}", description,
+                              starts_at=beat.due_at)
 
     # -- channels and the store --------------------------------------------------------------------
     def delivered(self, channel: str) -> None:
