@@ -95,8 +95,9 @@ async def test_page_tells_prometheus_side_from_alertmanager_side(watch: Harness)
     await watch.receive(incoming("Other"))  # the same Alertmanager still delivers
     await watch.run_until(305, step=5)
     description = [d for d in watch.decided if d.message.contact_group == "sre"][0]
-    text = description.message.groups[0].alerts[0].annotations["description"]
-    assert "Prometheus side is broken" in text
+    annotations = description.message.groups[0].alerts[0].annotations
+    assert "Prometheus side is broken" in annotations["description"]
+    assert "Prometheus side is broken" in annotations["summary"]  # short channels show only it
 
 
 async def test_page_blames_alertmanager_when_it_delivers_nothing(watch: Harness) -> None:
