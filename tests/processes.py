@@ -58,7 +58,10 @@ class ServeProcess:
         return self.launch().wait_healthy(wait)
 
     def launch(self) -> ServeProcess:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # The repository first on the path: the tests run the code under test, installed or not.
+        repo = str(Path(__file__).resolve().parent.parent)
+        path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
         with open(self.stdout, "ab") as out, open(self.stderr, "ab") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "monitor_manager", "serve", "--config", str(self.config)],

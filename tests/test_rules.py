@@ -236,8 +236,6 @@ def test_every_monitor_manager_alert_has_a_severity_and_templated_annotations() 
         "MonitorManagerOutboxBacklog",
         "MonitorManagerOutboxStale",
         "MonitorManagerDeliveryFailures",
-        "MonitorManagerHeartbeatMissing",
-        "MonitorManagerPeerDown",
         "MonitorManagerWebhookErrors",
     }
     for rule in rules:
