@@ -51,7 +51,6 @@ def create_app(config: Config, *, clock: Clock = system_clock, stdout: TextIO | 
     app = web.Application(client_max_size=config.server.max_body_bytes + 1024 * 1024)
     app[keys.CONFIG] = config
     app[keys.CLOCK] = clock
-    app[keys.STORE_PAGED] = False
     app[keys.METRICS] = metrics or Metrics(channels=[c.name for c in config.channels])
     app[keys.RENDERER] = Renderer(config.templates.language, config.templates.dir or None,
                                   config.templates.max_alerts)
@@ -151,11 +150,8 @@ async def watch(app: web.Application) -> None:
         metrics.heartbeat_last_seen.labels(beat.config.name).set(beat.last_seen or 0)
         metrics.heartbeat_missing.labels(beat.config.name).set(beat.state == "missing")
     alert = pipeline.watchdog.store_alert(now)
-    if alert is not None and not app[keys.STORE_PAGED]:
-        app[keys.STORE_PAGED] = True
+    if alert is not None:
         await page_directly(app, alert)
-    elif alert is None:
-        app[keys.STORE_PAGED] = False
 
 
 async def page_directly(app: web.Application, alert: IncomingAlert) -> None:

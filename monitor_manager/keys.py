@@ -29,4 +29,3 @@ OUTBOX = web.AppKey("outbox", Outbox)
 SCHEDULER = web.AppKey("scheduler", AsyncIOScheduler)
 PEERS = web.AppKey("peers", Peers)
 HA = web.AppKey("ha", HighAvailability)
-STORE_PAGED = web.AppKey("store_paged", bool)  # StoreFailing was paged in this episode

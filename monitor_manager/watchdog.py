@@ -145,6 +145,7 @@ class Watchdog:
         self.channels: dict[str, ChannelHealth] = {}
         self.store_failing_since: float | None = None
         self.store_error = ""
+        self._store_paged = False  # StoreFailing goes out once per episode
 
     # -- heartbeats ------------------------------------------------------------------------------
     def observe(self, payload: Payload, now: float) -> tuple[list[IncomingAlert], int]:
@@ -267,12 +268,15 @@ class Watchdog:
 
     def store_ok(self) -> None:
         self.store_failing_since = None
+        self._store_paged = False
 
     def store_alert(self, now: float) -> IncomingAlert | None:
-        """StoreFailing when the store refused writes for `store_failing_after`."""
+        """StoreFailing, once, when the store has refused writes for `store_failing_after`."""
         since = self.store_failing_since
-        if since is None or now - since < self.config.watchdog.store_failing_after:
+        if (since is None or self._store_paged
+                or now - since < self.config.watchdog.store_failing_after):
             return None
+        self._store_paged = True
         return internal_alert("StoreFailing", "firing", {"instance": self.config.server.instance},
                               self.texts["store_summary"],
                               self.texts["store_description"].format(

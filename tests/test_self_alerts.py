@@ -68,3 +68,32 @@ async def test_a_channel_failing_longer_than_channel_failing_after_is_paged(
     page = delivered_console_pages(box, "ChannelFailing")
     assert len(page) == 1 and "451" in page[0]
     await box.stop()
+
+
+async def test_a_store_refusing_writes_is_paged_straight_to_the_channels_once(
+        tmp_path: Any, aiohttp_client: Any) -> None:
+    import io
+
+    from builders import alert_json, payload
+
+    from monitor_manager import app as app_module
+    from monitor_manager import keys
+
+    out = io.StringIO()
+    config = make_config(tmp_path, watchdog=WatchdogConfig(store_failing_after=0.0))
+    app = app_module.create_app(config, stdout=out, scheduler=False)
+    client = await aiohttp_client(app)
+    store = app[keys.STORE]
+    await store.run(lambda c: c.execute("PRAGMA query_only = ON"))  # writes now fail
+    response = await client.post("/webhook/alertmanager", json=payload(alert_json("Disk")))
+    assert response.status == 503
+    await app_module.watch(app)
+    await app_module.watch(app)  # still failing: not paged a second time
+    assert out.getvalue().count("[FIRING:1] StoreFailing") == 1
+    assert "refused writes" in out.getvalue()
+    assert (await client.get("/readyz")).status == 503
+    await store.run(lambda c: c.execute("PRAGMA query_only = OFF"))
+    await app_module.watch(app)
+    assert store.healthy and (await client.get("/readyz")).status == 200
+    response = await client.post("/webhook/alertmanager", json=payload(alert_json("Disk")))
+    assert response.status == 200 and (await response.json())["accepted"] == 1
