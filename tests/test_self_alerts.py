@@ -75,7 +75,6 @@ async def test_a_store_refusing_writes_is_paged_straight_to_the_channels_once(
     import io
 
     from builders import alert_json, payload
-
     from monitor_manager import app as app_module
     from monitor_manager import keys
 
