@@ -167,8 +167,10 @@ def _string_map(value: Any, i: int, key: str, check: Callable[[str, str], None],
         if type(item) is not str:
             raise PayloadError(f"value of {name[:40]!r} must be a string, got {_kind(item)}",
                                f"alerts[{i}].{key}")
-        check(name, f"alerts[{i}].{key}")
-        check(item, f"alerts[{i}].{key}")
+    if check is not _no_check:
+        for name, item in value.items():
+            check(name, f"alerts[{i}].{key}")
+            check(item, f"alerts[{i}].{key}")
     return value
 
 

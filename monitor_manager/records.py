@@ -20,6 +20,16 @@ def content_hash(message: Message) -> str:
     return hashlib.blake2b(json.dumps(states).encode(), digest_size=16).hexdigest()
 
 
+def insert_alert(alert: Alert, memberships: str) -> Op:
+    return (
+        "INSERT INTO alerts (fingerprint, labels, annotations, status, starts_at, ends_at, "
+        "generator_url, source, updated_at, memberships) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (alert.fingerprint, alert.labels_json, alert.annotations_json, alert.status,
+         alert.starts_at, alert.ends_at, alert.generator_url, alert.source, alert.updated_at,
+         memberships),
+    )
+
+
 def upsert_alert(alert: Alert, memberships: str) -> Op:
     return (
         "INSERT INTO alerts (fingerprint, labels, annotations, status, starts_at, ends_at, "
