@@ -6,6 +6,7 @@ sleeping.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 
@@ -29,3 +30,11 @@ class ManualClock:
     def advance(self, seconds: float) -> float:
         self.now += seconds
         return self.now
+
+
+def iso(ts: float | None) -> str | None:
+    """Unix seconds as RFC 3339 UTC with milliseconds, as the JSON API shows times."""
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")

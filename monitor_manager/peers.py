@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from monitor_manager.clock import Clock
+from monitor_manager.clock import Clock, iso
 from monitor_manager.config import Config, PeerConfig
 from monitor_manager.metrics import Metrics
 from monitor_manager.payload import IncomingAlert
@@ -36,11 +36,9 @@ class PeerState:
         return self.failures == 0
 
     def as_json(self, down_after: int) -> dict[str, object]:
-        from monitor_manager.watchdog import _iso
-
         return {
             "name": self.config.name, "url": self.config.url,
-            "last_probe": _iso(self.last_probe_at), "last_ok": _iso(self.last_ok_at),
+            "last_probe": iso(self.last_probe_at), "last_ok": iso(self.last_ok_at),
             "latency_seconds": self.latency, "consecutive_failures": self.failures,
             "last_error": self.last_error,
             "state": "down" if self.failures >= down_after else "up",

@@ -78,7 +78,7 @@ class Pipeline:
         # Heartbeats are taken out first: they record "seen" and are never notified.
         alerts, heartbeats = self.watchdog.observe(payload, self.clock())
         result = await self.ingest(alerts, source=payload.external_url,
-                                   extra_ops=self.watchdog.ops())
+                                   extra_ops=self.watchdog.heartbeat_ops())
         result.accepted += heartbeats
         return result
 

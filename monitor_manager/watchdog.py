@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from monitor_manager.clock import iso
 from monitor_manager.config import Config, HeartbeatConfig
 from monitor_manager.durations import format_duration
 from monitor_manager.payload import IncomingAlert, Payload
@@ -114,12 +115,12 @@ class Heartbeat:
     def matches(self, labels: dict[str, str]) -> bool:
         return all(labels.get(k) == v for k, v in self.config.match.items())
 
-    def as_json(self, now: float) -> dict[str, object]:
+    def as_json(self) -> dict[str, object]:
         return {
             "name": self.config.name, "match": self.config.match,
-            "timeout": format_duration(self.config.timeout), "last_seen": _iso(self.last_seen),
-            "via": self.via, "due_at": _iso(self.due_at), "state": self.state,
-            "missing_since": _iso(self.missing_since),
+            "timeout": format_duration(self.config.timeout), "last_seen": iso(self.last_seen),
+            "via": self.via, "due_at": iso(self.due_at), "state": self.state,
+            "missing_since": iso(self.missing_since),
         }
 
 
@@ -291,7 +292,8 @@ class Watchdog:
         return []
 
     # -- persistence -----------------------------------------------------------------------------
-    def ops(self) -> list[Op]:
+    def heartbeat_ops(self) -> list[Op]:
+        """Heartbeat rows that changed: written with the webhook that changed them."""
         ops: list[Op] = []
         for beat in self.heartbeats:
             if beat.changed:
@@ -301,6 +303,12 @@ class Watchdog:
                     "missing_since) VALUES (?, ?, ?, ?, ?, ?)",
                     (beat.config.name, beat.last_seen, beat.via, beat.due_at, beat.state,
                      beat.missing_since)))
+        return ops
+
+    def ops(self) -> list[Op]:
+        """Everything that changed, for the once-a-second job. When each Alertmanager was last
+        heard from waits for it: writing it with every webhook would add a row to each commit."""
+        ops = self.heartbeat_ops()
         for url in self._sources_changed:
             ops.append(("INSERT OR REPLACE INTO alertmanagers (url, last_seen) VALUES (?, ?)",
                         (url, self.sources[url])))
@@ -331,10 +339,3 @@ class Watchdog:
 def _full(labels: dict[str, str], alertname: str) -> dict[str, str]:
     return {"alertname": alertname, "severity": "critical", SOURCE_LABEL[0]: SOURCE_LABEL[1],
             **labels}
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")

@@ -19,6 +19,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor_manager import keys
+from monitor_manager.clock import iso
 from monitor_manager.ha import MAX_ENTRIES, PROTOCOL_VERSION, parse_entries
 from monitor_manager.payload import PayloadError, parse_payload
 from monitor_manager.store import StoreError
@@ -165,7 +166,7 @@ async def list_alerts(request: web.Request) -> web.Response:
 def _alert_json(a: Any) -> dict[str, Any]:
     return {
         "fingerprint": a.fingerprint, "status": a.status, "labels": a.labels,
-        "annotations": a.annotations, "startsAt": _iso(a.starts_at), "endsAt": _iso(a.ends_at),
+        "annotations": a.annotations, "startsAt": iso(a.starts_at), "endsAt": iso(a.ends_at),
         "generatorURL": a.generator_url, "source": a.source, "alert_groups": list(a.groups),
     }
 
@@ -189,8 +190,8 @@ def _group_json(row: sqlite3.Row, conv: Any) -> dict[str, Any]:
         "group_labels": json.loads(row["group_labels"]),
         "state": row["state"] if group is None else ("firing" if firing else "resolving"),
         "alerts": {"firing": firing, "resolved": len(members) - firing, "total": len(members)},
-        "created_at": _iso(row["created_at"]), "last_notified_at": _iso(row["last_notified_at"]),
-        "next_flush_at": _iso(row["next_flush_at"]), "updated_at": _iso(row["updated_at"]),
+        "created_at": iso(row["created_at"]), "last_notified_at": iso(row["last_notified_at"]),
+        "next_flush_at": iso(row["next_flush_at"]), "updated_at": iso(row["updated_at"]),
     }
 
 
@@ -243,13 +244,13 @@ async def _notifications(store: Any, limit: int, where: str,
             out.append({
                 "id": r[0], "alert_group": r[1], "contact_group": r[2], "kind": r[3],
                 "status": r[4], "content_hash": r[5], "digest_id": r[6],
-                "created_at": _iso(r[7]),
+                "created_at": iso(r[7]),
                 "alert_groups": [g["key"] for g in message["groups"]],
                 "alerts": sum(len(g["alerts"]) for g in message["groups"]),
                 "deliveries": [{
                     "id": d[0], "channel": d[1], "state": d[2], "attempts": d[3],
-                    "last_error": d[4], "note": d[5], "next_attempt_at": _iso(d[6]),
-                    "delivered_at": _iso(d[7]), "updated_at": _iso(d[8]),
+                    "last_error": d[4], "note": d[5], "next_attempt_at": iso(d[6]),
+                    "delivered_at": iso(d[7]), "updated_at": iso(d[8]),
                 } for d in deliveries],
             })
         return out
@@ -258,23 +259,13 @@ async def _notifications(store: Any, limit: int, where: str,
     return result
 
 
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
-
-
 async def watchdog_state(request: web.Request) -> web.Response:
-    now = request.app[keys.CLOCK]()
     pipeline = request.app[keys.PIPELINE]
     failures = request.app[keys.CONFIG].watchdog.peer_failures
     return web.json_response({
-        "heartbeats": [b.as_json(now) for b in pipeline.watchdog.heartbeats],
+        "heartbeats": [b.as_json() for b in pipeline.watchdog.heartbeats],
         "peers": [p.as_json(failures) for p in request.app[keys.PEERS].states.values()],
-        "alertmanagers": [{"url": url, "last_seen": _iso(at)}
+        "alertmanagers": [{"url": url, "last_seen": iso(at)}
                           for url, at in sorted(pipeline.watchdog.sources.items())],
     })
 

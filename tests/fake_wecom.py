@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import io
 import itertools
 import json
 import secrets
@@ -28,9 +29,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import aiohttp
 import pytest
 from aiohttp import web
 
+from channels.base import ChannelContext
 from monitor_manager.clock import ManualClock
 from monitor_manager.models import (
     AlertStatus,
@@ -40,6 +43,7 @@ from monitor_manager.models import (
     Message,
     MessageKind,
 )
+from monitor_manager.templates import Renderer
 
 Endpoint = Literal["gettoken", "send", "robot"]
 Target = Literal["gettoken", "send", "robot", "messages", "any"]
@@ -453,6 +457,25 @@ async def fake_wecom_fixture() -> AsyncIterator[FakeWeCom]:
     """A started FakeWeCom on 127.0.0.1 with a ManualClock as `.clock`."""
     async with FakeWeCom() as fake:
         yield fake
+
+
+@pytest.fixture(name="session")
+async def wecom_session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture(name="clock")
+def wecom_clock(fake_wecom: FakeWeCom) -> ManualClock:
+    assert isinstance(fake_wecom.clock, ManualClock)
+    return fake_wecom.clock
+
+
+@pytest.fixture(name="ctx")
+def wecom_ctx(session: aiohttp.ClientSession, clock: ManualClock) -> ChannelContext:
+    """A channel context on the fake's clock, with a real HTTP session and English templates."""
+    return ChannelContext(session=session, renderer=Renderer("en"), clock=clock,
+                          stdout=io.StringIO())
 
 
 def assert_no_secrets(text: str, *secret_values: str) -> None:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -20,31 +18,16 @@ from fake_wecom import (
     FakeWeCom,
     alert,
     assert_no_secrets,
-    fake_wecom_fixture,  # noqa: F401  (the fake_wecom fixture)
+    fake_wecom_fixture,  # noqa: F401  (fixtures: fake_wecom, session, clock, ctx)
     group,
     message,
+    wecom_clock,  # noqa: F401
+    wecom_ctx,  # noqa: F401
+    wecom_session,  # noqa: F401
 )
 from monitor_manager.clock import ManualClock
 from monitor_manager.models import Member, Message
 from monitor_manager.templates import Renderer
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-def clock(fake_wecom: FakeWeCom) -> ManualClock:
-    assert isinstance(fake_wecom.clock, ManualClock)
-    return fake_wecom.clock
-
-
-@pytest.fixture
-def ctx(session: aiohttp.ClientSession, clock: ManualClock) -> ChannelContext:
-    return ChannelContext(session=session, renderer=Renderer("en"), clock=clock,
-                          stdout=io.StringIO())
 
 
 def robot(ctx: ChannelContext, fake: FakeWeCom, msgtype: str = "markdown",
