@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"comma-separated subset of {','.join(ALL + OPTIONAL)}")
     parser.add_argument("--profile", action="store_true",
                         help="also record py-spy profiles of the service under ingest load")
+    parser.add_argument("--stored", type=int, default=0,
+                        help="alerts in the store for the scale section (default: 200,000; "
+                             "50,000 with --quick)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin to cores")
     parser.add_argument("--keep", action="store_true", help="keep stores and logs")
     args = parser.parse_args(argv)
@@ -61,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     plan = scenarios.SMOKE if args.smoke else scenarios.QUICK if args.quick else scenarios.FULL
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    if args.stored > 0:
+        plan = scenarios.replace(plan, scale_stored=args.stored)
     out = Path(args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from monitor_manager.payload import IncomingAlert
@@ -30,30 +30,22 @@ def fingerprint(labels: dict[str, str]) -> str:
 
 @dataclass(slots=True)
 class Alert:
-    """One alert as stored. Labels and annotations are kept as their JSON text: one string
-    instead of a dict of strings per alert keeps 200,000 stored alerts in a few hundred bytes
-    each, and the text is what the store needs anyway; they are decoded only for messages."""
+    """What memory keeps of an alert: enough to deduplicate, classify and group it.
+
+    Labels, annotations, generatorURL and source live only in the store's row: a message
+    reads them from there when it is built (on the store thread), so 200,000 alerts cost a
+    few hundred bytes each in memory. The row is found by its id, which memory assigns in
+    order: the store keeps no index on the (random) fingerprint, so a new alert is appended
+    to the table instead of dirtying a page of a large index."""
 
     fingerprint: str
-    labels_json: str
-    annotations_json: str
+    id: int  # the store's row id: rows are written and read by it, never by fingerprint
     status: str
     starts_at: float
     ends_at: float | None
-    generator_url: str
-    source: str
-    updated_at: float
-    groups: list[str] = field(default_factory=list)
-
-    @property
-    def labels(self) -> dict[str, str]:
-        result: dict[str, str] = json.loads(self.labels_json)
-        return result
-
-    @property
-    def annotations(self) -> dict[str, str]:
-        result: dict[str, str] = json.loads(self.annotations_json)
-        return result
+    # Keys of the alert groups it is in; a tuple (one shared `()` when none) costs less than
+    # a list, and it rarely changes.
+    groups: tuple[str, ...] = ()
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))

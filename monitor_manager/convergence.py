@@ -34,18 +34,19 @@ from monitor_manager.alerts import (
 )
 from monitor_manager.clock import Clock
 from monitor_manager.config import Config
-from monitor_manager.models import AlertView, GroupView, Member, Message
+from monitor_manager.models import GroupView, Member, Message
 from monitor_manager.payload import IncomingAlert
 from monitor_manager.records import (
+    Draft,
     insert_alert,
-    insert_notification,
-    upsert_alert,
+    update_alert,
     upsert_group,
+    write_group_notification,
 )
 from monitor_manager.routing import Router
 from monitor_manager.store import Op
 from monitor_manager.storm import StormControl
-from monitor_manager.watchdog import SOURCE_LABEL
+from monitor_manager.watchdog import SOURCE_LABEL, failing_channel
 
 INF = float("inf")
 
@@ -62,6 +63,11 @@ class Group:
     last_notified_at: float | None = None
     last_flush_at: float | None = None
     wait: float | None = None  # group_wait override (internal alerts page at once)
+    # `(key,)`, shared by every alert in this group alone (most alerts): one tuple, not one each
+    alone: tuple[str, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        self.alone = (self.key,)
 
 
 @dataclass
@@ -92,9 +98,12 @@ class Convergence:
             "/"
         )
         self.storm = StormControl(config.storm, self)
-        self.alerts: dict[str, Alert] = {}
+        self.alerts: dict[str, Alert] = {}  # by fingerprint
+        # fingerprint -> channel, for internal alerts about a failing channel (few)
+        self.failing_channel: dict[str, str] = {}
         self.groups: dict[str, Group] = {}
         self._due: list[tuple[float, str]] = []
+        self.next_alert_id = 1
         self.next_notification_id = 1
         self.next_delivery_id = 1
         self._members = {
@@ -116,7 +125,6 @@ class Convergence:
         result = IngestResult()
         touched: set[str] = set()
         inserts: list[Op] = []
-        source = sys.intern(source)
         for incoming in alerts:
             labels = identity_labels(incoming.labels, self.ignore)
             fp = fingerprint(labels)
@@ -126,17 +134,12 @@ class Convergence:
                 result.duplicates += 1
                 continue
             result.accepted += 1
-            # Shared strings: thousands of alerts of one rule carry the same URL and source.
-            generator_url = sys.intern(incoming.generator_url)
             new = known is None
             if known is None:
-                known = Alert(fp, to_json(labels), "", "", incoming.starts_at, None,
-                              generator_url, source, now)
+                known = Alert(fp, self.next_alert_id, "", incoming.starts_at, None)
+                self.next_alert_id += 1
                 self.alerts[fp] = known
-            known.annotations_json = to_json(incoming.annotations)
-            known.generator_url = generator_url or known.generator_url
-            known.source = source or known.source
-            known.updated_at = now
+                self._note_failing_channel(fp, labels)
             if incoming.status == "firing":
                 result.firing += 1
                 known.status = "firing"
@@ -148,10 +151,14 @@ class Convergence:
                 result.resolved += 1
                 known.status = "resolved"
                 known.ends_at = incoming.ends_at or now
-            if new:  # a plain INSERT: SQLite skips the conflict check's update path
-                inserts.append(insert_alert(known, self.memberships(known)))
+            annotations = to_json(incoming.annotations)
+            if new:
+                inserts.append(insert_alert(known, to_json(labels), annotations,
+                                            incoming.generator_url, source, now,
+                                            self.memberships(known)))
             else:
-                result.ops.append(upsert_alert(known, self.memberships(known)))
+                result.ops.append(update_alert(known, annotations, incoming.generator_url,
+                                               source, now, self.memberships(known)))
             touched.update(known.groups)
         # Statements of one kind together: the store runs each run as one executemany.
         result.ops[:0] = inserts
@@ -161,6 +168,11 @@ class Convergence:
                 self._touch(group, now)
                 result.ops.append(upsert_group(group, now))
         return result
+
+    def _note_failing_channel(self, fp: str, labels: dict[str, str]) -> None:
+        channel = failing_channel(labels)
+        if channel is not None:
+            self.failing_channel[fp] = channel
 
     def memberships(self, alert: Alert) -> str:
         """The alert's groups and what each was told about it, stored in the alert's row (one
@@ -186,7 +198,11 @@ class Convergence:
                 self.groups[key] = group
                 heapq.heappush(self._due, (group.next_flush_at, key))
             group.members[alert.fingerprint] = ""
-            alert.groups.append(key)
+            alert.groups = alert.groups + (key,) if alert.groups else group.alone
+
+    def _shared(self, keys: tuple[str, ...]) -> tuple[str, ...]:
+        group = self.groups.get(keys[0]) if len(keys) == 1 else None
+        return group.alone if group is not None else keys
 
     def _touch(self, group: Group, now: float) -> None:
         """An alert of the group changed state: schedule the flush the timers allow."""
@@ -230,7 +246,7 @@ class Convergence:
         send = new_firing or repeat_due or (bool(newly_resolved) and self.conv.send_resolved)
         if send:
             shown = firing + newly_resolved
-            self.emit(self._message(group, shown, now), group.key, now, result)
+            self._notify(group, shown, now, result)
             group.last_notified_at = now
             group.last_flush_at = now
         changed: list[Alert] = []
@@ -241,13 +257,12 @@ class Convergence:
         for fp in resolved:  # told about (or never worth telling): they leave the group
             del group.members[fp]
             alert = self.alerts[fp]
-            if group.key in alert.groups:
-                alert.groups.remove(group.key)
+            alert.groups = self._shared(tuple(k for k in alert.groups if k != group.key))
             changed.append(alert)
         if not group.members:
             del self.groups[group.key]
-        result.ops += [("UPDATE alerts SET memberships = ? WHERE fingerprint = ?",
-                        (self.memberships(a), a.fingerprint)) for a in changed]
+        result.ops += [("UPDATE alerts SET memberships = ? WHERE id = ?",
+                        (self.memberships(a), a.id)) for a in changed]
         if group.key not in self.groups:
             result.ops.append(upsert_group(group, now, state="closed"))
             return
@@ -256,21 +271,24 @@ class Convergence:
         heapq.heappush(self._due, (group.next_flush_at, group.key))
         result.ops.append(upsert_group(group, now))
 
-    def _message(self, group: Group, fingerprints: list[str], now: float) -> Message:
+    def _notify(self, group: Group, fingerprints: list[str], now: float,
+                result: FlushResult) -> None:
+        """Record a group notification; storm control decides: deliver now, or digest it."""
         alerts = sorted((self.alerts[fp] for fp in fingerprints),
                         key=lambda a: (a.status != "firing", a.starts_at, a.fingerprint))
-        view = GroupView(
-            key=group.key,
-            contact_group=group.contact_group,
+        failing = {self.failing_channel[fp] for fp in fingerprints if fp in self.failing_channel}
+        draft = Draft(
+            header=self.new_message("group", group.contact_group, (), now),
+            group_key=group.key,
             group_labels=group.group_labels,
-            alerts=tuple(
-                AlertView(a.fingerprint, a.status, a.labels, a.annotations,  # type: ignore[arg-type]
-                          a.starts_at, a.ends_at, a.generator_url)
-                for a in alerts
-            ),
             url=f"{self.external_url}/api/v1/alert-groups/{group.key}",
+            alerts=tuple((a.id, a.fingerprint, a.status, a.starts_at, a.ends_at) for a in alerts),
         )
-        return self.new_message("group", group.contact_group, (view,), now)
+        digest_id = self.storm.admit(group.contact_group, now, result, failing)
+        result.ops.append(write_group_notification(draft, digest_id))
+        result.notifications += 1
+        if digest_id is None:
+            self.enqueue(draft.header.id, group.contact_group, failing, now, result)
 
     def new_message(self, kind: str, contact_group: str, groups: tuple[GroupView, ...],
                     now: float) -> Message:
@@ -287,46 +305,32 @@ class Convergence:
         self.next_notification_id += 1
         return message
 
-    def emit(self, message: Message, group_key: str | None, now: float,
-             result: FlushResult) -> None:
-        """Record a notification; storm control decides: deliver now, or into the digest."""
-        digest_id = self.storm.admit(message.contact_group, now, result, message)
-        result.ops.append(insert_notification(message, group_key, digest_id))
-        result.notifications += 1
-        if digest_id is None:
-            self.enqueue(message, now, result)
+    def enqueue(self, notification_id: int, contact_group: str, failing: set[str], now: float,
+                result: FlushResult) -> None:
+        """One outbox row per (notification, channel), written with the notification.
 
-    def enqueue(self, message: Message, now: float, result: FlushResult) -> None:
-        """One outbox row per (notification, channel), written with the notification."""
+        A page about a failing channel goes through the group's other channels, where it has
+        any.
+        """
         due = now + self.send_delay()
-        for channel in self._channels_for(message):
+        channels = self._channels.get(contact_group, ())
+        for channel in tuple(c for c in channels if c not in failing) or channels:
             result.ops.append((
                 "INSERT INTO deliveries (id, notification_id, channel, state, attempts, "
                 "next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)",
-                (self.next_delivery_id, message.id, channel, due, now, now)))
+                (self.next_delivery_id, notification_id, channel, due, now, now)))
             self.next_delivery_id += 1
             result.deliveries += 1
-
-    def _channels_for(self, message: Message) -> tuple[str, ...]:
-        """The contact group's channels, less those this message says are failing.
-
-        A page about a failing channel goes through the group's other channels, where it has any.
-        """
-        channels = self._channels.get(message.contact_group, ())
-        failing = {
-            a.labels["channel"] for g in message.groups for a in g.alerts
-            if a.labels.get(SOURCE_LABEL[0]) == SOURCE_LABEL[1] and "channel" in a.labels
-        }
-        return tuple(c for c in channels if c not in failing) or channels
 
     # -- retention ------------------------------------------------------------------------------
     def purge(self, before: float) -> list[Op]:
         """Forget resolved alerts not in any group whose resolution is older than `before`."""
         old = [fp for fp, a in self.alerts.items()
-               if a.status == "resolved" and not a.groups and (a.ends_at or a.updated_at) < before]
+               if a.status == "resolved" and not a.groups and (a.ends_at or 0.0) < before]
+        ops: list[Op] = []
         for fp in old:
-            del self.alerts[fp]
-        ops: list[Op] = [("DELETE FROM alerts WHERE fingerprint = ?", (fp,)) for fp in old]
+            ops.append(("DELETE FROM alerts WHERE id = ?", (self.alerts.pop(fp).id,)))
+            self.failing_channel.pop(fp, None)
         ops += [
             ("DELETE FROM deliveries WHERE notification_id IN "
              "(SELECT id FROM notifications WHERE created_at < ?) "
@@ -343,6 +347,7 @@ class Convergence:
     def load(self, conn: sqlite3.Connection) -> None:
         """Rebuild memory from the store (runs on the store thread)."""
         self.alerts.clear()
+        self.failing_channel.clear()
         self.groups.clear()
         self._due.clear()
         for row in conn.execute(
@@ -351,25 +356,31 @@ class Convergence:
         ):
             loaded = Group(row[0], row[1], json.loads(row[2]), row[3], {}, row[4], row[5], row[6])
             self.groups[loaded.key] = loaded
+        times: dict[float, float] = {}  # one float object per distinct time, as ingest has
         for row in conn.execute(
-            "SELECT fingerprint, labels, annotations, status, starts_at, ends_at, "
-            "generator_url, source, updated_at, memberships FROM alerts"
+            "SELECT fingerprint, id, status, starts_at, ends_at, memberships FROM alerts "
+            "ORDER BY id"
         ):
-            alert = Alert(row[0], row[1], row[2], sys.intern(row[3]), row[4], row[5],
-                          sys.intern(row[6]), sys.intern(row[7]), row[8])
-            self.alerts[alert.fingerprint] = alert
-            if row[9] == "{}":
+            alert = Alert(row[0], row[1], sys.intern(row[2]),
+                          times.setdefault(row[3], row[3]), row[4])
+            self.alerts[alert.fingerprint] = alert  # were there two rows, the newer counts
+            if row[5] == "{}":
                 continue
-            for key, notified in json.loads(row[9]).items():
+            for key, notified in json.loads(row[5]).items():
                 group = self.groups.get(key)
                 if group is not None:
                     # The group's own key object: one copy of the string in memory.
                     group.members[alert.fingerprint] = sys.intern(notified)
-                    alert.groups.append(group.key)
+                    alert.groups = alert.groups + (group.key,) if alert.groups else group.alone
+        for fp, labels in conn.execute(
+                "SELECT fingerprint, labels FROM alerts WHERE source = ?", (SOURCE_LABEL[1],)):
+            self._note_failing_channel(fp, json.loads(labels))
         for group in self.groups.values():
             if group.next_flush_at is not None:
                 self._due.append((group.next_flush_at, group.key))
         heapq.heapify(self._due)
+        self.next_alert_id = (
+            conn.execute("SELECT COALESCE(MAX(id), 0) FROM alerts").fetchone()[0] + 1)
         self.next_notification_id = (
             conn.execute("SELECT COALESCE(MAX(id), 0) FROM notifications").fetchone()[0] + 1)
         self.next_delivery_id = (

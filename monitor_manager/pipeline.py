@@ -23,7 +23,7 @@ from monitor_manager.ha import NotificationLog
 from monitor_manager.metrics import Metrics
 from monitor_manager.payload import IncomingAlert, Payload
 from monitor_manager.store import Op, Store, StoreError, probe_op
-from monitor_manager.watchdog import Watchdog
+from monitor_manager.watchdog import SOURCE_LABEL, Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class Pipeline:
     async def raise_internal(self, alerts: list[IncomingAlert]) -> None:
         """Internal alerts: to the watchdog groups, without group_wait, otherwise as any alert."""
         if alerts:
-            await self.ingest(alerts, source="monitor-manager",
+            await self.ingest(alerts, source=SOURCE_LABEL[1],
                               groups=list(self.config.watchdog_groups), wait=0.0)
 
     async def watch(self) -> None:

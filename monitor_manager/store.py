@@ -26,8 +26,13 @@ from sqlite_utils.migrations import Migrations
 
 log = logging.getLogger(__name__)
 
-Op = tuple[str, Sequence[Any]]
+Statement = tuple[str, Sequence[Any]]
 """One statement and its parameters."""
+
+Op = Statement | Callable[[sqlite3.Connection], None]
+"""A statement, or a step run on the store thread inside the transaction, in order with the
+statements around it: it sees every write queued before it, committed or not (messages are
+built there from the stored alert rows, which memory does not keep)."""
 
 T = TypeVar("T")
 
@@ -176,7 +181,37 @@ def m005_memberships_in_alert_rows(db: sqlite_utils.Database) -> None:
     )
 
 
-def probe_op(now: float) -> Op:
+@migrations()
+def m006_alerts_by_row_id(db: sqlite_utils.Database) -> None:
+    # Rows are found by an id memory assigns in order, and the unique index on the random
+    # fingerprint goes: with 200,000 alerts stored, every batch of new alerts dirtied most of
+    # that index's pages. Memory is the single writer and keys alerts by fingerprint.
+    db.executescript(
+        """
+        CREATE TABLE alerts_by_id (
+            id INTEGER PRIMARY KEY,
+            fingerprint TEXT NOT NULL,
+            labels TEXT NOT NULL,
+            annotations TEXT NOT NULL,
+            status TEXT NOT NULL,
+            starts_at REAL NOT NULL,
+            ends_at REAL,
+            generator_url TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL DEFAULT '',
+            updated_at REAL NOT NULL,
+            memberships TEXT NOT NULL DEFAULT '{}'
+        );
+        INSERT INTO alerts_by_id (fingerprint, labels, annotations, status, starts_at, ends_at,
+            generator_url, source, updated_at, memberships)
+        SELECT fingerprint, labels, annotations, status, starts_at, ends_at, generator_url,
+            source, updated_at, memberships FROM alerts ORDER BY rowid;
+        DROP TABLE alerts;
+        ALTER TABLE alerts_by_id RENAME TO alerts;
+        """
+    )
+
+
+def probe_op(now: float) -> Statement:
     return ("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (now,))
 
 
@@ -321,14 +356,19 @@ class Store:
             # Consecutive ops with the same statement go to executemany: far fewer round trips.
             i = 0
             while i < len(ops):
-                sql = ops[i][0]
+                op = ops[i]
+                if callable(op):
+                    op(conn)
+                    i += 1
+                    continue
+                sql = op[0]
                 j = i + 1
-                while j < len(ops) and ops[j][0] == sql:
+                while j < len(ops) and _sql(ops[j]) == sql:
                     j += 1
                 if j - i == 1:
-                    conn.execute(sql, ops[i][1])
+                    conn.execute(sql, op[1])
                 else:
-                    conn.executemany(sql, [p for _, p in ops[i:j]])
+                    conn.executemany(sql, [_params(o) for o in ops[i:j]])
                 i = j
             conn.execute("COMMIT")
         except BaseException:
@@ -341,3 +381,12 @@ class Store:
         self.healthy = False
         self.last_error = str(exc)
         log.error("store commit failed: %s", exc)
+
+
+def _sql(op: Op) -> str | None:
+    return None if callable(op) else op[0]
+
+
+def _params(op: Op) -> Sequence[Any]:
+    assert not callable(op)
+    return op[1]

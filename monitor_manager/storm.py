@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from monitor_manager.config import StormConfig
-from monitor_manager.models import GroupView, Message
-from monitor_manager.records import insert_notification
+from monitor_manager.models import Message
+from monitor_manager.records import write_digest
+from monitor_manager.watchdog import failing_channel
 
 if TYPE_CHECKING:
     from monitor_manager.convergence import Convergence, FlushResult
@@ -26,7 +27,7 @@ class Window:
     started_at: float
     count: int = 0
     digest_id: int | None = None
-    digested: list[Message] = field(default_factory=list)
+    failing: set[str] = field(default_factory=set)  # channels the digested pages are about
 
 
 class StormControl:
@@ -36,7 +37,7 @@ class StormControl:
         self.windows: dict[str, Window] = {}
 
     def admit(self, contact_group: str, now: float, result: FlushResult,
-              message: Message | None = None) -> int | None:
+              failing: set[str] | frozenset[str] = frozenset()) -> int | None:
         """None: deliver this notification now. An id: it belongs to that digest."""
         window = self.windows.get(contact_group)
         if window is None or now >= window.started_at + self.config.window:
@@ -51,8 +52,7 @@ class StormControl:
                 window.digest_id = self.convergence.next_notification_id
                 self.convergence.next_notification_id += 1
             digest_id = window.digest_id
-            if message is not None:
-                window.digested.append(message)
+            window.failing |= failing
         result.ops.append((
             "INSERT OR REPLACE INTO storm_windows (contact_group, started_at, count, digest_id) "
             "VALUES (?, ?, ?, ?)", (contact_group, window.started_at, window.count, digest_id)))
@@ -73,22 +73,18 @@ class StormControl:
 
     def _close(self, contact_group: str, window: Window, now: float,
                result: FlushResult) -> None:
-        latest: dict[str, GroupView] = {}
-        for message in window.digested:
-            for group in message.groups:
-                latest[group.key] = group
         conv = self.convergence
         assert window.digest_id is not None
-        digest = Message(
+        header = Message(
             id=window.digest_id, kind="digest", contact_group=contact_group,
-            recipients=conv._members.get(contact_group, ()), groups=tuple(latest.values()),
+            recipients=conv._members.get(contact_group, ()), groups=(),
             created_at=now, instance=conv.config.server.instance, external_url=conv.external_url,
         )
-        result.ops.append(insert_notification(digest, None, None))
+        result.ops.append(write_digest(header))
         result.notifications += 1
-        conv.enqueue(digest, now, result)
+        conv.enqueue(header.id, contact_group, window.failing, now, result)
         window.digest_id = None
-        window.digested = []
+        window.failing = set()
 
     def load(self, conn: sqlite3.Connection) -> None:
         self.windows.clear()
@@ -97,11 +93,11 @@ class StormControl:
         for contact_group, started_at, count, digest_id in rows:
             window = Window(started_at, count, digest_id)
             if digest_id is not None:
-                window.digested = [
-                    Message.from_json(json.loads(m)) for (m,) in conn.execute(
-                        "SELECT message FROM notifications WHERE digest_id = ? ORDER BY id",
-                        (digest_id,))
-                ]
+                for (text,) in conn.execute(
+                        "SELECT message FROM notifications WHERE digest_id = ?", (digest_id,)):
+                    for group in Message.from_json(json.loads(text)).groups:
+                        window.failing.update(
+                            c for a in group.alerts if (c := failing_channel(a.labels)))
                 self.convergence.next_notification_id = max(
                     self.convergence.next_notification_id, digest_id + 1)
             self.windows[contact_group] = window

@@ -25,6 +25,14 @@ from monitor_manager.store import Op
 
 SOURCE_LABEL = ("source", "monitor-manager")
 
+
+def failing_channel(labels: dict[str, str]) -> str | None:
+    """The channel an internal alert (ChannelFailing, DeliveryFailed) is about, if any: its
+    page must go through the contact group's other channels."""
+    if labels.get(SOURCE_LABEL[0]) == SOURCE_LABEL[1]:
+        return labels.get("channel")
+    return None
+
 TEXTS = {
     "en": {
         "hb_summary": "Heartbeat {name} missing for {age}",

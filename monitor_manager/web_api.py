@@ -153,21 +153,31 @@ async def list_alerts(request: web.Request) -> web.Response:
     if status not in (None, "firing", "resolved"):
         return error(400, 'status must be "firing" or "resolved"', field="status")
     limit = _limit(request, default=10_000)
-    await request.app[keys.PIPELINE].load()  # after a failed commit: only what was stored
-    conv = request.app[keys.PIPELINE].convergence
-    alerts = [a for a in conv.alerts.values() if status is None or a.status == status]
-    alerts.sort(key=lambda a: a.updated_at, reverse=True)
+    # Labels and annotations are only in the store; the order is the most recently changed.
+    where, params = ("", ()) if status is None else ("WHERE status = ?", (status,))
+    store = request.app[keys.STORE]
+    rows = await store.query(f"{ALERT_COLUMNS} {where} ORDER BY updated_at DESC LIMIT ?",
+                             (*params, limit))
+    total = await store.query(f"SELECT COUNT(*) FROM alerts {where}", params)  # noqa: S608
     return web.json_response({
-        "alerts": [_alert_json(a) for a in alerts[:limit]],
-        "total": len(alerts),
+        "alerts": [_alert_json(r) for r in rows],
+        "total": total[0][0],
     })
 
 
-def _alert_json(a: Any) -> dict[str, Any]:
+ALERT_COLUMNS = (
+    "SELECT fingerprint, status, labels, annotations, starts_at, ends_at, generator_url, "
+    "source, memberships FROM alerts"
+)
+
+
+def _alert_json(row: sqlite3.Row) -> dict[str, Any]:
     return {
-        "fingerprint": a.fingerprint, "status": a.status, "labels": a.labels,
-        "annotations": a.annotations, "startsAt": iso(a.starts_at), "endsAt": iso(a.ends_at),
-        "generatorURL": a.generator_url, "source": a.source, "alert_groups": list(a.groups),
+        "fingerprint": row["fingerprint"], "status": row["status"],
+        "labels": json.loads(row["labels"]), "annotations": json.loads(row["annotations"]),
+        "startsAt": iso(row["starts_at"]), "endsAt": iso(row["ends_at"]),
+        "generatorURL": row["generator_url"], "source": row["source"],
+        "alert_groups": list(json.loads(row["memberships"])),
     }
 
 
@@ -205,10 +215,12 @@ async def show_alert_group(request: web.Request) -> web.Response:
     conv = request.app[keys.PIPELINE].convergence
     body = _group_json(rows[0], conv)
     group = conv.groups.get(key)
-    body["members"] = [
-        {**_alert_json(conv.alerts[fp]), "notified": notified}
-        for fp, notified in (group.members.items() if group else [])
-    ]
+    members = group.members if group else {}
+    rows = await store.query(
+        f"{ALERT_COLUMNS} WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps([conv.alerts[fp].id for fp in members]),))
+    body["members"] = [{**_alert_json(r), "notified": members[r["fingerprint"]]} for r in rows
+                       if r["fingerprint"] in members]
     body["notifications"] = await _notifications(store, 20, "WHERE n.group_key = ?", (key,))
     return web.json_response(body)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from builders import T0, groups, incoming, make_config, routes
@@ -187,3 +189,26 @@ async def test_storm_digest_being_collected_survives_a_restart(tmp_path) -> None
     digests = [d for d in decided if d.message.kind == "digest"]
     assert len(digests) == 1 and len(digests[0].message.groups) == 3
     await h.stop()
+
+
+async def test_a_message_shows_its_alerts_as_they_stood_when_it_was_decided(
+        harness: Harness) -> None:
+    """Labels and annotations are read from the store when the message is written; a change
+    queued behind the decision must not leak into it, and the next message shows it."""
+    assert harness.pipeline is not None
+    await harness.push(incoming("A", summary="first", instance="a"))
+    harness.clock.advance(30)
+    await asyncio.gather(
+        harness.pipeline.tick(),  # decides the first message, then the resolution arrives
+        harness.pipeline.ingest([incoming("A", "resolved", ends=T0 + 30, summary="second",
+                                          instance="a")]))
+    await harness.restart()  # the next message is built from the stored row alone
+    first, resolved = await harness.run_until(400)
+    assert (first.at, resolved.at) == (30, 330)
+    alert = first.message.groups[0].alerts[0]
+    assert (alert.status, alert.annotations, alert.labels) == (
+        "firing", {"summary": "first"}, {"alertname": "A", "instance": "a"})
+    assert alert.generator_url == "http://prometheus.example/graph"
+    alert = resolved.message.groups[0].alerts[0]
+    assert (alert.status, alert.annotations["summary"]) == ("resolved", "second")
+    assert alert.labels == {"alertname": "A", "instance": "a"}

@@ -21,20 +21,20 @@ def test_memberships_move_from_the_old_table_into_alert_rows(tmp_path: Path) -> 
     migrations.apply(db, stop_before="m005_memberships_in_alert_rows")
     db.execute(
         "INSERT INTO alerts (fingerprint, labels, annotations, status, starts_at, updated_at) "
-        "VALUES ('fp1', '{\"alertname\":\"A\"}', '{}', 'firing', 1, 1)")
+        "VALUES ('00000000000000f1', '{\"alertname\":\"A\"}', '{}', 'firing', 1, 1)")
     db.execute(
         "INSERT INTO alert_groups (key, contact_group, group_labels, state, created_at, "
         "updated_at, next_flush_at) VALUES ('g1', 'default', '{\"alertname\":\"A\"}', 'open', "
         "1, 1, 100)")
-    db.execute("INSERT INTO group_alerts VALUES ('g1', 'fp1', 'firing')")
+    db.execute("INSERT INTO group_alerts VALUES ('g1', '00000000000000f1', 'firing')")
     db.conn.commit()
     migrations.apply(db)
     assert db.execute("SELECT memberships FROM alerts").fetchone()[0] == '{"g1":"firing"}'
     assert "group_alerts" not in db.table_names()
     conv = Convergence(make_config(tmp_path), ManualClock())
     conv.load(db.conn)
-    assert conv.groups["g1"].members == {"fp1": "firing"}
-    assert conv.alerts["fp1"].groups == ["g1"]
+    assert conv.groups["g1"].members == {"00000000000000f1": "firing"}
+    assert conv.alerts["00000000000000f1"].groups == ("g1",)
 
 
 async def test_concurrent_writes_share_commits_and_all_become_durable(tmp_path: Path) -> None:
@@ -75,4 +75,44 @@ async def test_probe_fails_on_a_read_only_store(tmp_path: Path) -> None:
     await store.run(lambda c: c.execute("PRAGMA query_only = ON"))
     with pytest.raises(StoreError):
         await store.probe(2.0)
+    await store.close()
+
+
+def test_alert_rows_get_ids_and_lose_the_fingerprint_index(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite_utils.Database(path)
+    migrations.apply(db, stop_before="m006_alerts_by_row_id")
+    for fp in ("ff01", "0a02"):
+        db.execute(
+            "INSERT INTO alerts (fingerprint, labels, annotations, status, starts_at, "
+            "updated_at) VALUES (?, '{}', '{}', 'resolved', 1, 1)", (fp,))
+    db.conn.commit()
+    migrations.apply(db)
+    assert db.execute("SELECT id, fingerprint FROM alerts ORDER BY id").fetchall() == [
+        (1, "ff01"), (2, "0a02")]
+    assert db.execute("PRAGMA index_list(alerts)").fetchall() == []
+    conv = Convergence(make_config(tmp_path), ManualClock())
+    conv.load(db.conn)
+    assert (conv.alerts["0a02"].id, conv.next_alert_id) == (2, 3)
+
+
+async def test_a_step_runs_in_order_inside_the_transaction(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "s.db"))
+    await store.open()
+    await store.run(lambda c: c.execute("CREATE TABLE t (x INTEGER UNIQUE)"))
+    seen: list[int] = []
+
+    def step(conn: sqlite3.Connection) -> None:  # sees the uncommitted insert before it
+        seen.append(conn.execute("SELECT COUNT(*) FROM t").fetchone()[0])
+        conn.execute("INSERT INTO t VALUES (2)")
+
+    await store.write([("INSERT INTO t VALUES (1)", ()), step, ("INSERT INTO t VALUES (3)", ())])
+    assert seen == [1]
+
+    def failing(conn: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    with pytest.raises(StoreError):
+        await store.write([("INSERT INTO t VALUES (4)", ()), failing])
+    assert [r[0] for r in await store.query("SELECT x FROM t ORDER BY x")] == [1, 2, 3]
     await store.close()
