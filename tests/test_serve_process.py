@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -94,3 +95,46 @@ def test_serve_without_config_uses_embedded_defaults_and_check_config_reports(
     result = subprocess.run([sys.executable, "-m", "monitor_manager", "check-config",
                              "--config", str(good)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and result.stdout.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_a_second_signal_ends_a_shutdown_that_waits_for_a_send(tmp_path: Path) -> None:
+    # An SMTP server that accepts connections and never answers: the send hangs, and a clean
+    # stop would wait the send grace period for it.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        config = CONFIG % "0s" + f"""
+[channels.mail]
+type = "email"
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+from = "mm@example.com"
+timeout = "60s"
+[[contact_groups]]
+name = "default"
+channels = ["mail"]
+members = [{{ name = "ops", email = "ops@example.com" }}]
+"""
+        proc = ServeProcess(tmp_path, config).start()
+        try:
+            status, _ = http("POST", f"{proc.url}/webhook/alertmanager",
+                             payload(alert_json("Stuck")))
+            assert status == 200
+            connection, _ = silent.accept()  # the send has begun
+            assert proc.proc is not None
+            proc.proc.send_signal(signal.SIGTERM)
+            time.sleep(1.0)
+            assert proc.proc.poll() is None  # the first signal waits for the send
+            started = time.monotonic()
+            assert proc.terminate(signal.SIGTERM, timeout=5) == 1
+            assert time.monotonic() - started < 5
+            assert "second SIGTERM during shutdown" in proc.stderr.read_text()
+            connection.close()
+            proc.start()  # nothing accepted was lost: the notification waits in the outbox
+            status, body = http("GET", f"{proc.url}/api/v1/notifications")
+            assert status == 200
+            [notification] = body["notifications"]
+            assert [d["state"] for d in notification["deliveries"]] != ["delivered"]
+        finally:
+            proc.stop()
