@@ -156,11 +156,13 @@ async def watch(app: web.Application) -> None:
 
 async def page_directly(app: web.Application, alert: IncomingAlert) -> None:
     """The one side path: with the store refusing writes nothing can enter the outbox, so a
-    StoreFailing page goes straight to the watchdog groups' channels, once, best effort."""
+    StoreFailing page goes straight to the watchdog groups' channels, once, best effort; so
+    does its resolution, to the same channels, once the store takes writes again."""
     config = app[keys.CONFIG]
     now = app[keys.CLOCK]()
     conv = app[keys.PIPELINE].convergence
-    view = AlertView("store", "firing", alert.labels, alert.annotations, alert.starts_at)
+    view = AlertView("store", alert.status, alert.labels, alert.annotations,  # type: ignore[arg-type]
+                     alert.starts_at, alert.ends_at)
     for name in config.watchdog_groups:
         group = GroupView("store-failing", name, {"alertname": "StoreFailing"}, (view,))
         message = conv.new_message("group", name, (group,), now)

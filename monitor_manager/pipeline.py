@@ -123,7 +123,7 @@ class Pipeline:
                 await self.store.write([probe_op(now)])
             except StoreError:
                 return  # still failing: StoreFailing is the caller's to page
-        self.watchdog.store_ok()
+        self.watchdog.store_ok(now)
         alerts = self.watchdog.check(now)
         await self.raise_internal(alerts)
         ops = self.watchdog.ops()

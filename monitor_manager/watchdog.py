@@ -154,7 +154,8 @@ class Watchdog:
         self.channels: dict[str, ChannelHealth] = {}
         self.store_failing_since: float | None = None
         self.store_error = ""
-        self._store_paged = False  # StoreFailing goes out once per episode
+        self._store_paged: float | None = None  # since when, once StoreFailing went out
+        self._store_resolved: IncomingAlert | None = None  # its resolution, not yet sent
 
     # -- heartbeats ------------------------------------------------------------------------------
     def observe(self, payload: Payload, now: float) -> tuple[list[IncomingAlert], int]:
@@ -275,17 +276,25 @@ class Watchdog:
             self.store_failing_since = now
         self.store_error = error
 
-    def store_ok(self) -> None:
+    def store_ok(self, now: float) -> None:
+        if self._store_paged is not None:
+            self._store_resolved = internal_alert(
+                "StoreFailing", "resolved", {"instance": self.config.server.instance},
+                self.texts["store_summary"], "", self._store_paged, now)
         self.store_failing_since = None
-        self._store_paged = False
+        self._store_paged = None
 
     def store_alert(self, now: float) -> IncomingAlert | None:
-        """StoreFailing, once, when the store has refused writes for `store_failing_after`."""
+        """StoreFailing, once, when the store has refused writes for `store_failing_after`;
+        its resolution once the store takes writes again."""
+        if self._store_resolved is not None:
+            resolved, self._store_resolved = self._store_resolved, None
+            return resolved
         since = self.store_failing_since
-        if (since is None or self._store_paged
+        if (since is None or self._store_paged is not None
                 or now - since < self.config.watchdog.store_failing_after):
             return None
-        self._store_paged = True
+        self._store_paged = since
         return internal_alert("StoreFailing", "firing", {"instance": self.config.server.instance},
                               self.texts["store_summary"],
                               self.texts["store_description"].format(

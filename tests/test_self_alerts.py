@@ -91,8 +91,11 @@ async def test_a_store_refusing_writes_is_paged_straight_to_the_channels_once(
     assert out.getvalue().count("[FIRING:1] StoreFailing") == 1
     assert "refused writes" in out.getvalue()
     assert (await client.get("/readyz")).status == 503
+    assert "[RESOLVED] StoreFailing" not in out.getvalue()
     await store.run(lambda c: c.execute("PRAGMA query_only = OFF"))
     await app_module.watch(app)
+    await app_module.watch(app)
     assert store.healthy and (await client.get("/readyz")).status == 200
+    assert out.getvalue().count("[RESOLVED] StoreFailing") == 1
     response = await client.post("/webhook/alertmanager", json=payload(alert_json("Disk")))
     assert response.status == 200 and (await response.json())["accepted"] == 1
