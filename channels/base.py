@@ -32,6 +32,17 @@ class ChannelError(Exception):
         return self.reason
 
 
+class PartlySent(ChannelError):
+    """Some recipients got the message; the destination asked to try the others again later
+    (an SMTP 4xx for one recipient, such as greylisting). The outbox records `note` and
+    retries, with the usual backoff, for the recipients in `retry` only (their addresses)."""
+
+    def __init__(self, reason: str, *, note: str, retry: tuple[str, ...]) -> None:
+        super().__init__(reason, permanent=False)
+        self.note = note
+        self.retry = retry
+
+
 @dataclass
 class ChannelContext:
     """What the service lends every channel: one HTTP session, the templates, the clock."""
@@ -70,9 +81,10 @@ class Channel(ABC):
     async def send(self, message: Message) -> str:
         """Send the message; return a short note for the delivery record ("" when none).
 
-        Success: the destination accepted the message (partial refusals, such as some SMTP
-        recipients or WeCom invalid users, are a success whose note names them).
-        Failure: raise ChannelError, with permanent=True when retrying cannot help.
+        Success: the destination accepted the message (partial refusals for good, such as
+        some SMTP recipients or WeCom invalid users, are a success whose note names them).
+        Failure: raise ChannelError, with permanent=True when retrying cannot help; PartlySent
+        when only some recipients are to be tried again.
         """
 
     async def close(self) -> None:  # noqa: B027 - most channels hold nothing to release

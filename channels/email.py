@@ -43,7 +43,7 @@ from aiosmtplib import (
     SMTPServerDisconnected,
 )
 
-from channels.base import Channel, ChannelContext, ChannelError, redact
+from channels.base import Channel, ChannelContext, ChannelError, PartlySent, redact
 from monitor_manager.durations import Duration
 from monitor_manager.models import Member, Message
 
@@ -137,13 +137,20 @@ class EmailChannel(Channel):
                                f"email address{problem}", permanent=True)
         mail = self._compose(message, addresses)
         refused = await self._send_pooled(mail, [a.addr_spec for a in addresses])
+        later = {addr: r for addr, r in refused.items() if 400 <= r.code < 500}
         notes = []
-        if refused:
-            listed = "; ".join(f"{addr} {_reply(r.code, r.message)}" for addr, r in refused.items())
+        if len(later) < len(refused):
+            listed = "; ".join(f"{addr} {_reply(r.code, r.message)}"
+                               for addr, r in refused.items() if addr not in later)
             notes.append(f"refused: {listed}")
         if invalid:
             # One mistyped address in the config must not silence the whole contact group.
             notes.append(f"skipped invalid addresses: {', '.join(invalid)}")
+        if later:  # e.g. greylisting: the others have it; these get it when retried
+            listed = "; ".join(f"{addr} {_reply(r.code, r.message)}" for addr, r in later.items())
+            sent = len(addresses) - len(refused)
+            notes.insert(0, f"sent to {sent} of {len(addresses)}")
+            raise PartlySent(f"deferred: {listed}", note="; ".join(notes), retry=tuple(later))
         return "; ".join(notes)
 
     async def close(self) -> None:

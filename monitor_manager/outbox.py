@@ -9,12 +9,14 @@ recording leaves the row `sending`; `recover()` at the next start turns it back 
 Failures: `ChannelError.permanent` stops at once; anything else retries with exponential
 backoff and jitter from `retry_initial` up to `retry_max`, until `give_up_after` has passed
 since the row was written. A channel may ask for a longer pause (`retry_after`, e.g. a WeCom
-frequency block).
+frequency block). When only some recipients are to be tried again (`PartlySent`), the row
+keeps their addresses in `only_to` and later attempts go to them alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import random
@@ -23,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from channels.base import Channel, ChannelError
+from channels.base import Channel, ChannelError, PartlySent
 from monitor_manager.clock import Clock
 from monitor_manager.config import DeliveryConfig
 from monitor_manager.ha import Entry, HighAvailability
@@ -47,6 +49,8 @@ class Delivery:
     message: Message
     group_key: str | None = None
     content_hash: str = ""
+    note: str = ""  # what earlier attempts delivered, when they reached only some recipients
+    only_to: tuple[str, ...] = ()  # the recipients still owed the message; () for all
 
     def log_entry(self, sent_at: float, instance: str) -> Entry:
         return Entry(self.message.contact_group, self.group_key or "", self.channel,
@@ -60,6 +64,7 @@ class Outcome:
     error: str = ""
     note: str = ""
     retry_after: float | None = None
+    only_to: tuple[str, ...] = ()  # PartlySent: the others got it; retry for these
 
 
 class DeliveryObserver(Protocol):
@@ -177,7 +182,7 @@ class Outbox:
         merging: dict[tuple[str, str], list[Delivery]] = {}
         for row in rows:
             channel = self.channels.get(row.channel)
-            if channel is not None and channel.merges_backlog:
+            if channel is not None and channel.merges_backlog and not row.only_to:
                 key = (row.channel, row.message.contact_group)
                 if key not in merging:
                     merging[key] = []
@@ -223,6 +228,8 @@ class Outbox:
             return Outcome(False, permanent=True, error=f"channel {name!r} is not configured")
         try:
             note = await channel.send(message)
+        except PartlySent as exc:
+            return Outcome(False, error=exc.reason, note=exc.note, only_to=exc.retry)
         except ChannelError as exc:
             return Outcome(False, permanent=exc.permanent, error=exc.reason,
                            retry_after=getattr(exc, "retry_after", None))
@@ -238,16 +245,18 @@ class Outbox:
         ops: list[Op] = []
         failed: list[Delivery] = []
         sent: list[Entry] = []
-        if outcome.delivered and self.ha is not None and self.ha.enabled:
+        reached = outcome.delivered or bool(outcome.only_to)  # someone has the message now
+        if reached and self.ha is not None and self.ha.enabled:
             sent = [d.log_entry(now, self.ha.instance) for d in batch if d.group_key]
             ops += self.ha.record(sent)
         for d in batch:
             attempts = d.attempts + 1
+            note = "; then ".join(n for n in (d.note, outcome.note) if n)
             if outcome.delivered:
                 ops.append((
                     "UPDATE deliveries SET state = 'delivered', attempts = ?, note = ?, "
                     "last_error = '', updated_at = ?, delivered_at = ?, next_attempt_at = NULL "
-                    "WHERE id = ?", (attempts, outcome.note, now, now, d.id)))
+                    "WHERE id = ?", (attempts, note, now, now, d.id)))
                 self.metrics.notifications.labels(d.channel, "delivered").inc()
                 self.metrics.delivery_latency.labels(d.channel).observe(max(now - d.created_at, 0))
                 continue
@@ -257,15 +266,17 @@ class Outbox:
                     f"gave up after {attempts} attempts: {outcome.error}")
                 ops.append((
                     "UPDATE deliveries SET state = 'failed', attempts = ?, last_error = ?, "
-                    "updated_at = ?, next_attempt_at = NULL WHERE id = ?",
-                    (attempts, reason, now, d.id)))
+                    "note = ?, updated_at = ?, next_attempt_at = NULL WHERE id = ?",
+                    (attempts, reason, note, now, d.id)))
                 self.metrics.notifications.labels(d.channel, "failed").inc()
                 failed.append(d)
             else:
+                only_to = json.dumps(outcome.only_to or d.only_to) if (
+                    outcome.only_to or d.only_to) else ""
                 ops.append((
                     "UPDATE deliveries SET state = 'retrying', attempts = ?, last_error = ?, "
-                    "updated_at = ?, next_attempt_at = ? WHERE id = ?",
-                    (attempts, outcome.error, now, now + delay, d.id)))
+                    "note = ?, only_to = ?, updated_at = ?, next_attempt_at = ? WHERE id = ?",
+                    (attempts, outcome.error, note, only_to, now, now + delay, d.id)))
                 self.metrics.notifications.labels(d.channel, "retried").inc()
         try:
             await self.store.write(ops)
@@ -274,19 +285,20 @@ class Outbox:
             log.error("could not record delivery outcome for %s", [d.id for d in batch])
             return
         channel = batch[0].channel
-        if outcome.delivered:
+        if reached:
             if self.observer is not None:
                 self.observer.delivered(channel)
             if sent and self.ha is not None:
                 await self.ha.push(sent)
-            return
+            if outcome.delivered:
+                return
         self._wake.set()
         for d in failed:
             log.warning("delivery %s via %s failed for good: %s", d.id, d.channel, outcome.error)
         if self.observer is not None:
             if failed:
                 self.observer.failed(channel, outcome.error, now)
-            else:
+            elif not reached:  # a recipient deferred while the others got it: not the channel
                 self.observer.retrying(channel, outcome.error, now)
 
     def backoff(self, attempts: int, retry_after: float | None = None) -> float:
@@ -334,14 +346,26 @@ def merge(messages: list[Message]) -> Message:
 def _due_rows(conn: sqlite3.Connection, now: float, skip: set[int]) -> list[Delivery]:
     rows = conn.execute(
         "SELECT d.id, d.notification_id, d.channel, d.attempts, d.created_at, n.message, "
-        "n.group_key, n.content_hash "
+        "n.group_key, n.content_hash, d.note, d.only_to "
         "FROM deliveries d JOIN notifications n ON n.id = d.notification_id "
         "WHERE d.state IN ('pending', 'retrying') AND d.next_attempt_at <= ? "
         "ORDER BY d.next_attempt_at, d.id LIMIT ?", (now, BATCH + len(skip))).fetchall()
     return [
-        Delivery(r[0], r[1], r[2], r[3], r[4], Message.from_json(json.loads(r[5])), r[6], r[7])
+        _only_to(Delivery(r[0], r[1], r[2], r[3], r[4], Message.from_json(json.loads(r[5])),
+                          r[6], r[7], r[8], tuple(json.loads(r[9])) if r[9] else ()))
         for r in rows if r[0] not in skip
     ]
+
+
+def _only_to(delivery: Delivery) -> Delivery:
+    """The message as this attempt sends it: to the recipients still owed it, when some are."""
+    if not delivery.only_to:
+        return delivery
+    owed = set(delivery.only_to)
+    recipients = tuple(m for m in delivery.message.recipients
+                       if owed & {m.email, m.wechat, m.mobile})
+    return dataclasses.replace(
+        delivery, message=dataclasses.replace(delivery.message, recipients=recipients))
 
 
 def _claim(conn: sqlite3.Connection, ids: list[int], now: float) -> set[int]:

@@ -211,6 +211,12 @@ def m006_alerts_by_row_id(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m007_deliveries_only_to(db: sqlite_utils.Database) -> None:
+    # Recipients still owed a message that reached the others (SMTP 4xx for some of them).
+    db.executescript("ALTER TABLE deliveries ADD COLUMN only_to TEXT NOT NULL DEFAULT '';")
+
+
 def probe_op(now: float) -> Statement:
     return ("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (now,))
 

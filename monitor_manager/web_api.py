@@ -251,7 +251,8 @@ async def _notifications(store: Any, limit: int, where: str,
             message = json.loads(r[8])
             deliveries = conn.execute(
                 "SELECT id, channel, state, attempts, last_error, note, next_attempt_at, "
-                "delivered_at, updated_at FROM deliveries WHERE notification_id = ? ORDER BY id",
+                "delivered_at, updated_at, only_to FROM deliveries WHERE notification_id = ? "
+                "ORDER BY id",
                 (r[0],)).fetchall()
             out.append({
                 "id": r[0], "alert_group": r[1], "contact_group": r[2], "kind": r[3],
@@ -263,6 +264,7 @@ async def _notifications(store: Any, limit: int, where: str,
                     "id": d[0], "channel": d[1], "state": d[2], "attempts": d[3],
                     "last_error": d[4], "note": d[5], "next_attempt_at": iso(d[6]),
                     "delivered_at": iso(d[7]), "updated_at": iso(d[8]),
+                    "only_to": json.loads(d[9]) if d[9] else [],
                 } for d in deliveries],
             })
         return out

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from channels import REGISTRY
-from channels.base import ChannelContext, ChannelError
+from channels.base import ChannelContext, ChannelError, PartlySent
 from channels.email import EmailChannel, EmailSettings
 from monitor_manager.models import AlertView, GroupView, Member, Message
 from monitor_manager.templates import Renderer
@@ -208,6 +208,20 @@ async def test_partial_refusal_is_a_success_whose_note_names_the_refused_address
     note = await channel.send(message())
 
     assert note == "refused: lisi@example.com 550 5.1.1 No such user"
+    assert smtp_server.envelopes[0].rcpt_tos == ("zhangsan@example.com",)
+
+
+async def test_a_recipient_deferred_with_4xx_is_to_be_retried_while_the_others_have_it(
+        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+    smtp_server.reject_rcpt = {"lisi@example.com": "451 4.7.1 Greylisted, try again later"}
+
+    with pytest.raises(PartlySent) as caught:
+        await channel.send(message())
+
+    assert caught.value.retry == ("lisi@example.com",)
+    assert caught.value.note == "sent to 1 of 2"
+    assert "lisi@example.com 451 4.7.1 Greylisted" in caught.value.reason
+    assert not caught.value.permanent
     assert smtp_server.envelopes[0].rcpt_tos == ("zhangsan@example.com",)
 
 

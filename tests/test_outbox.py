@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any
@@ -123,6 +124,37 @@ async def test_partial_recipient_refusal_is_a_delivery_with_a_note(
     rows = await h.step(1)
     assert rows[0]["state"] == "delivered"
     assert "gone@example.com" in rows[0]["note"] and "550" in rows[0]["note"]
+    await h.stop()
+
+
+async def test_a_recipient_deferred_with_4xx_gets_the_mail_alone_on_the_retry(
+        tmp_path: Any, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+    import dataclasses
+
+    from monitor_manager.config import ContactGroupConfig, MemberConfig
+
+    cfg = dataclasses.replace(mail_config(tmp_path, smtp_server), contact_groups=(
+        ContactGroupConfig("default", ("mail",), (
+            MemberConfig("ok", "ok@example.com"), MemberConfig("grey", "grey@example.com"),
+            MemberConfig("gone", "gone@example.com"))),))
+    smtp_server.reject_rcpt = {"grey@example.com": "451 4.7.1 Greylisted",
+                               "gone@example.com": "550 5.1.1 No such user"}
+    h = await OutboxHarness(cfg).start()
+    await h.push(incoming("DiskFull"))
+    [row] = await h.step(1)
+    assert h.pipeline is not None  # one deferred recipient is not a failing channel:
+    assert h.pipeline.watchdog.channels["mail"].failing_since is None
+    assert (row["state"], json.loads(row["only_to"])) == ("retrying", ["grey@example.com"])
+    assert row["note"] == "sent to 1 of 3; refused: gone@example.com 550 5.1.1 No such user"
+    assert "grey@example.com 451" in row["last_error"]
+    assert [e.rcpt_tos for e in smtp_server.envelopes] == [("ok@example.com",)]
+    smtp_server.reject_rcpt = {}
+    await h.restart()  # who is still owed the mail is stored, not remembered
+    [row] = await h.step(row["next_attempt_at"] - h.clock.now)
+    assert row["state"] == "delivered" and row["attempts"] == 2
+    assert row["note"].startswith("sent to 1 of 3; refused: gone@example.com")
+    assert [e.rcpt_tos for e in smtp_server.envelopes] == [
+        ("ok@example.com",), ("grey@example.com",)]
     await h.stop()
 
 
