@@ -157,17 +157,21 @@ class HighAvailability:
         return position * self.config.ha.peer_wait
 
     def sent_by_peer(self, contact_group: str, group_key: str | None, channel: str,
-                     content_hash: str, decided_at: float) -> str | None:
+                     content_hash: str, decided_at: float,
+                     newer_supersedes: bool = True) -> str | None:
         """The peer that makes this delivery redundant, if any: it sent the same content
-        within repeat_interval, or it sent anything after this notification was decided (a
-        newer state, such as the resolution; ours would arrive stale, after it)."""
+        within repeat_interval, or (`newer_supersedes`, for an alert group) it sent anything
+        after this notification was decided (a newer state, such as the resolution; ours
+        would arrive stale, after it). A digest is dropped only for the same content: another
+        digest may stand for other alert groups."""
         if not self.enabled or group_key is None:
-            return None  # digests are assembled per instance: never the same content
+            return None
         entry = self.log.entries.get((contact_group, group_key, channel))
         if entry is None or entry.instance == self.instance:
             return None
         fresh = entry.sent_at > self.clock() - self.config.convergence.repeat_interval
-        if (fresh and entry.content_hash == content_hash) or entry.sent_at >= decided_at:
+        newer = newer_supersedes and entry.sent_at >= decided_at
+        if (fresh and entry.content_hash == content_hash) or newer:
             self.metrics.ha_suppressed.inc()
             return entry.instance
         return None

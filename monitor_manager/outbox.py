@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 MAX_MERGE = 50  # messages merged into one send for a rate-limited channel
 BATCH = 200  # rows looked at per poll
+DIGEST_LOG_KEY = "digest"  # never an alert group's key (16 hex digits)
 
 
 @dataclass
@@ -52,8 +53,16 @@ class Delivery:
     note: str = ""  # what earlier attempts delivered, when they reached only some recipients
     only_to: tuple[str, ...] = ()  # the recipients still owed the message; () for all
 
+    @property
+    def log_key(self) -> str | None:
+        """Its key in the notification log: the alert group, or one key for the contact
+        group's digests (equal digests from two instances are the same message)."""
+        if self.group_key:
+            return self.group_key
+        return DIGEST_LOG_KEY if self.message.kind == "digest" else None
+
     def log_entry(self, sent_at: float, instance: str) -> Entry:
-        return Entry(self.message.contact_group, self.group_key or "", self.channel,
+        return Entry(self.message.contact_group, self.log_key or "", self.channel,
                      self.content_hash, sent_at, instance)
 
 
@@ -201,8 +210,9 @@ class Outbox:
         keep = []
         now = self.clock()
         for d in batch:
-            peer = self.ha.sent_by_peer(d.message.contact_group, d.group_key, d.channel,
-                                        d.content_hash, d.created_at)
+            peer = self.ha.sent_by_peer(d.message.contact_group, d.log_key, d.channel,
+                                        d.content_hash, d.created_at,
+                                        newer_supersedes=d.log_key == d.group_key)
             if peer is None:
                 keep.append(d)
                 continue
@@ -247,7 +257,7 @@ class Outbox:
         sent: list[Entry] = []
         reached = outcome.delivered or bool(outcome.only_to)  # someone has the message now
         if reached and self.ha is not None and self.ha.enabled:
-            sent = [d.log_entry(now, self.ha.instance) for d in batch if d.group_key]
+            sent = [d.log_entry(now, self.ha.instance) for d in batch if d.log_key]
             ops += self.ha.record(sent)
         for d in batch:
             attempts = d.attempts + 1

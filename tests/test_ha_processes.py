@@ -47,7 +47,8 @@ token = "%(token)s"
 """
 
 
-def cluster(tmp_path: Path, smtp_port: int, partitioned: bool = False) -> list[ServeProcess]:
+def cluster(tmp_path: Path, smtp_port: int, partitioned: bool = False,
+            extra: str = "") -> list[ServeProcess]:
     ports = {name: free_port() for name in NAMES}
     procs = []
     for me in NAMES:
@@ -57,7 +58,7 @@ def cluster(tmp_path: Path, smtp_port: int, partitioned: bool = False) -> list[S
             for other in NAMES if other != me)
         text = CONFIG % {"me": me, "smtp": smtp_port, "wait": PEER_WAIT, "token": TOKEN,
                          "peers": peers}
-        procs.append(ServeProcess(tmp_path, text, name=me, port=ports[me]))
+        procs.append(ServeProcess(tmp_path, text + extra, name=me, port=ports[me]))
     return procs
 
 
@@ -107,6 +108,33 @@ def test_the_same_webhook_to_three_instances_sends_one_email(
     status, body = http("GET", f"{three[1].url}/api/v1/notifications", token="")
     notes = [d["note"] for n in body["notifications"] for d in n["deliveries"]]
     assert any("peer mm-a already sent it" in note for note in notes)
+
+
+@pytest.mark.slow
+def test_a_storm_digest_is_sent_once_by_the_cluster(
+        tmp_path: Path, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+    procs = cluster(tmp_path, smtp_server.port, extra='[storm]\nthreshold = 1\nwindow = "4s"\n')
+    try:
+        for proc in procs:
+            proc.launch()
+        for proc in procs:
+            proc.wait_healthy()
+        started = time.time() - 60
+        for name in ("StormA", "StormB", "StormC"):
+            post_to(procs, payload(alert_json(name, starts=started, instance="db1")))
+        # One direct mail, then each instance closes a digest of the other two groups; only
+        # the first to send it gets through.
+        assert settle(smtp_server, 2, quiet=4 + 3 * PEER_WAIT) == 2, subjects(smtp_server)
+        first, digest = subjects(smtp_server)
+        assert first.startswith("[FIRING:1] Storm")
+        assert digest.startswith("[DIGEST] 2 alert groups")
+        notes = [d["note"] for proc in procs[1:]
+                 for n in http("GET", f"{proc.url}/api/v1/notifications")[1]["notifications"]
+                 if n["kind"] == "digest" for d in n["deliveries"]]
+        assert notes and all("already sent it" in note for note in notes), notes
+    finally:
+        for proc in procs:
+            proc.stop()
 
 
 @pytest.mark.slow
