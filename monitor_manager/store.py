@@ -230,6 +230,9 @@ class Store:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._conn: sqlite3.Connection | None = None
+        # API reads: their own connection and thread, so a slow listing never holds a commit
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-read")
+        self._read_conn: sqlite3.Connection | None = None
         self._pending: list[tuple[list[Op], asyncio.Future[None]]] = []
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -260,6 +263,10 @@ class Store:
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
             self._writer = None
+        if self._read_conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._reader, self._read_conn.close)
+            self._read_conn = None
+        self._reader.shutdown(wait=True)
         if self._conn is not None:
             await self.run_raw(self._conn.close)
             self._conn = None
@@ -285,6 +292,28 @@ class Store:
             return cur.fetchall()
 
         return await self.run(q)
+
+    async def read_query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """A read on the reader connection: it sees what is committed, and runs beside the
+        writer (WAL) without holding up a commit, however long it takes."""
+
+        def q(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            cur = conn.execute(sql, params)
+            cur.row_factory = sqlite3.Row
+            return cur.fetchall()
+
+        return await self.read(q)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._reader, self._read, fn)
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._read_conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA query_only=ON")
+            self._read_conn = conn
+        return fn(self._read_conn)
 
     async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """fn(conn) inside its own BEGIN IMMEDIATE ... COMMIT (for conditional claims)."""

@@ -156,9 +156,9 @@ async def list_alerts(request: web.Request) -> web.Response:
     # Labels and annotations are only in the store; the order is the most recently changed.
     where, params = ("", ()) if status is None else ("WHERE status = ?", (status,))
     store = request.app[keys.STORE]
-    rows = await store.query(f"{ALERT_COLUMNS} {where} ORDER BY updated_at DESC LIMIT ?",
-                             (*params, limit))
-    total = await store.query(f"SELECT COUNT(*) FROM alerts {where}", params)  # noqa: S608
+    rows = await store.read_query(
+        f"{ALERT_COLUMNS} {where} ORDER BY updated_at DESC LIMIT ?", (*params, limit))
+    total = await store.read_query(f"SELECT COUNT(*) FROM alerts {where}", params)  # noqa: S608
     return web.json_response({
         "alerts": [_alert_json(r) for r in rows],
         "total": total[0][0],
@@ -183,7 +183,7 @@ def _alert_json(row: sqlite3.Row) -> dict[str, Any]:
 
 async def list_alert_groups(request: web.Request) -> web.Response:
     limit = _limit(request)
-    rows = await request.app[keys.STORE].query(
+    rows = await request.app[keys.STORE].read_query(
         "SELECT * FROM alert_groups ORDER BY (state = 'open') DESC, updated_at DESC LIMIT ?",
         (limit,))
     await request.app[keys.PIPELINE].load()
@@ -208,7 +208,7 @@ def _group_json(row: sqlite3.Row, conv: Any) -> dict[str, Any]:
 async def show_alert_group(request: web.Request) -> web.Response:
     key = request.match_info["key"]
     store = request.app[keys.STORE]
-    rows = await store.query("SELECT * FROM alert_groups WHERE key = ?", (key,))
+    rows = await store.read_query("SELECT * FROM alert_groups WHERE key = ?", (key,))
     if not rows:
         return error(404, f"no alert group {key!r}")
     await request.app[keys.PIPELINE].load()
@@ -216,7 +216,7 @@ async def show_alert_group(request: web.Request) -> web.Response:
     body = _group_json(rows[0], conv)
     group = conv.groups.get(key)
     members = group.members if group else {}
-    rows = await store.query(
+    rows = await store.read_query(
         f"{ALERT_COLUMNS} WHERE id IN (SELECT value FROM json_each(?))",
         (json.dumps([conv.alerts[fp].id for fp in members]),))
     body["members"] = [{**_alert_json(r), "notified": members[r["fingerprint"]]} for r in rows
@@ -269,7 +269,7 @@ async def _notifications(store: Any, limit: int, where: str,
             })
         return out
 
-    result: list[dict[str, Any]] = await store.run(q)
+    result: list[dict[str, Any]] = await store.read(q)
     return result
 
 

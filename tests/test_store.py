@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -115,4 +116,25 @@ async def test_a_step_runs_in_order_inside_the_transaction(tmp_path: Path) -> No
     with pytest.raises(StoreError):
         await store.write([("INSERT INTO t VALUES (4)", ()), failing])
     assert [r[0] for r in await store.query("SELECT x FROM t ORDER BY x")] == [1, 2, 3]
+    await store.close()
+
+
+async def test_api_reads_run_beside_a_commit_and_see_only_what_is_committed(
+        tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "s.db"))
+    await store.open()
+    await store.write([("CREATE TABLE t (x INTEGER)", ()), ("INSERT INTO t VALUES (1)", ())])
+    inside, release = threading.Event(), threading.Event()
+
+    def slow(conn: sqlite3.Connection) -> None:  # holds the writer inside its transaction
+        inside.set()
+        release.wait(10)
+
+    write = asyncio.create_task(store.write([("INSERT INTO t VALUES (2)", ()), slow]))
+    await asyncio.get_running_loop().run_in_executor(None, inside.wait, 10)
+    rows = await asyncio.wait_for(store.read_query("SELECT COUNT(*) FROM t"), timeout=5)
+    assert rows[0][0] == 1  # the uncommitted insert is not seen
+    release.set()
+    await write
+    assert (await store.read_query("SELECT COUNT(*) FROM t"))[0][0] == 2
     await store.close()
