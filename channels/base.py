@@ -35,7 +35,8 @@ class ChannelError(Exception):
 class PartlySent(ChannelError):
     """Some recipients got the message; the destination asked to try the others again later
     (an SMTP 4xx for one recipient, such as greylisting). The outbox records `note` and
-    retries, with the usual backoff, for the recipients in `retry` only (their addresses)."""
+    retries, with the usual backoff, for the recipients in `retry` only, named as configured
+    (a member's `email`, `wechat` or `mobile` value)."""
 
     def __init__(self, reason: str, *, note: str, retry: tuple[str, ...]) -> None:
         super().__init__(reason, permanent=False)

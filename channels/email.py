@@ -130,7 +130,7 @@ class EmailChannel(Channel):
         Returns "" when every recipient was accepted, or a note naming the refused ones when
         only some were (the mail went to the rest). Raises ChannelError otherwise.
         """
-        addresses, invalid = _addresses(message.recipients)
+        addresses, invalid, configured = _addresses(message.recipients)
         if not addresses:
             problem = f" (invalid: {', '.join(invalid)})" if invalid else ""
             raise ChannelError(f"contact group {message.contact_group} has no member with an "
@@ -150,7 +150,8 @@ class EmailChannel(Channel):
             listed = "; ".join(f"{addr} {_reply(r.code, r.message)}" for addr, r in later.items())
             sent = len(addresses) - len(refused)
             notes.insert(0, f"sent to {sent} of {len(addresses)}")
-            raise PartlySent(f"deferred: {listed}", note="; ".join(notes), retry=tuple(later))
+            raise PartlySent(f"deferred: {listed}", note="; ".join(notes),
+                             retry=tuple(configured.get(addr, addr) for addr in later))
         return "; ".join(notes)
 
     async def close(self) -> None:
@@ -377,21 +378,26 @@ def _thread_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _addresses(members: Sequence[Member]) -> tuple[list[Address], list[str]]:
-    """The members' addresses, each once, and the ones that are not valid addresses."""
+def _addresses(members: Sequence[Member]) -> tuple[list[Address], list[str], dict[str, str]]:
+    """The members' addresses, each once; the ones that are not valid addresses; and for each
+    address sent to, the member's `email` as configured (how the outbox names whom to retry)."""
     seen: set[str] = set()
     valid: list[Address] = []
     invalid: list[str] = []
+    configured: dict[str, str] = {}
     for member in members:
         email = member.email.strip()
         if not email or email.lower() in seen:
             continue
         seen.add(email.lower())
         try:
-            valid.append(Address(display_name=_one_line(member.name), addr_spec=email))
+            address = Address(display_name=_one_line(member.name), addr_spec=email)
         except (ValueError, IndexError, HeaderParseError):
             invalid.append(email)
-    return valid, invalid
+            continue
+        valid.append(address)
+        configured[address.addr_spec] = member.email
+    return valid, invalid, configured
 
 
 def _secret_forms(username: str, password: str) -> tuple[str, ...]:

@@ -150,21 +150,35 @@ async def watch(app: web.Application) -> None:
         metrics.heartbeat_last_seen.labels(beat.config.name).set(beat.last_seen or 0)
         metrics.heartbeat_missing.labels(beat.config.name).set(beat.state == "missing")
     alert = pipeline.watchdog.store_alert(now)
-    if alert is not None:
-        await page_directly(app, alert)
+    if alert is None:
+        return
+    if alert.status == "resolved":  # the store takes writes again: through the outbox
+        try:
+            await pipeline.notify_outside_groups(_store_view(alert), STORE_FAILING)
+            return
+        except StoreError:
+            pass  # failing again already: the direct way, as the page went
+    await page_directly(app, alert)
+
+
+STORE_FAILING = "StoreFailing"
+
+
+def _store_view(alert: IncomingAlert) -> AlertView:
+    return AlertView("store", alert.status, alert.labels, alert.annotations,  # type: ignore[arg-type]
+                     alert.starts_at, alert.ends_at)
 
 
 async def page_directly(app: web.Application, alert: IncomingAlert) -> None:
     """The one side path: with the store refusing writes nothing can enter the outbox, so a
-    StoreFailing page goes straight to the watchdog groups' channels, once, best effort; so
-    does its resolution, to the same channels, once the store takes writes again."""
+    StoreFailing page goes straight to the watchdog groups' channels, once, best effort. Its
+    resolution goes through the outbox, the store taking writes again."""
     config = app[keys.CONFIG]
     now = app[keys.CLOCK]()
     conv = app[keys.PIPELINE].convergence
-    view = AlertView("store", alert.status, alert.labels, alert.annotations,  # type: ignore[arg-type]
-                     alert.starts_at, alert.ends_at)
+    view = _store_view(alert)
     for name in config.watchdog_groups:
-        group = GroupView("store-failing", name, {"alertname": "StoreFailing"}, (view,))
+        group = GroupView(STORE_FAILING, name, {"alertname": STORE_FAILING}, (view,))
         message = conv.new_message("group", name, (group,), now)
         for channel_name in config.contact_group(name).channels:
             try:

@@ -227,8 +227,11 @@ class Outbox:
 
     async def _send(self, channel: Channel | None, batch: list[Delivery], message: Message) -> None:
         try:
-            async with self._semaphore:
-                outcome = await self._attempt(channel, batch[0].channel, message)
+            if batch[0].only_to and not message.recipients:  # a stored name matches nobody
+                outcome = Outcome(True, note="nobody left to retry for")
+            else:
+                async with self._semaphore:
+                    outcome = await self._attempt(channel, batch[0].channel, message)
             await self._record(batch, outcome)
         finally:
             self._inflight.difference_update(d.id for d in batch)
@@ -262,6 +265,8 @@ class Outbox:
         for d in batch:
             attempts = d.attempts + 1
             note = "; then ".join(n for n in (d.note, outcome.note) if n)
+            if reached and d.group_key:
+                ops.append(_supersede_older(d, now))
             if outcome.delivered:
                 ops.append((
                     "UPDATE deliveries SET state = 'delivered', attempts = ?, note = ?, "
@@ -271,7 +276,20 @@ class Outbox:
                 self.metrics.delivery_latency.labels(d.channel).observe(max(now - d.created_at, 0))
                 continue
             delay = self.backoff(attempts, outcome.retry_after)
-            if outcome.permanent or now + delay - d.created_at > self.config.give_up_after:
+            gave_up = now + delay - d.created_at > self.config.give_up_after
+            if (outcome.permanent or gave_up) and (reached or d.only_to):
+                # Others have it: a delivery whose note names who never got it, as a recipient
+                # refused for good is; not a failing channel.
+                missed = ", ".join(outcome.only_to or d.only_to)
+                ops.append((
+                    "UPDATE deliveries SET state = 'delivered', attempts = ?, note = ?, "
+                    "last_error = ?, updated_at = ?, delivered_at = ?, next_attempt_at = NULL "
+                    "WHERE id = ?",
+                    (attempts, f"{note}; never reached {missed} ({attempts} attempts)",
+                     outcome.error, now, now, d.id)))
+                self.metrics.notifications.labels(d.channel, "delivered").inc()
+                continue
+            if outcome.permanent or gave_up:
                 reason = outcome.error if outcome.permanent else (
                     f"gave up after {attempts} attempts: {outcome.error}")
                 ops.append((
@@ -308,7 +326,9 @@ class Outbox:
         if self.observer is not None:
             if failed:
                 self.observer.failed(channel, outcome.error, now)
-            elif not reached:  # a recipient deferred while the others got it: not the channel
+            elif not reached and not batch[0].only_to:
+                # A recipient deferred again while the others have the message says nothing
+                # about the channel.
                 self.observer.retrying(channel, outcome.error, now)
 
     def backoff(self, attempts: int, retry_after: float | None = None) -> float:
@@ -365,6 +385,20 @@ def _due_rows(conn: sqlite3.Connection, now: float, skip: set[int]) -> list[Deli
                           r[6], r[7], r[8], tuple(json.loads(r[9])) if r[9] else ()))
         for r in rows if r[0] not in skip
     ]
+
+
+def _supersede_older(sent: Delivery, now: float) -> Op:
+    """A newer state of an alert group reached people: older messages about the group still
+    waiting for this channel would arrive after it, stale; they are not sent."""
+    why = (f"not sent: notification {sent.notification_id} with a newer state of the alert "
+           "group went out first")
+    return (
+        "UPDATE deliveries SET state = 'delivered', "
+        "note = CASE WHEN note = '' THEN ? ELSE note || '; then ' || ? END, updated_at = ?, "
+        "delivered_at = ?, next_attempt_at = NULL WHERE channel = ? "
+        "AND state IN ('pending', 'retrying') "
+        "AND notification_id IN (SELECT id FROM notifications WHERE group_key = ? AND id < ?)",
+        (why, why, now, now, sent.channel, sent.group_key, sent.notification_id))
 
 
 def _only_to(delivery: Delivery) -> Delivery:

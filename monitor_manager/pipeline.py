@@ -21,7 +21,9 @@ from monitor_manager.config import Config
 from monitor_manager.convergence import Convergence, FlushResult, IngestResult
 from monitor_manager.ha import NotificationLog
 from monitor_manager.metrics import Metrics
+from monitor_manager.models import AlertView, GroupView
 from monitor_manager.payload import IncomingAlert, Payload
+from monitor_manager.records import insert_notification
 from monitor_manager.store import Op, Store, StoreError, probe_op
 from monitor_manager.watchdog import SOURCE_LABEL, Watchdog
 
@@ -113,6 +115,21 @@ class Pipeline:
         if alerts:
             await self.ingest(alerts, source=SOURCE_LABEL[1],
                               groups=list(self.config.watchdog_groups), wait=0.0)
+
+    async def notify_outside_groups(self, view: AlertView, title: str) -> None:
+        """One message about one internal alert, outside any alert group, to the watchdog
+        groups through the outbox (StoreFailing's resolution: its page could not be stored)."""
+        conv = self.convergence
+        now = self.clock()
+        result = FlushResult()
+        for name in self.config.watchdog_groups:
+            group = GroupView(title, name, {"alertname": title}, (view,))
+            message = conv.new_message("group", name, (group,), now)
+            result.ops.append(insert_notification(message, None, None))
+            result.notifications += 1
+            conv.enqueue(message.id, name, set(), now, result)
+        await self.store.write(result.ops)
+        self.on_enqueued()
 
     async def watch(self) -> None:
         """The watchdog job: deadlines, channel health, the store; raise what changed."""

@@ -217,6 +217,12 @@ def m007_deliveries_only_to(db: sqlite_utils.Database) -> None:
     db.executescript("ALTER TABLE deliveries ADD COLUMN only_to TEXT NOT NULL DEFAULT '';")
 
 
+@migrations()
+def m008_notifications_by_group(db: sqlite_utils.Database) -> None:
+    # A delivered message supersedes older ones of its alert group still waiting to retry.
+    db.executescript("CREATE INDEX notifications_group ON notifications (group_key, id);")
+
+
 def probe_op(now: float) -> Statement:
     return ("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (now,))
 

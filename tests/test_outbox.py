@@ -158,6 +158,67 @@ async def test_a_recipient_deferred_with_4xx_gets_the_mail_alone_on_the_retry(
     await h.stop()
 
 
+def greylisting_config(tmp_path: Any, server: SMTPTestServer, **delivery: float) -> Any:
+    from builders import console_channels
+    from monitor_manager.config import ContactGroupConfig, MemberConfig
+
+    mail = ChannelConfig("mail", "email", EmailSettings(
+        host=server.host, port=server.port, tls="none", from_="MM <mm@example.com>",
+        timeout=5.0))
+    # grey's address as configured has spaces around it: retries name members as configured
+    members = (MemberConfig("ok", "ok@example.com"), MemberConfig("grey", " grey@example.com "))
+    return make_config(
+        tmp_path, channels=(mail, *console_channels()),
+        contact_groups=(ContactGroupConfig("default", ("mail",), members),),
+        convergence={"group_wait": 1.0, "group_interval": 60.0, "group_by": ("alertname",)},
+        delivery={"retry_initial": 10.0, "retry_max": 40.0, "give_up_after": 200.0, **delivery})
+
+
+def mails_to(server: SMTPTestServer, address: str) -> list[str]:
+    return [str(m["Subject"]).split(" ")[0] for m, e in zip(server.messages, server.envelopes,
+                                                           strict=True) if address in e.rcpt_tos]
+
+
+async def test_a_newer_state_supersedes_an_older_message_still_owed_to_a_recipient(
+        tmp_path: Any, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+    smtp_server.reject_rcpt = {"grey@example.com": "451 4.7.1 Greylisted"}
+    h = await OutboxHarness(greylisting_config(
+        tmp_path, smtp_server, retry_initial=600.0, retry_max=600.0, give_up_after=3600.0)).start()
+    await h.push(incoming("DiskFull"))
+    [firing] = await h.step(1)
+    assert json.loads(firing["only_to"]) == [" grey@example.com "]
+    await h.push(incoming("DiskFull", "resolved", ends=h.clock.now))
+    rows = await h.step(60)  # the resolution goes out, grey still greylisted
+    assert [r["state"] for r in rows] == ["delivered", "retrying"]
+    assert rows[0]["note"] == (
+        f"sent to 1 of 2; then not sent: notification {rows[1]['notification_id']} with a "
+        "newer state of the alert group went out first")
+    smtp_server.reject_rcpt = {}
+    rows = await h.step(600)
+    assert [r["state"] for r in rows] == ["delivered", "delivered"]
+    assert mails_to(smtp_server, "ok@example.com") == ["[FIRING:1]", "[RESOLVED]"]
+    assert mails_to(smtp_server, "grey@example.com") == ["[RESOLVED]"]  # never the stale one
+    await h.stop()
+
+
+async def test_giving_up_on_a_deferred_recipient_is_a_note_not_a_failing_channel(
+        tmp_path: Any, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+    smtp_server.reject_rcpt = {"grey@example.com": "451 4.7.1 Greylisted"}
+    h = await OutboxHarness(greylisting_config(tmp_path, smtp_server)).start()
+    await h.push(incoming("DiskFull"))
+    rows = await h.step(1)
+    while rows[0]["state"] == "retrying":
+        rows = await h.step(rows[0]["next_attempt_at"] - h.clock.now)
+    [row] = rows
+    assert row["state"] == "delivered" and "451" in row["last_error"]
+    assert row["note"].endswith(f"never reached  grey@example.com  ({row['attempts']} attempts)")
+    assert h.pipeline is not None
+    assert h.pipeline.watchdog.channels["mail"].failed_for_good == ""
+    assert await h.rows("SELECT id FROM alerts WHERE labels LIKE '%DeliveryFailed%'") == []
+    assert mails_to(smtp_server, "ok@example.com") == ["[FIRING:1]"]
+    await h.stop()
+
+
 async def test_two_workers_never_send_the_same_row(
         box: OutboxHarness, smtp_server: SMTPTestServer) -> None:  # noqa: F811
     await box.push(*(incoming(f"Alert{i}") for i in range(12)))

@@ -96,6 +96,10 @@ async def test_a_store_refusing_writes_is_paged_straight_to_the_channels_once(
     await app_module.watch(app)
     await app_module.watch(app)
     assert store.healthy and (await client.get("/readyz")).status == 200
+    assert "[RESOLVED] StoreFailing" not in out.getvalue()  # not straight: through the outbox
+    await app[keys.OUTBOX].drain()
     assert out.getvalue().count("[RESOLVED] StoreFailing") == 1
+    [row] = await store.query("SELECT state FROM deliveries")
+    assert row[0] == "delivered"
     response = await client.post("/webhook/alertmanager", json=payload(alert_json("Disk")))
     assert response.status == 200 and (await response.json())["accepted"] == 1
