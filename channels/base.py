@@ -11,7 +11,7 @@ import collections
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TextIO
+from typing import Any, ClassVar, Protocol, TextIO
 
 import aiohttp
 
@@ -44,9 +44,40 @@ class PartlySent(ChannelError):
         self.retry = retry
 
 
+class PartsLog(Protocol):
+    """How many parts of a message sent in parts already went out, by a key the channel
+    makes; a retry resumes after them."""
+
+    def get(self, key: str) -> int: ...
+    async def set(self, key: str, done: int) -> None: ...
+    async def forget(self, key: str) -> None: ...
+
+
+class MemoryPartsLog:
+    """A PartsLog in memory only (send-test, channel tests): after a restart a retried
+    message is sent whole (at least once). The service keeps one in its store."""
+
+    def __init__(self, size: int = 1000) -> None:
+        self._done: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._size = size
+
+    def get(self, key: str) -> int:
+        return self._done.get(key, 0)
+
+    async def set(self, key: str, done: int) -> None:
+        self._done[key] = done
+        self._done.move_to_end(key)
+        while len(self._done) > self._size:
+            self._done.popitem(last=False)
+
+    async def forget(self, key: str) -> None:
+        self._done.pop(key, None)
+
+
 @dataclass
 class ChannelContext:
-    """What the service lends every channel: one HTTP session, the templates, the clock."""
+    """What the service lends every channel: one HTTP session, the templates, the clock,
+    and where to note the progress of messages sent in parts."""
 
     session: aiohttp.ClientSession | None
     renderer: Renderer
@@ -54,6 +85,7 @@ class ChannelContext:
     stdout: TextIO
     instance: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    parts: PartsLog = field(default_factory=MemoryPartsLog)
 
 
 class Channel(ABC):

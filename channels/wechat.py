@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -109,32 +108,11 @@ def shared(ctx: ChannelContext, name: str, factory: Any) -> Any:
     return ctx.extra[name]
 
 
-class Progress:
-    """Which calls of a split message already went out, so a retry resumes after them.
-
-    In memory only: after a restart a retried message is sent whole (at least once).
-    """
-
-    def __init__(self, size: int = 1000) -> None:
-        self._done: OrderedDict[str, int] = OrderedDict()
-        self._size = size
-
-    @staticmethod
-    def key(message: Message, contents: list[str]) -> str:
-        digest = hashlib.sha256("\0".join(contents).encode()).hexdigest()
-        return f"{message.id}:{digest}"
-
-    def get(self, key: str) -> int:
-        return self._done.get(key, 0)
-
-    def set(self, key: str, done: int) -> None:
-        self._done[key] = done
-        self._done.move_to_end(key)
-        while len(self._done) > self._size:
-            self._done.popitem(last=False)
-
-    def forget(self, key: str) -> None:
-        self._done.pop(key, None)
+def parts_key(channel: str, message: Message, contents: list[str]) -> str:
+    """Names one message as this channel splits it (ChannelContext.parts): the same message
+    rendered the same way. A message merged with others is new content, sent whole."""
+    digest = hashlib.sha256("\0".join(contents).encode()).hexdigest()[:32]
+    return f"{channel}:{message.id}:{digest}"
 
 
 class WechatChannel(Channel):
@@ -158,7 +136,7 @@ class WechatChannel(Channel):
             ctx, app + ".hour",
             lambda: SlidingWindowLimiter(MEMBER_PER_HOUR, 3600.0 + WINDOW_SLACK, ctx.clock),
         )
-        self._progress = Progress()
+        self._parts = ctx.parts
         self._rendered: tuple[Message, list[str]] | None = None
 
     # --- what to send -----------------------------------------------------------------
@@ -204,7 +182,7 @@ class WechatChannel(Channel):
             contents = self._contents(message)
         except ChannelError:
             return 0.0  # send() reports the problem
-        done = self._progress.get(Progress.key(message, contents))
+        done = self._parts.get(parts_key(self.name, message, contents))
         batches = -(-len(users) // MAX_TOUSER)
         # Every member gets each remaining part once.
         needed = max(1, len(contents) - done // batches)
@@ -234,16 +212,17 @@ class WechatChannel(Channel):
     async def send(self, message: Message) -> str:
         calls = self._calls(message)
         contents = self._contents(message)
-        progress = Progress.key(message, contents)
+        key = parts_key(self.name, message, contents)
         invalid: dict[str, list[str]] = {"invaliduser": [], "unlicenseduser": []}
-        for index in range(self._progress.get(progress), len(calls)):
+        for index in range(self._parts.get(key), len(calls)):
             content, users = calls[index]
             self._take_slots(users)
             body = await self._send_call(content, users)
             for name, found in invalid.items():
                 found += [u for u in str(body.get(name) or "").split("|") if u]
-            self._progress.set(progress, index + 1)
-        self._progress.forget(progress)
+            if index + 1 < len(calls):
+                await self._parts.set(key, index + 1)
+        await self._parts.forget(key)
         notes = [f"{name}: {'|'.join(dict.fromkeys(found))}"
                  for name, found in invalid.items() if found]
         if notes:

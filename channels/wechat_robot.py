@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 import jinja2
 
 from channels.base import Channel, ChannelContext, ChannelError, SlidingWindowLimiter
-from channels.wechat import Progress, shared
+from channels.wechat import parts_key, shared
 from channels.wecom_format import (
     ROBOT_MARKDOWN_LIMIT,
     ROBOT_TEXT_LIMIT,
@@ -78,7 +78,7 @@ class WechatRobotChannel(Channel):
             ctx, "wecom.robots",
             lambda: SlidingWindowLimiter(ROBOT_PER_MINUTE, 60.0 + WINDOW_SLACK, ctx.clock),
         )
-        self._progress = Progress()
+        self._parts = ctx.parts
         self._rendered: tuple[Message, list[str]] | None = None
 
     @property
@@ -123,7 +123,7 @@ class WechatRobotChannel(Channel):
             contents = self._contents(message)
         except ChannelError:
             return 0.0  # send() reports the problem
-        needed = len(contents) - self._progress.get(Progress.key(message, contents))
+        needed = len(contents) - self._parts.get(parts_key(self.name, message, contents))
         return self._limiter.ready_at(self._robot, min(max(needed, 1), ROBOT_PER_MINUTE))
 
     def _take_slot(self) -> None:
@@ -139,13 +139,14 @@ class WechatRobotChannel(Channel):
 
     async def send(self, message: Message) -> str:
         contents = self._contents(message)
-        progress = Progress.key(message, contents)
-        for index in range(self._progress.get(progress), len(contents)):
+        key = parts_key(self.name, message, contents)
+        for index in range(self._parts.get(key), len(contents)):
             last = index == len(contents) - 1
             self._take_slot()
             await self._post(self._payload(contents[index], message, mention=last))
-            self._progress.set(progress, index + 1)
-        self._progress.forget(progress)
+            if not last:
+                await self._parts.set(key, index + 1)
+        await self._parts.forget(key)
         return f"sent in {len(contents)} parts" if len(contents) > 1 else ""
 
     def _payload(self, content: str, message: Message, *, mention: bool) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from monitor_manager.ha import HighAvailability
 from monitor_manager.metrics import Metrics
 from monitor_manager.models import AlertView, GroupView
 from monitor_manager.outbox import Outbox
+from monitor_manager.parts_log import StoredPartsLog
 from monitor_manager.payload import IncomingAlert
 from monitor_manager.peers import Peers
 from monitor_manager.pipeline import Pipeline
@@ -70,8 +71,11 @@ def create_app(config: Config, *, clock: Clock = system_clock, stdout: TextIO | 
         await session.close()
 
     async def channels_ctx(app: web.Application) -> AsyncIterator[None]:
+        parts = StoredPartsLog(app[keys.STORE], clock)
+        await parts.load()
+        app[keys.PARTS] = parts
         ctx = ChannelContext(session=app[keys.SESSION], renderer=app[keys.RENDERER], clock=clock,
-                             stdout=out, instance=config.server.instance)
+                             stdout=out, instance=config.server.instance, parts=parts)
         channels = build_channels(config, ctx)
         app[keys.CHANNELS] = channels
         yield
@@ -90,6 +94,7 @@ def create_app(config: Config, *, clock: Clock = system_clock, stdout: TextIO | 
         peers = Peers(config, app[keys.SESSION], clock, app[keys.METRICS], pipeline.is_firing)
         ha = HighAvailability(config, peers, app[keys.SESSION], clock, app[keys.METRICS])
         pipeline.nflog = ha.log
+        pipeline.parts = app[keys.PARTS]
         pipeline.convergence.send_delay = ha.send_delay
         outbox.ha = ha
         await pipeline.load()

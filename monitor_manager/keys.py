@@ -12,6 +12,7 @@ from monitor_manager.config import Config
 from monitor_manager.ha import HighAvailability
 from monitor_manager.metrics import Metrics
 from monitor_manager.outbox import Outbox
+from monitor_manager.parts_log import StoredPartsLog
 from monitor_manager.peers import Peers
 from monitor_manager.pipeline import Pipeline
 from monitor_manager.store import Store
@@ -29,3 +30,4 @@ OUTBOX = web.AppKey("outbox", Outbox)
 SCHEDULER = web.AppKey("scheduler", AsyncIOScheduler)
 PEERS = web.AppKey("peers", Peers)
 HA = web.AppKey("ha", HighAvailability)
+PARTS = web.AppKey("parts", StoredPartsLog)

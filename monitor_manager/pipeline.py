@@ -22,6 +22,7 @@ from monitor_manager.convergence import Convergence, FlushResult, IngestResult
 from monitor_manager.ha import NotificationLog
 from monitor_manager.metrics import Metrics
 from monitor_manager.models import AlertView, GroupView
+from monitor_manager.parts_log import StoredPartsLog
 from monitor_manager.payload import IncomingAlert, Payload
 from monitor_manager.records import insert_notification
 from monitor_manager.store import Op, Store, StoreError, probe_op
@@ -41,6 +42,7 @@ class Pipeline:
         self.convergence = Convergence(config, clock)
         self.watchdog = Watchdog(config, clock, self.is_firing)
         self.nflog: NotificationLog | None = None  # set when high availability is on
+        self.parts: StoredPartsLog | None = None  # set by the app: the channels' parts log
         self._stale = True  # nothing loaded yet
         self._reload_lock = asyncio.Lock()
         store.on_failure = self._on_store_failure
@@ -153,6 +155,8 @@ class Pipeline:
         ops = self.convergence.purge(now - self.config.storage.retention)
         if self.nflog is not None:
             ops += self.nflog.expire(now - 2 * self.config.convergence.repeat_interval)
+        if self.parts is not None:
+            ops += self.parts.expire(now - self.config.storage.retention)
         await self.store.write(ops)
 
     def next_due(self) -> float:

@@ -223,6 +223,20 @@ def m008_notifications_by_group(db: sqlite_utils.Database) -> None:
     db.executescript("CREATE INDEX notifications_group ON notifications (group_key, id);")
 
 
+@migrations()
+def m009_channel_parts(db: sqlite_utils.Database) -> None:
+    # How far a message sent in parts got, so a retry after a restart resumes there.
+    db.executescript(
+        """
+        CREATE TABLE channel_parts (
+            key TEXT PRIMARY KEY,
+            done INTEGER NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        """
+    )
+
+
 def probe_op(now: float) -> Statement:
     return ("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (now,))
 

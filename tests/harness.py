@@ -23,6 +23,7 @@ from monitor_manager.convergence import IngestResult
 from monitor_manager.metrics import Metrics
 from monitor_manager.models import Message
 from monitor_manager.outbox import Outbox
+from monitor_manager.parts_log import StoredPartsLog
 from monitor_manager.payload import IncomingAlert, Payload
 from monitor_manager.pipeline import Pipeline
 from monitor_manager.store import Store
@@ -125,8 +126,11 @@ class OutboxHarness(Harness):
     async def start(self) -> OutboxHarness:
         await super().start()
         self.session = aiohttp.ClientSession()
+        assert self.store is not None
+        parts = StoredPartsLog(self.store, self.clock)  # as the service has it
+        await parts.load()
         ctx = ChannelContext(session=self.session, renderer=Renderer(), clock=self.clock,
-                             stdout=self.stdout, instance="mm-test")
+                             stdout=self.stdout, instance="mm-test", parts=parts)
         self.channels = build_channels(self.config, ctx)
         assert self.store is not None and self.pipeline is not None
         self.outbox = Outbox(self.store, self.channels, self.config.delivery, self.clock,

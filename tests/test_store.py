@@ -13,6 +13,7 @@ import sqlite_utils
 from builders import make_config
 from monitor_manager.clock import ManualClock
 from monitor_manager.convergence import Convergence
+from monitor_manager.parts_log import StoredPartsLog
 from monitor_manager.store import Store, StoreError, migrations
 
 
@@ -137,4 +138,26 @@ async def test_api_reads_run_beside_a_commit_and_see_only_what_is_committed(
     release.set()
     await write
     assert (await store.read_query("SELECT COUNT(*) FROM t"))[0][0] == 2
+    await store.close()
+
+
+async def test_the_parts_log_survives_a_reopen_and_forgets_what_is_old(tmp_path: Path) -> None:
+    clock = ManualClock(1000.0)
+    store = Store(str(tmp_path / "s.db"))
+    await store.open()
+    parts = StoredPartsLog(store, clock)
+    await parts.load()
+    await parts.set("robot:1:abc", 2)
+    clock.advance(100)
+    await parts.set("robot:2:def", 1)
+    await store.close()
+    store = Store(str(tmp_path / "s.db"))
+    await store.open()
+    parts = StoredPartsLog(store, clock)
+    await parts.load()
+    assert (parts.get("robot:1:abc"), parts.get("robot:2:def"), parts.get("x")) == (2, 1, 0)
+    await store.write(parts.expire(1050.0))
+    assert (parts.get("robot:1:abc"), parts.get("robot:2:def")) == (0, 1)
+    await parts.forget("robot:2:def")
+    assert await store.query("SELECT * FROM channel_parts") == []
     await store.close()

@@ -101,6 +101,26 @@ async def test_a_45009_frequency_block_backs_off_at_least_a_minute(
     assert by_channel(rows, "wecom")[0]["state"] == "delivered"
 
 
+@pytest.mark.parametrize(("channel", "endpoint"), [("wecom", "send"), ("robot", "robot")])
+async def test_after_a_restart_a_message_sent_in_parts_resumes_after_the_parts_sent(
+        wecom: tuple[OutboxHarness, FakeWeCom], channel: str, endpoint: str) -> None:
+    box, fake = wecom
+    fake.fail_next(-1, on=endpoint, after=1)  # the second part fails: a system busy error
+    await box.push(incoming("DiskFull", summary="disk full " + "x" * 5000))
+    rows = await box.step(1)
+    assert by_channel(rows, channel)[0]["state"] == "retrying"
+    kind = "app" if channel == "wecom" else "robot"
+    sent_before = fake.contents(kind)
+    assert len(sent_before) == 1
+    await box.restart()  # what went out is stored, not remembered
+    rows = await box.step(by_channel(rows, channel)[0]["next_attempt_at"] - box.clock.now)
+    assert by_channel(rows, channel)[0]["state"] == "delivered"
+    parts = fake.contents(kind)
+    assert len(parts) == len(set(parts)) >= 3  # every part once: the first is not repeated
+    assert parts[0] == sent_before[0] and "(1/" in parts[0] and "(2/" in parts[1]
+    assert await box.rows("SELECT * FROM channel_parts") == []  # forgotten once complete
+
+
 async def test_expired_tokens_are_refreshed_inside_one_delivery(
         wecom: tuple[OutboxHarness, FakeWeCom]) -> None:
     box, fake = wecom
