@@ -23,10 +23,14 @@ from monitor_manager.templates import Renderer
 class ChannelError(Exception):
     """A send failed. `permanent` means retrying the same message cannot succeed."""
 
-    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+    def __init__(self, reason: str, *, permanent: bool = False,
+                 recipients_refused: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent
+        # The destination works and refused these recipients (e.g. every RCPT refused): a
+        # fact about them, not about the channel.
+        self.recipients_refused = recipients_refused
 
     def __str__(self) -> str:
         return self.reason
@@ -50,7 +54,6 @@ class PartsLog(Protocol):
 
     def get(self, key: str) -> int: ...
     async def set(self, key: str, done: int) -> None: ...
-    async def forget(self, key: str) -> None: ...
 
 
 class MemoryPartsLog:
@@ -69,9 +72,6 @@ class MemoryPartsLog:
         self._done.move_to_end(key)
         while len(self._done) > self._size:
             self._done.popitem(last=False)
-
-    async def forget(self, key: str) -> None:
-        self._done.pop(key, None)
 
 
 @dataclass

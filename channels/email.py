@@ -290,7 +290,8 @@ class EmailChannel(Channel):
             slot.discard()
         reason, permanent = _classify(exc)
         where = f"smtp {self.settings.host}:{self.settings.port}"
-        return ChannelError(redact(f"{where}: {reason}", *self._secrets), permanent=permanent)
+        return ChannelError(redact(f"{where}: {reason}", *self._secrets), permanent=permanent,
+                            recipients_refused=isinstance(exc, SMTPRecipientsRefused))
 
 
 def _classify(exc: BaseException) -> tuple[str, bool]:

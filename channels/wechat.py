@@ -220,9 +220,10 @@ class WechatChannel(Channel):
             body = await self._send_call(content, users)
             for name, found in invalid.items():
                 found += [u for u in str(body.get(name) or "").split("|") if u]
-            if index + 1 < len(calls):
+            if len(calls) > 1:
+                # Kept when complete too: should the outbox not get to record the delivery
+                # (a crash), the retry finds every part sent. Expired with the retention.
                 await self._parts.set(key, index + 1)
-        await self._parts.forget(key)
         notes = [f"{name}: {'|'.join(dict.fromkeys(found))}"
                  for name, found in invalid.items() if found]
         if notes:

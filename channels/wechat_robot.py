@@ -144,9 +144,8 @@ class WechatRobotChannel(Channel):
             last = index == len(contents) - 1
             self._take_slot()
             await self._post(self._payload(contents[index], message, mention=last))
-            if not last:
+            if len(contents) > 1:  # kept when complete too, as the app channel does
                 await self._parts.set(key, index + 1)
-        await self._parts.forget(key)
         return f"sent in {len(contents)} parts" if len(contents) > 1 else ""
 
     def _payload(self, content: str, message: Message, *, mention: bool) -> dict[str, Any]:

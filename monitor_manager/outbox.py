@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 MAX_MERGE = 50  # messages merged into one send for a rate-limited channel
 BATCH = 200  # rows looked at per poll
 DIGEST_LOG_KEY = "digest"  # never an alert group's key (16 hex digits)
+SUPERSEDED = "with a newer state of the alert group went out first"
 
 
 @dataclass
@@ -74,6 +75,7 @@ class Outcome:
     note: str = ""
     retry_after: float | None = None
     only_to: tuple[str, ...] = ()  # PartlySent: the others got it; retry for these
+    recipients_refused: bool = False  # the failure is about recipients, not the channel
 
 
 class DeliveryObserver(Protocol):
@@ -176,7 +178,8 @@ class Outbox:
         claimed = await self.store.transaction(lambda conn: _claim(conn, ids, now))
         started = 0
         for channel, batch in ready:
-            batch = await self._drop_sent_by_peers([d for d in batch if d.id in claimed])
+            batch = await self._drop_superseded([d for d in batch if d.id in claimed])
+            batch = await self._drop_sent_by_peers(batch)
             if not batch:
                 continue
             self._inflight.update(d.id for d in batch)
@@ -201,6 +204,26 @@ class Outbox:
             else:
                 batches.append([row])
         return batches
+
+    async def _drop_superseded(self, batch: list[Delivery]) -> list[Delivery]:
+        """A retry that was in flight while a newer message of its alert group went out
+        through the channel would arrive stale: it is not sent (see `_supersede_older`)."""
+        retries = [d for d in batch if d.attempts and d.group_key]
+        if not retries:
+            return batch
+        now = self.clock()
+        newer = await self.store.run(lambda conn: {d.id: _superseded_by(conn, d) for d in retries})
+        ops: list[Op] = [(
+            "UPDATE deliveries SET state = 'delivered', "
+            "note = CASE WHEN note = '' THEN ? ELSE note || '; then ' || ? END, attempts = ?, "
+            "updated_at = ?, delivered_at = ?, next_attempt_at = NULL WHERE id = ?",
+            (why, why, d.attempts, now, now, d.id))
+            for d in retries if (n := newer[d.id]) is not None
+            for why in [f"not sent: notification {n} {SUPERSEDED}"]]
+        if not ops:
+            return batch
+        await self.store.write(ops)
+        return [d for d in batch if newer.get(d.id) is None]
 
     async def _drop_sent_by_peers(self, batch: list[Delivery]) -> list[Delivery]:
         """High availability: a peer already sent this content through this channel."""
@@ -228,7 +251,8 @@ class Outbox:
     async def _send(self, channel: Channel | None, batch: list[Delivery], message: Message) -> None:
         try:
             if batch[0].only_to and not message.recipients:  # a stored name matches nobody
-                outcome = Outcome(True, note="nobody left to retry for")
+                outcome = Outcome(True, note=f"never reached {', '.join(batch[0].only_to)}: "
+                                             "no longer among the message's recipients")
             else:
                 async with self._semaphore:
                     outcome = await self._attempt(channel, batch[0].channel, message)
@@ -242,10 +266,12 @@ class Outbox:
         try:
             note = await channel.send(message)
         except PartlySent as exc:
-            return Outcome(False, error=exc.reason, note=exc.note, only_to=exc.retry)
+            return Outcome(False, error=exc.reason, note=exc.note, only_to=exc.retry,
+                           recipients_refused=True)
         except ChannelError as exc:
             return Outcome(False, permanent=exc.permanent, error=exc.reason,
-                           retry_after=getattr(exc, "retry_after", None))
+                           retry_after=getattr(exc, "retry_after", None),
+                           recipients_refused=exc.recipients_refused)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a channel bug: retry, and make it visible
@@ -277,9 +303,10 @@ class Outbox:
                 continue
             delay = self.backoff(attempts, outcome.retry_after)
             gave_up = now + delay - d.created_at > self.config.give_up_after
-            if (outcome.permanent or gave_up) and (reached or d.only_to):
-                # Others have it: a delivery whose note names who never got it, as a recipient
-                # refused for good is; not a failing channel.
+            if (outcome.permanent or gave_up) and (reached or (
+                    d.only_to and outcome.recipients_refused)):
+                # Others have it and these recipients were refused: a delivery whose note names
+                # who never got it, as a recipient refused for good is; not a failing channel.
                 missed = ", ".join(outcome.only_to or d.only_to)
                 ops.append((
                     "UPDATE deliveries SET state = 'delivered', attempts = ?, note = ?, "
@@ -292,6 +319,8 @@ class Outbox:
             if outcome.permanent or gave_up:
                 reason = outcome.error if outcome.permanent else (
                     f"gave up after {attempts} attempts: {outcome.error}")
+                if d.only_to:  # the others have it; these never got it
+                    note = f"{note}; never reached {', '.join(d.only_to)}"
                 ops.append((
                     "UPDATE deliveries SET state = 'failed', attempts = ?, last_error = ?, "
                     "note = ?, updated_at = ?, next_attempt_at = NULL WHERE id = ?",
@@ -326,7 +355,7 @@ class Outbox:
         if self.observer is not None:
             if failed:
                 self.observer.failed(channel, outcome.error, now)
-            elif not reached and not batch[0].only_to:
+            elif not reached and not (batch[0].only_to and outcome.recipients_refused):
                 # A recipient deferred again while the others have the message says nothing
                 # about the channel.
                 self.observer.retrying(channel, outcome.error, now)
@@ -388,26 +417,56 @@ def _due_rows(conn: sqlite3.Connection, now: float, skip: set[int]) -> list[Deli
 
 
 def _supersede_older(sent: Delivery, now: float) -> Op:
-    """A newer state of an alert group reached people: older messages about the group still
-    waiting for this channel would arrive after it, stale; they are not sent."""
-    why = (f"not sent: notification {sent.notification_id} with a newer state of the alert "
-           "group went out first")
-    return (
-        "UPDATE deliveries SET state = 'delivered', "
-        "note = CASE WHEN note = '' THEN ? ELSE note || '; then ' || ? END, updated_at = ?, "
-        "delivered_at = ?, next_attempt_at = NULL WHERE channel = ? "
-        "AND state IN ('pending', 'retrying') "
-        "AND notification_id IN (SELECT id FROM notifications WHERE group_key = ? AND id < ?)",
-        (why, why, now, now, sent.channel, sent.group_key, sent.notification_id))
+    """A newer state of an alert group reached people through this channel: older messages
+    of the group still waiting to retry there would arrive after it, stale. Those it covers
+    (every alert they name is in it, with its newer state) are not sent; one that carries
+    news the newer lacks (a resolution of an alert that has since left the group) still is."""
+    covered = _fingerprints(sent.message)
+    why = f"not sent: notification {sent.notification_id} {SUPERSEDED}"
+
+    def step(conn: sqlite3.Connection) -> None:
+        rows = conn.execute(
+            "SELECT d.id, n.message FROM deliveries d JOIN notifications n "
+            "ON n.id = d.notification_id WHERE n.group_key = ? AND n.id < ? AND d.channel = ? "
+            "AND d.state IN ('pending', 'retrying')",
+            (sent.group_key, sent.notification_id, sent.channel)).fetchall()
+        stale = [(why, why, now, now, row_id) for row_id, text in rows
+                 if _fingerprints(Message.from_json(json.loads(text))) <= covered]
+        conn.executemany(
+            "UPDATE deliveries SET state = 'delivered', "
+            "note = CASE WHEN note = '' THEN ? ELSE note || '; then ' || ? END, updated_at = ?, "
+            "delivered_at = ?, next_attempt_at = NULL WHERE id = ?", stale)
+
+    return step
+
+
+def _fingerprints(message: Message) -> set[str]:
+    return {a.fingerprint for g in message.groups for a in g.alerts}
+
+
+def _superseded_by(conn: sqlite3.Connection, d: Delivery) -> int | None:
+    """A newer message of the row's alert group that already went out through its channel
+    and covers it (a retry that was in flight when that one went out). One that reached some
+    recipients and is owed to the rest counts: everyone gets it, or has."""
+    covered = _fingerprints(d.message)
+    for notification_id, text in conn.execute(
+            "SELECT n.id, n.message FROM notifications n JOIN deliveries d2 "
+            "ON d2.notification_id = n.id WHERE n.group_key = ? AND n.id > ? AND d2.channel = ? "
+            "AND (d2.state = 'delivered' AND d2.note NOT LIKE ? "
+            "OR d2.state IN ('retrying', 'sending') AND d2.only_to != '') ORDER BY n.id DESC",
+            (d.group_key, d.notification_id, d.channel, f"%{SUPERSEDED}%")):
+        if covered <= _fingerprints(Message.from_json(json.loads(text))):
+            return int(notification_id)
+    return None
 
 
 def _only_to(delivery: Delivery) -> Delivery:
     """The message as this attempt sends it: to the recipients still owed it, when some are."""
     if not delivery.only_to:
         return delivery
-    owed = set(delivery.only_to)
+    owed = {name.strip().casefold() for name in delivery.only_to}
     recipients = tuple(m for m in delivery.message.recipients
-                       if owed & {m.email, m.wechat, m.mobile})
+                       if owed & {v.strip().casefold() for v in (m.email, m.wechat, m.mobile)})
     return dataclasses.replace(
         delivery, message=dataclasses.replace(delivery.message, recipients=recipients))
 

@@ -35,17 +35,16 @@ class StoredPartsLog:
         await self._write(("INSERT OR REPLACE INTO channel_parts (key, done, updated_at) "
                            "VALUES (?, ?, ?)", (key, done, now)))
 
-    async def forget(self, key: str) -> None:
-        if self._done.pop(key, None) is not None:
-            await self._write(("DELETE FROM channel_parts WHERE key = ?", (key,)))
-
     def expire(self, before: float) -> list[Op]:
-        """Messages that never finished (their delivery failed for good) are forgotten."""
+        """Entries are kept after the last part (a crash before the delivery is recorded
+        must not send every part again) until the retention has passed."""
         for key in [k for k, (_, at) in self._done.items() if at < before]:
             del self._done[key]
         return [("DELETE FROM channel_parts WHERE updated_at < ?", (before,))]
 
     async def _write(self, op: Op) -> None:
+        if not self.store.healthy:  # e.g. the direct StoreFailing page: do not wait on it
+            return
         try:
             await self.store.write([op])
         except StoreError as exc:

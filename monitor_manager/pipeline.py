@@ -121,6 +121,7 @@ class Pipeline:
     async def notify_outside_groups(self, view: AlertView, title: str) -> None:
         """One message about one internal alert, outside any alert group, to the watchdog
         groups through the outbox (StoreFailing's resolution: its page could not be stored)."""
+        await self.load()  # ids come from memory: after a failed commit, from the store
         conv = self.convergence
         now = self.clock()
         result = FlushResult()

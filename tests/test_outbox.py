@@ -194,10 +194,52 @@ async def test_a_newer_state_supersedes_an_older_message_still_owed_to_a_recipie
         f"sent to 1 of 2; then not sent: notification {rows[1]['notification_id']} with a "
         "newer state of the alert group went out first")
     smtp_server.reject_rcpt = {}
+    # A retry of it in flight when the resolution went out is caught before it is sent.
+    await h.rows("UPDATE deliveries SET state = 'retrying', note = '', next_attempt_at = ? "
+                 "WHERE id = ?", (h.clock.now, firing["id"]))
     rows = await h.step(600)
     assert [r["state"] for r in rows] == ["delivered", "delivered"]
+    assert rows[0]["note"].startswith("not sent: notification 2 with a newer state")
     assert mails_to(smtp_server, "ok@example.com") == ["[FIRING:1]", "[RESOLVED]"]
     assert mails_to(smtp_server, "grey@example.com") == ["[RESOLVED]"]  # never the stale one
+    await h.stop()
+
+
+async def test_an_older_message_with_news_the_newer_lacks_is_still_sent(
+        tmp_path: Any, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+    h = await OutboxHarness(greylisting_config(
+        tmp_path, smtp_server, retry_initial=600.0, retry_max=600.0, give_up_after=3600.0)).start()
+    await h.push(incoming("DiskFull", instance="host1"), incoming("DiskFull", instance="host2"))
+    await h.step(1)
+    smtp_server.reject_rcpt = {"grey@example.com": "451 4.7.1 Greylisted"}
+    await h.push(incoming("DiskFull", "resolved", ends=h.clock.now, instance="host1"))
+    rows = await h.step(60)  # host1's resolution: grey deferred
+    assert rows[-1]["state"] == "retrying"
+    smtp_server.reject_rcpt = {}
+    await h.push(incoming("DiskFull", instance="host3"))
+    rows = await h.step(60)  # host2 and host3 firing reach everyone; host1 left the group
+    assert [r["state"] for r in rows] == ["delivered", "retrying", "delivered"]
+    rows = await h.step(600)
+    assert rows[1]["state"] == "delivered" and "not sent" not in rows[1]["note"]
+    grey = [m for m, e in zip(smtp_server.messages, smtp_server.envelopes, strict=True)
+            if e.rcpt_tos == ("grey@example.com",)]
+    assert len(grey) == 1 and "host1" in grey[0].get_body(("plain",)).get_content()
+    await h.stop()
+
+
+async def test_a_channel_error_on_the_retry_of_deferred_recipients_is_a_failure(
+        tmp_path: Any, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+    smtp_server.reject_rcpt = {"grey@example.com": "451 4.7.1 Greylisted"}
+    h = await OutboxHarness(greylisting_config(tmp_path, smtp_server)).start()
+    await h.push(incoming("DiskFull"))
+    [row] = await h.step(1)
+    smtp_server.reject_rcpt = {}
+    smtp_server.data_reply = "554 5.7.1 Message rejected"  # the server, not a recipient
+    [row] = await h.step(row["next_attempt_at"] - h.clock.now)
+    assert row["state"] == "failed" and "554" in row["last_error"]
+    assert row["note"].endswith("never reached  grey@example.com ")
+    assert h.pipeline is not None
+    assert "554" in h.pipeline.watchdog.channels["mail"].failed_for_good
     await h.stop()
 
 

@@ -158,6 +158,5 @@ async def test_the_parts_log_survives_a_reopen_and_forgets_what_is_old(tmp_path:
     assert (parts.get("robot:1:abc"), parts.get("robot:2:def"), parts.get("x")) == (2, 1, 0)
     await store.write(parts.expire(1050.0))
     assert (parts.get("robot:1:abc"), parts.get("robot:2:def")) == (0, 1)
-    await parts.forget("robot:2:def")
-    assert await store.query("SELECT * FROM channel_parts") == []
+    assert [r[0] for r in await store.query("SELECT key FROM channel_parts")] == ["robot:2:def"]
     await store.close()
