@@ -39,6 +39,10 @@ MAX_MERGE = 50  # messages merged into one send for a rate-limited channel
 BATCH = 200  # rows looked at per poll
 DIGEST_LOG_KEY = "digest"  # never an alert group's key (16 hex digits)
 SUPERSEDED = "with a newer state of the alert group went out first"
+MARK_SUPERSEDED = (  # note appended to what earlier attempts noted
+    "UPDATE deliveries SET state = 'delivered', "
+    "note = CASE WHEN note = '' THEN ? ELSE note || '; then ' || ? END, updated_at = ?, "
+    "delivered_at = ?, next_attempt_at = NULL WHERE id = ?")
 
 
 @dataclass
@@ -213,13 +217,9 @@ class Outbox:
             return batch
         now = self.clock()
         newer = await self.store.run(lambda conn: {d.id: _superseded_by(conn, d) for d in retries})
-        ops: list[Op] = [(
-            "UPDATE deliveries SET state = 'delivered', "
-            "note = CASE WHEN note = '' THEN ? ELSE note || '; then ' || ? END, attempts = ?, "
-            "updated_at = ?, delivered_at = ?, next_attempt_at = NULL WHERE id = ?",
-            (why, why, d.attempts, now, now, d.id))
-            for d in retries if (n := newer[d.id]) is not None
-            for why in [f"not sent: notification {n} {SUPERSEDED}"]]
+        ops: list[Op] = [(MARK_SUPERSEDED, (why, why, now, now, d.id))
+                         for d in retries if (n := newer[d.id]) is not None
+                         for why in [f"not sent: notification {n} {SUPERSEDED}"]]
         if not ops:
             return batch
         await self.store.write(ops)
@@ -432,10 +432,7 @@ def _supersede_older(sent: Delivery, now: float) -> Op:
             (sent.group_key, sent.notification_id, sent.channel)).fetchall()
         stale = [(why, why, now, now, row_id) for row_id, text in rows
                  if _fingerprints(Message.from_json(json.loads(text))) <= covered]
-        conn.executemany(
-            "UPDATE deliveries SET state = 'delivered', "
-            "note = CASE WHEN note = '' THEN ? ELSE note || '; then ' || ? END, updated_at = ?, "
-            "delivered_at = ?, next_attempt_at = NULL WHERE id = ?", stale)
+        conn.executemany(MARK_SUPERSEDED, stale)
 
     return step
 

@@ -19,6 +19,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
 import sqlite_utils
@@ -306,23 +307,12 @@ class Store:
         return fn(self._conn)
 
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        def q(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-            cur = conn.execute(sql, params)
-            cur.row_factory = sqlite3.Row
-            return cur.fetchall()
-
-        return await self.run(q)
+        return await self.run(partial(_rows, sql, params))
 
     async def read_query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """A read on the reader connection: it sees what is committed, and runs beside the
         writer (WAL) without holding up a commit, however long it takes."""
-
-        def q(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-            cur = conn.execute(sql, params)
-            cur.row_factory = sqlite3.Row
-            return cur.fetchall()
-
-        return await self.read(q)
+        return await self.read(partial(_rows, sql, params))
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._reader, self._read, fn)
@@ -436,6 +426,12 @@ class Store:
         self.healthy = False
         self.last_error = str(exc)
         log.error("store commit failed: %s", exc)
+
+
+def _rows(sql: str, params: Sequence[Any], conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    cur = conn.execute(sql, params)
+    cur.row_factory = sqlite3.Row
+    return cur.fetchall()
 
 
 def _sql(op: Op) -> str | None:
