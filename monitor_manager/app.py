@@ -26,7 +26,6 @@ from monitor_manager.clock import Clock, system_clock
 from monitor_manager.config import Config
 from monitor_manager.ha import HighAvailability
 from monitor_manager.metrics import Metrics
-from monitor_manager.models import AlertView, GroupView
 from monitor_manager.outbox import Outbox
 from monitor_manager.parts_log import StoredPartsLog
 from monitor_manager.payload import IncomingAlert
@@ -159,19 +158,11 @@ async def watch(app: web.Application) -> None:
         return
     if alert.status == "resolved":  # the store takes writes again: through the outbox
         try:
-            await pipeline.notify_outside_groups(_store_view(alert), STORE_FAILING)
+            await pipeline.enqueue_store_failing(alert)
             return
         except StoreError:
             pass  # failing again already: the direct way, as the page went
     await page_directly(app, alert)
-
-
-STORE_FAILING = "StoreFailing"
-
-
-def _store_view(alert: IncomingAlert) -> AlertView:
-    return AlertView("store", alert.status, alert.labels, alert.annotations,  # type: ignore[arg-type]
-                     alert.starts_at, alert.ends_at)
 
 
 async def page_directly(app: web.Application, alert: IncomingAlert) -> None:
@@ -179,13 +170,8 @@ async def page_directly(app: web.Application, alert: IncomingAlert) -> None:
     StoreFailing page goes straight to the watchdog groups' channels, once, best effort. Its
     resolution goes through the outbox, the store taking writes again."""
     config = app[keys.CONFIG]
-    now = app[keys.CLOCK]()
-    conv = app[keys.PIPELINE].convergence
-    view = _store_view(alert)
-    for name in config.watchdog_groups:
-        group = GroupView(STORE_FAILING, name, {"alertname": STORE_FAILING}, (view,))
-        message = conv.new_message("group", name, (group,), now)
-        for channel_name in config.contact_group(name).channels:
+    for message in app[keys.PIPELINE].store_failing_messages(alert):
+        for channel_name in config.contact_group(message.contact_group).channels:
             try:
                 await app[keys.CHANNELS][channel_name].send(message)
             except ChannelError as exc:

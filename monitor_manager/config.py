@@ -671,11 +671,7 @@ def _check_contact_groups(cfg: Config, embedded: bool, problems: _Problems) -> N
     seen: set[str] = set()
     for i, group in _valid(cfg.contact_groups, ContactGroupConfig):
         path = f"contact_groups[{i}]"
-        if not group.name.strip():
-            problems.check(f"{path}.name", "must not be empty")
-        elif group.name in seen:
-            problems.check(f"{path}.name", f'contact group "{group.name}" is defined twice')
-        seen.add(group.name)
+        _check_name(path, "contact group", group.name, seen, problems)
         if problems.reported("channels"):
             continue  # the channels table itself was unreadable
         for name in group.channels:
@@ -725,11 +721,7 @@ def _check_watchdog(cfg: Config, problems: _Problems) -> None:
     seen: set[str] = set()
     for i, beat in _valid(cfg.watchdog.heartbeats, HeartbeatConfig):
         path = f"watchdog.heartbeats[{i}]"
-        if not beat.name.strip():
-            problems.check(f"{path}.name", "must not be empty")
-        elif beat.name in seen:
-            problems.check(f"{path}.name", f'heartbeat "{beat.name}" is defined twice')
-        seen.add(beat.name)
+        _check_name(path, "heartbeat", beat.name, seen, problems)
         if not beat.match:
             problems.check(
                 f"{path}.match", "must name at least one label (it would match every alert)"
@@ -739,20 +731,29 @@ def _check_watchdog(cfg: Config, problems: _Problems) -> None:
             problems.check(f"{path}.timeout", "must be longer than 0s")
 
 
+def _check_name(path: str, kind: str, name: str, seen: set[str], problems: _Problems) -> bool:
+    """An entry's name: not empty, not used twice among its kind. True when it is fine."""
+    fine = False
+    if not name.strip():
+        problems.check(f"{path}.name", "must not be empty")
+    elif name in seen:
+        problems.check(f"{path}.name", f'{kind} "{name}" is defined twice')
+    else:
+        fine = True
+    seen.add(name)
+    return fine
+
+
 def _check_peers(cfg: Config, problems: _Problems) -> None:
     seen: set[str] = set()
     for i, peer in _valid(cfg.peers, PeerConfig):
         path = f"peers[{i}]"
-        if not peer.name.strip():
-            problems.check(f"{path}.name", "must not be empty")
-        elif peer.name in seen:
-            problems.check(f"{path}.name", f'peer "{peer.name}" is defined twice')
-        elif peer.name == cfg.server.instance:
+        if _check_name(path, "peer", peer.name, seen, problems) and (
+                peer.name == cfg.server.instance):
             # Instances take turns by name; two with one name would send at the same moment.
             problems.check(
                 f"{path}.name", f'"{peer.name}" is this instance\'s own name (server.instance)'
             )
-        seen.add(peer.name)
         if not _is_http_url(peer.url):
             problems.check(f"{path}.url", "must be an http:// or https:// URL")
 

@@ -21,7 +21,7 @@ from monitor_manager.config import Config
 from monitor_manager.convergence import Convergence, FlushResult, IngestResult
 from monitor_manager.ha import NotificationLog
 from monitor_manager.metrics import Metrics
-from monitor_manager.models import AlertView, GroupView
+from monitor_manager.models import AlertView, GroupView, Message
 from monitor_manager.parts_log import StoredPartsLog
 from monitor_manager.payload import IncomingAlert, Payload
 from monitor_manager.records import insert_notification
@@ -29,6 +29,8 @@ from monitor_manager.store import Op, Store, StoreError, probe_op
 from monitor_manager.watchdog import SOURCE_LABEL, Watchdog
 
 log = logging.getLogger(__name__)
+
+STORE_FAILING = "StoreFailing"
 
 
 class Pipeline:
@@ -118,19 +120,26 @@ class Pipeline:
             await self.ingest(alerts, source=SOURCE_LABEL[1],
                               groups=list(self.config.watchdog_groups), wait=0.0)
 
-    async def notify_outside_groups(self, view: AlertView, title: str) -> None:
-        """One message about one internal alert, outside any alert group, to the watchdog
-        groups through the outbox (StoreFailing's resolution: its page could not be stored)."""
-        await self.load()  # ids come from memory: after a failed commit, from the store
-        conv = self.convergence
+    def store_failing_messages(self, alert: IncomingAlert) -> list[Message]:
+        """StoreFailing, one message per watchdog group, outside any alert group: its page
+        cannot be stored, so it never joins one (the caller sends it)."""
+        view = AlertView("store", alert.status, alert.labels,  # type: ignore[arg-type]
+                         alert.annotations, alert.starts_at, alert.ends_at)
         now = self.clock()
+        return [self.convergence.new_message(
+                    "group", name, (GroupView(STORE_FAILING, name, {"alertname": STORE_FAILING},
+                                              (view,)),), now)
+                for name in self.config.watchdog_groups]
+
+    async def enqueue_store_failing(self, alert: IncomingAlert) -> None:
+        """StoreFailing's resolution, through the outbox: the store takes writes again."""
+        await self.load()  # ids come from memory: after a failed commit, from the store
         result = FlushResult()
-        for name in self.config.watchdog_groups:
-            group = GroupView(title, name, {"alertname": title}, (view,))
-            message = conv.new_message("group", name, (group,), now)
+        for message in self.store_failing_messages(alert):
             result.ops.append(insert_notification(message, None, None))
             result.notifications += 1
-            conv.enqueue(message.id, name, set(), now, result)
+            self.convergence.enqueue(message.id, message.contact_group, set(), message.created_at,
+                                     result)
         await self.store.write(result.ops)
         self.on_enqueued()
 

@@ -33,7 +33,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from channels.base import ChannelContext
+from channels.base import Channel, ChannelContext
 from monitor_manager.clock import ManualClock
 from monitor_manager.models import (
     AlertStatus,
@@ -530,3 +530,19 @@ def message(*groups: GroupView, kind: MessageKind = "group", msg_id: int = 1,
         groups=groups or (group(),), created_at=T0, instance="mm-az1",
         external_url="http://mm-az1.example.com:9095",
     )
+
+
+LONG_SUMMARY = "数据库主库连接池耗尽，应用请求排队超过三十秒，请立即检查慢查询与复制延迟。" * 3
+
+
+def long_message(alerts: int = 10, msg_id: int = 1) -> Message:
+    """Long enough to be split into several parts, in CJK (3 UTF-8 bytes a character)."""
+    return message(group("g1", *(alert(i, summary=LONG_SUMMARY) for i in range(alerts))),
+                   msg_id=msg_id)
+
+
+async def send_when_ready(ch: Channel, clock: ManualClock, msg: Message) -> str:
+    """What the outbox does: wait until the channel says the message fits, then send."""
+    while ch.ready_at(msg) > clock():
+        clock.advance(1)
+    return await ch.send(msg)

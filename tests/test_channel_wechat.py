@@ -22,13 +22,15 @@ from fake_wecom import (
     assert_no_secrets,
     fake_wecom_fixture,  # noqa: F401  (fixtures: fake_wecom, session, clock, ctx)
     group,
+    long_message,
     message,
+    send_when_ready,
     wecom_clock,  # noqa: F401
     wecom_ctx,  # noqa: F401
     wecom_session,  # noqa: F401
 )
 from monitor_manager.clock import ManualClock
-from monitor_manager.models import Member, Message
+from monitor_manager.models import Member
 from monitor_manager.templates import Renderer
 
 
@@ -36,19 +38,6 @@ def channel(ctx: ChannelContext, fake: FakeWeCom, **settings: object) -> WechatC
     values: dict[str, object] = {"corp_id": CORP_ID, "agent_id": AGENT_ID, "secret": SECRET,
                                  "api_url": fake.api_url, **settings}
     return WechatChannel("wecom", WechatSettings(**values), ctx)  # type: ignore[arg-type]
-
-
-def long_message(alerts: int = 10, msg_id: int = 1) -> Message:
-    summary = "数据库主库连接池耗尽，应用请求排队超过三十秒，请立即检查慢查询与复制延迟。" * 3
-    return message(group("g1", *(alert(i, summary=summary) for i in range(alerts))),
-                   msg_id=msg_id)
-
-
-async def send_when_ready(ch: WechatChannel, clock: ManualClock, msg: Message) -> str:
-    """What the outbox does: wait until the channel says the message fits, then send."""
-    while ch.ready_at(msg) > clock():
-        clock.advance(1)
-    return await ch.send(msg)
 
 
 # --- delivery -------------------------------------------------------------------------------

@@ -20,13 +20,15 @@ from fake_wecom import (
     assert_no_secrets,
     fake_wecom_fixture,  # noqa: F401  (fixtures: fake_wecom, session, clock, ctx)
     group,
+    long_message,
     message,
+    send_when_ready,
     wecom_clock,  # noqa: F401
     wecom_ctx,  # noqa: F401
     wecom_session,  # noqa: F401
 )
 from monitor_manager.clock import ManualClock
-from monitor_manager.models import Member, Message
+from monitor_manager.models import Member
 from monitor_manager.templates import Renderer
 
 
@@ -34,19 +36,6 @@ def robot(ctx: ChannelContext, fake: FakeWeCom, msgtype: str = "markdown",
           key: str = ROBOT_KEY, name: str = "dba-robot") -> WechatRobotChannel:
     settings = WechatRobotSettings(webhook_url=fake.robot_url(key), msgtype=msgtype)  # type: ignore[arg-type]
     return WechatRobotChannel(name, settings, ctx)
-
-
-def long_message(alerts: int = 10, msg_id: int = 1) -> Message:
-    summary = "从库复制延迟超过五分钟，读请求可能返回过期数据，请检查主库写入压力与网络状况。" * 3
-    return message(group("g1", *(alert(i, summary=summary) for i in range(alerts))),
-                   msg_id=msg_id)
-
-
-async def send_when_ready(ch: WechatRobotChannel, clock: ManualClock, msg: Message) -> str:
-    """What the outbox does: wait until the channel says the message fits, then send."""
-    while ch.ready_at(msg) > clock():
-        clock.advance(1)
-    return await ch.send(msg)
 
 
 # --- delivery and mentions ------------------------------------------------------------------
