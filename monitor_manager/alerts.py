@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -24,8 +25,15 @@ def identity_labels(labels: dict[str, str], ignore: frozenset[str]) -> dict[str,
 
 
 def fingerprint(labels: dict[str, str]) -> str:
-    text = "\xff".join(f"{name}\xff{labels[name]}" for name in sorted(labels))
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+    """The alert's identity: a hash of its label pairs in name order, each name and value
+    prefixed by its length, so no two label sets share an encoding (a value may hold any
+    character, the separators of release 1 included)."""
+    return hashlib.blake2b(encode_pairs(sorted(labels.items())).encode(),
+                           digest_size=8).hexdigest()
+
+
+def encode_pairs(pairs: Iterable[tuple[str, str]]) -> str:
+    return "".join(f"{len(k)}:{k}{len(v)}:{v}" for k, v in pairs)
 
 
 @dataclass(slots=True)

@@ -15,12 +15,14 @@ import aiohttp
 from aiohttp import web
 
 from monitor_manager import __version__
+from monitor_manager.bodies import SERVER_ARGS
 from monitor_manager.config import (
     Config,
     ConfigError,
     config_warnings,
     default_config,
     load_config,
+    serve_anyway_problems,
     split_listen,
 )
 from monitor_manager.config import summary as config_summary
@@ -70,6 +72,11 @@ def check_config(path: str) -> int:
         return 1
     for warning in config_warnings(config):
         print(f"{path}: warning: {warning}", file=sys.stderr)
+    problems = serve_anyway_problems(config)
+    for problem in problems:
+        print(f"{path}: {problem}", file=sys.stderr)
+    if problems:
+        return 1
     print(config_summary(config))
     return 0
 
@@ -79,13 +86,15 @@ def serve_forever(config: Config) -> int:
 
     host, port = split_listen(config.server.listen)
     app = create_app(config)
+    for problem in serve_anyway_problems(config):
+        log.error("CONFIG PROBLEM, running degraded: %s", problem)
     log.info("monitor-manager %s (instance %s) listening on %s, store %s", __version__,
              config.server.instance, config.server.listen, config.storage.path)
     # run_app stops on SIGTERM and SIGINT: it closes the listener, lets in-flight requests
     # finish within shutdown_timeout, then runs the cleanup contexts in reverse order.
     app.on_shutdown.append(_exit_on_second_signal)
     web.run_app(app, host=host, port=int(port), shutdown_timeout=10.0, print=None,
-                access_log=None, handle_signals=True)
+                access_log=None, handle_signals=True, handler_args=SERVER_ARGS)
     return 0
 
 

@@ -140,7 +140,8 @@ class PeerConfig:
 @dataclass(frozen=True)
 class HAConfig:
     peer_wait: Duration = 15.0
-    token: str = ""
+    token: str = field(default="", repr=False)
+    max_clock_skew: Duration = 5.0  # peers' clocks may differ this much (entries, newer-wins)
 
 
 @dataclass(frozen=True)
@@ -837,8 +838,13 @@ def _watchdog_warnings(cfg: Config) -> list[str]:
             f"watchdog.peer_timeout: longer than peer_interval "
             f"({format_duration(cfg.watchdog.peer_interval)})"
         )
-    if cfg.peers and not cfg.ha.token:
-        notes.append("ha.token: empty, so the peer API (/api/v1/peer/*) accepts anyone")
+    for i, peer in enumerate(cfg.peers):
+        url = urlsplit(peer.url)
+        if url.scheme == "http" and not _is_loopback(url.hostname or ""):
+            notes.append(
+                f"peers[{i}].url: plain http:// to {url.hostname}, so ha.token crosses the "
+                "network in clear text; use https:// (server.tls_cert_file on the peer)"
+            )
     host, _ = split_listen(cfg.server.listen)
     if not cfg.server.webhook_token and not _is_loopback(host):
         notes.append(
@@ -853,6 +859,19 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def serve_anyway_problems(cfg: Config) -> list[str]:
+    """Problems check-config reports as errors (exit 1) while `serve` still starts, with the
+    feature concerned off: a pager must never fail to start after an upgrade."""
+    problems = []
+    if cfg.peers and not cfg.ha.token:
+        problems.append(
+            "ha.token: must be set when peers are configured: without it anyone who reaches "
+            "the port could tell this instance that every page was already sent; serve runs "
+            "with high availability off (sending alone) until it is set"
+        )
+    return problems
 
 
 def summary(cfg: Config) -> str:

@@ -28,6 +28,7 @@ from monitor_manager.alerts import (
     Alert,
     Change,
     classify,
+    encode_pairs,
     fingerprint,
     identity_labels,
     to_json,
@@ -77,6 +78,7 @@ class IngestResult:
     ops: list[Op] = field(default_factory=list)
     firing: int = 0
     resolved: int = 0
+    rejected: int = 0  # dropped by screening (a webhook alert claiming an internal identity)
 
 
 @dataclass
@@ -390,7 +392,8 @@ class Convergence:
 
 @functools.lru_cache(maxsize=65536)
 def _group_key(contact_group: str, pairs: tuple[tuple[str, str], ...]) -> str:
-    text = contact_group + "\x00" + "\x00".join(f"{k}\xff{v}" for k, v in pairs)
+    # Length-prefixed, as the fingerprint: two group label sets never share a key.
+    text = encode_pairs(((contact_group, ""), *pairs))
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 

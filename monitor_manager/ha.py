@@ -5,16 +5,29 @@ Modelled on Alertmanager's clustering, over our own HTTP API:
   latest content sent (a hash of the alert states, equal across instances) and when;
 - after a delivery it pushes the entry to the reachable peers; at start-up it pulls theirs;
 - a new delivery waits `position × ha.peer_wait` (position among the reachable instances,
-  ordered by name), then is suppressed if the latest logged entry for its key, by whichever
-  instance, has the same content and is younger than `repeat_interval`;
+  ordered by name), then is suppressed if the latest logged entry for its key, by a peer that
+  is reachable now, has the same content and is younger than `repeat_interval`;
 - a peer that cannot be reached counts for nothing: each side of a partition has its own
   position 0 and sends. A duplicate is acceptable, a missed page is not.
 
-Protocol (JSON, `Authorization: Bearer <ha.token>`), version 1:
-- `POST /api/v1/peer/nflog` body `{"version": 1, "instance": NAME, "entries": [ENTRY...]}`
-- `GET /api/v1/peer/nflog?since=UNIX_SECONDS` → `{"version": 1, "instance": NAME, "entries": [...]}`
-where ENTRY is `{"contact_group", "group_key", "channel", "content_hash", "sent_at",
-"instance"}`. Older entries never replace newer ones, so pushes and pulls may repeat.
+Trust: an entry suppresses a page, so the protocol is closed without `ha.token` (the service
+then runs with peering off and says so), takes entries only from configured peer names, each
+about a configured contact group and channel, and never dated beyond now plus
+`ha.max_clock_skew`.
+
+Protocol (JSON, `Authorization: Bearer <ha.token>`):
+- `POST /api/v1/peer/nflog` body `{"version": V, "instance": NAME, "entries": [ENTRY...]}`;
+  answer `{"version": V, "accepted": N, "rejected": R}`
+- `GET /api/v1/peer/nflog?since=UNIX_SECONDS&version=2` → `{"version": V, "instance": NAME,
+  "entries": [...]}`
+Version 2 (release 2): ENTRY is `{"contact_group", "group_key", "channel", "content_hash",
+"sent_at", "instance", "v1_group_key", "v1_content_hash"}`, keys and hashes in release 2's
+unambiguous encoding, plus the release-1 words for the same content. Version 1 (release 1):
+the first six fields, in release-1 words. An instance advertises the highest version it speaks
+in `/healthz` (`"peer_protocol"`); it pushes version 1 to a peer that does not, and answers a
+pull in version 1 unless asked for 2, so release-1 and release-2 instances side by side during
+a rolling upgrade still send each page once. Older entries never replace newer ones, so pushes
+and pulls may repeat.
 """
 
 from __future__ import annotations
@@ -22,12 +35,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import sqlite3
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import aiohttp
 
+from monitor_manager.bodies import BodyError, read_answer
 from monitor_manager.clock import Clock
 from monitor_manager.config import Config
 from monitor_manager.metrics import Metrics
@@ -36,10 +51,12 @@ from monitor_manager.store import Op
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 1
-ENTRY_FIELDS = {"contact_group": str, "group_key": str, "channel": str, "content_hash": str,
-                "sent_at": float, "instance": str}
+PROTOCOL_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 MAX_ENTRIES = 10_000  # per push or pull
+DIGEST_LOG_KEY = "digest"  # never an alert group's key (16 hex digits)
+_LOG_KEY = re.compile(r"[0-9a-f]{16}|digest")
+_HASH = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -50,85 +67,146 @@ class Entry:
     content_hash: str
     sent_at: float
     instance: str
+    v1_group_key: str = ""  # the same, in release-1 words (empty in an entry that is v1)
+    v1_content_hash: str = ""
 
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.contact_group, self.group_key, self.channel)
 
+    def as_v1(self) -> Entry | None:
+        if not self.v1_group_key:
+            return None
+        return Entry(self.contact_group, self.v1_group_key, self.channel, self.v1_content_hash,
+                     self.sent_at, self.instance)
+
+    def wire(self, version: int) -> dict[str, Any]:
+        body = asdict(self)
+        if version == 1:
+            del body["v1_group_key"], body["v1_content_hash"]
+        return body
+
+
+_V1_FIELDS = ("contact_group", "group_key", "channel", "content_hash", "sent_at", "instance")
+_V2_FIELDS = tuple(f.name for f in fields(Entry))
+
 
 class EntryError(ValueError):
+    """A peer's message is malformed (answered 400); `field` names where."""
+
     def __init__(self, message: str, field: str) -> None:
         super().__init__(message)
         self.field = field
 
 
-def parse_entries(body: Any) -> list[Entry]:
-    """Validate a peer's message; EntryError names the offending field."""
+@dataclass
+class PeerMessage:
+    version: int
+    instance: str
+    entries: list[Entry]
+
+
+def parse_message(body: Any) -> PeerMessage:
+    """A peer's push or pull answer, checked for shape; what it may tell is `accept`'s."""
     if not isinstance(body, dict):
         raise EntryError("expected a JSON object", "")
-    if body.get("version") != PROTOCOL_VERSION:
-        raise EntryError(f"unsupported protocol version {body.get('version')!r}, "
-                         f"this instance speaks {PROTOCOL_VERSION}", "version")
+    version = body.get("version")
+    if version not in SUPPORTED_VERSIONS or isinstance(version, bool):
+        raise EntryError(f"unsupported protocol version {str(version)[:20]!r}, this instance "
+                         f"speaks {', '.join(map(str, SUPPORTED_VERSIONS))}", "version")
+    instance = body.get("instance")
+    if not isinstance(instance, str) or not 0 < len(instance) <= 256:
+        raise EntryError("expected the sending instance's name", "instance")
     raw = body.get("entries")
     if not isinstance(raw, list):
         raise EntryError("expected an array", "entries")
     if len(raw) > MAX_ENTRIES:
         raise EntryError(f"at most {MAX_ENTRIES} entries at once", "entries")
-    entries = []
-    for i, item in enumerate(raw):
-        if not isinstance(item, dict):
-            raise EntryError("expected an object", f"entries[{i}]")
-        values: dict[str, Any] = {}
-        for name, kind in ENTRY_FIELDS.items():
-            value = item.get(name)
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+    names = _V1_FIELDS if version == 1 else _V2_FIELDS
+    return PeerMessage(version, instance, [_entry(item, i, names) for i, item in enumerate(raw)])
+
+
+def _entry(item: Any, i: int, names: tuple[str, ...]) -> Entry:
+    if not isinstance(item, dict):
+        raise EntryError("expected an object", f"entries[{i}]")
+    values: dict[str, Any] = {}
+    for name in names:
+        value = item.get(name)
+        if name == "sent_at":
+            if isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
-            if isinstance(value, str) and kind is str and 0 < len(value) <= 512:
-                values[name] = value
-            elif isinstance(value, float) and kind is float and math.isfinite(value):
-                values[name] = value
-            else:
-                raise EntryError(f"expected a {'string' if kind is str else 'finite number'}",
-                                 f"entries[{i}].{name}")
-        entries.append(Entry(**values))
-    return entries
+            if not isinstance(value, float) or not math.isfinite(value):
+                raise EntryError("expected a finite number", f"entries[{i}].{name}")
+        elif not isinstance(value, str) or len(value) > 512 or (
+                not value and not name.startswith("v1_")):
+            raise EntryError("expected a string", f"entries[{i}].{name}")
+        values[name] = value
+    return Entry(**values)
 
 
 class NotificationLog:
-    """The latest entry per (contact group, alert group, channel), persisted."""
+    """The latest entry per (contact group, alert group, channel), persisted: `entries` in
+    release 2's words (our own sends and release-2 peers'), `legacy` as release-1 peers told
+    them."""
 
     def __init__(self) -> None:
         self.entries: dict[tuple[str, str, str], Entry] = {}
+        self.legacy: dict[tuple[str, str, str], Entry] = {}
 
-    def merge(self, entries: list[Entry]) -> list[Op]:
+    def merge(self, entries: list[Entry], *, legacy: bool = False) -> list[Op]:
+        log_ = self.legacy if legacy else self.entries
+        table = "nflog_v1" if legacy else "nflog"
         ops: list[Op] = []
         for entry in entries:
-            current = self.entries.get(entry.key)
+            current = log_.get(entry.key)
             if current is not None and current.sent_at >= entry.sent_at:
                 continue
-            self.entries[entry.key] = entry
-            ops.append((
-                "INSERT OR REPLACE INTO nflog (contact_group, group_key, channel, content_hash, "
-                "sent_at, instance) VALUES (?, ?, ?, ?, ?, ?)",
-                (entry.contact_group, entry.group_key, entry.channel, entry.content_hash,
-                 entry.sent_at, entry.instance)))
+            log_[entry.key] = entry
+            if legacy:
+                ops.append((
+                    f"INSERT OR REPLACE INTO {table} (contact_group, group_key, channel, "
+                    "content_hash, sent_at, instance) VALUES (?, ?, ?, ?, ?, ?)",
+                    (entry.contact_group, entry.group_key, entry.channel, entry.content_hash,
+                     entry.sent_at, entry.instance)))
+            else:
+                ops.append((
+                    f"INSERT OR REPLACE INTO {table} (contact_group, group_key, channel, "
+                    "content_hash, sent_at, instance, v1_group_key, v1_content_hash) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (entry.contact_group, entry.group_key, entry.channel, entry.content_hash,
+                     entry.sent_at, entry.instance, entry.v1_group_key, entry.v1_content_hash)))
         return ops
 
-    def since(self, at: float) -> list[Entry]:
-        return [e for e in self.entries.values() if e.sent_at >= at]
+    def since(self, at: float, version: int) -> list[Entry]:
+        if version != 1:
+            return [e for e in self.entries.values() if e.sent_at >= at]
+        latest: dict[tuple[str, str, str], Entry] = {}
+        for entry in [*self.legacy.values(), *(e.as_v1() for e in self.entries.values())]:
+            if entry is not None and entry.sent_at >= at and (
+                    entry.key not in latest or latest[entry.key].sent_at < entry.sent_at):
+                latest[entry.key] = entry
+        return list(latest.values())
 
     def expire(self, before: float) -> list[Op]:
-        for key in [k for k, e in self.entries.items() if e.sent_at < before]:
-            del self.entries[key]
-        return [("DELETE FROM nflog WHERE sent_at < ?", (before,))]
+        for log_ in (self.entries, self.legacy):
+            for key in [k for k, e in log_.items() if e.sent_at < before]:
+                del log_[key]
+        return [("DELETE FROM nflog WHERE sent_at < ?", (before,)),
+                ("DELETE FROM nflog_v1 WHERE sent_at < ?", (before,))]
 
     def load(self, conn: sqlite3.Connection) -> None:
         self.entries.clear()
+        self.legacy.clear()
         for row in conn.execute(
-            "SELECT contact_group, group_key, channel, content_hash, sent_at, instance FROM nflog"
-        ):
+                "SELECT contact_group, group_key, channel, content_hash, sent_at, instance, "
+                "v1_group_key, v1_content_hash FROM nflog"):
             entry = Entry(*row)
             self.entries[entry.key] = entry
+        for row in conn.execute(
+                "SELECT contact_group, group_key, channel, content_hash, sent_at, instance "
+                "FROM nflog_v1"):
+            entry = Entry(*row)
+            self.legacy[entry.key] = entry
 
 
 class HighAvailability:
@@ -141,7 +219,11 @@ class HighAvailability:
         self.clock = clock
         self.metrics = metrics
         self.log = NotificationLog()
-        self.enabled = bool(config.peers)
+        # Without a token anyone could silence every page: peering stays off, the instance
+        # sends alone as in a partition (the watchdog pages PeeringDisabled meanwhile).
+        self.enabled = bool(config.peers) and bool(config.ha.token)
+        self._contact_groups = {g.name for g in config.contact_groups}
+        self._channels = {c.name for c in config.channels}
 
     # -- deciding -----------------------------------------------------------------------------
     def position(self) -> int:
@@ -156,33 +238,61 @@ class HighAvailability:
         self.metrics.ha_position.set(position)
         return position * self.config.ha.peer_wait
 
-    def sent_by_peer(self, contact_group: str, group_key: str | None, channel: str,
-                     content_hash: str, decided_at: float,
+    def sent_by_peer(self, entry: Entry, decided_at: float,
                      newer_supersedes: bool = True) -> str | None:
-        """The peer that makes this delivery redundant, if any: it sent the same content
-        within repeat_interval, or (`newer_supersedes`, for an alert group) it sent anything
-        after this notification was decided (a newer state, such as the resolution; ours
-        would arrive stale, after it). A digest is dropped only for the same content: another
-        digest may stand for other alert groups."""
-        if not self.enabled or group_key is None:
+        """The peer that makes this delivery (`entry`, as it would be logged) redundant: it
+        sent the same content within repeat_interval, or (`newer_supersedes`, for an alert
+        group) it sent anything after this notification was decided (a newer state, such as
+        the resolution; ours would arrive stale, after it). A digest is dropped only for the
+        same content: another digest may stand for other alert groups. Only peers reachable
+        now count: what an unreachable peer logged proves nothing about a send."""
+        if not self.enabled:
             return None
-        entry = self.log.entries.get((contact_group, group_key, channel))
-        if entry is None or entry.instance == self.instance:
-            return None
-        fresh = entry.sent_at > self.clock() - self.config.convergence.repeat_interval
-        newer = newer_supersedes and entry.sent_at >= decided_at
-        if (fresh and entry.content_hash == content_hash) or newer:
-            self.metrics.ha_suppressed.inc()
-            return entry.instance
+        v1 = entry.as_v1()
+        candidates = [(self.log.entries.get(entry.key), entry.content_hash)]
+        if v1 is not None and self.log.legacy:
+            candidates.append((self.log.legacy.get(v1.key), v1.content_hash))
+        fresh_after = self.clock() - self.config.convergence.repeat_interval
+        reachable = set(self.peers.reachable())
+        for logged, content_hash in candidates:
+            if logged is None or logged.instance not in reachable:
+                continue
+            fresh = logged.sent_at > fresh_after
+            newer = newer_supersedes and logged.sent_at >= decided_at
+            if (fresh and logged.content_hash == content_hash) or newer:
+                self.metrics.ha_suppressed.inc()
+                return logged.instance
         return None
 
     def record(self, sent: list[Entry]) -> list[Op]:
         return self.log.merge(sent)
 
+    def accept(self, message: PeerMessage, *, pushed: bool) -> tuple[list[Op], int, int]:
+        """What a peer told, as far as it may tell it: (ops, accepted, rejected).
+
+        A push carries the sender's own sends only; a pull answer may relay other peers'.
+        Entries about a contact group or channel this instance does not have, in an unknown
+        key format, from an instance that is not a configured peer, or dated beyond now plus
+        `ha.max_clock_skew` (or older than the log keeps) are dropped and counted."""
+        now = self.clock()
+        latest = now + self.config.ha.max_clock_skew
+        oldest = now - 2 * self.config.convergence.repeat_interval
+        peers = set(self.peers.states)
+        good = [e for e in message.entries
+                if (e.instance == message.instance if pushed else e.instance in peers)
+                and e.instance in peers and oldest <= e.sent_at <= latest
+                and e.contact_group in self._contact_groups and e.channel in self._channels
+                and _LOG_KEY.fullmatch(e.group_key) and _HASH.fullmatch(e.content_hash)
+                and (not e.v1_group_key or (_LOG_KEY.fullmatch(e.v1_group_key)
+                                            and _HASH.fullmatch(e.v1_content_hash)))]
+        rejected = len(message.entries) - len(good)
+        if rejected:
+            self.metrics.ha_rejected.inc(rejected)
+        return self.log.merge(good, legacy=message.version == 1), len(good), rejected
+
     # -- talking to peers ----------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
-        token = self.config.ha.token
-        return {"Authorization": f"Bearer {token}"} if token else {}
+        return {"Authorization": f"Bearer {self.config.ha.token}"}
 
     def _url(self, name: str) -> str:
         return self.peers.states[name].config.url.rstrip("/") + "/api/v1/peer/nflog"
@@ -190,12 +300,15 @@ class HighAvailability:
     async def push(self, entries: list[Entry]) -> None:
         if not self.enabled or not entries or self.session is None:
             return
-        body = {"version": PROTOCOL_VERSION, "instance": self.instance,
-                "entries": [asdict(e) for e in entries]}
-        await asyncio.gather(*(self._push_one(name, body) for name in self.peers.reachable()))
+        await asyncio.gather(*(self._push_one(name, entries) for name in self.peers.reachable()))
 
-    async def _push_one(self, name: str, body: dict[str, Any]) -> None:
+    async def _push_one(self, name: str, entries: list[Entry]) -> None:
         assert self.session is not None
+        # A peer that has not said it speaks version 2 (a release-1 instance) gets version 1.
+        version = min(self.peers.states[name].protocol, PROTOCOL_VERSION)
+        wire = [e if version != 1 else e.as_v1() for e in entries]
+        body = {"version": version, "instance": self.instance,
+                "entries": [e.wire(version) for e in wire if e is not None]}
         try:
             async with self.session.post(
                     self._url(name), json=body, headers=self._headers(),
@@ -215,21 +328,23 @@ class HighAvailability:
         since = self.clock() - self.config.convergence.repeat_interval
         results = await asyncio.gather(*(self._pull_one(name, since)
                                          for name in self.peers.states))
-        return self.log.merge([e for entries in results for e in entries])
+        return [op for ops in results for op in ops]
 
-    async def _pull_one(self, name: str, since: float) -> list[Entry]:
+    async def _pull_one(self, name: str, since: float) -> list[Op]:
         assert self.session is not None
         try:
             async with self.session.get(
-                    self._url(name), params={"since": str(since)}, headers=self._headers(),
+                    self._url(name), headers=self._headers(),
+                    params={"since": str(since), "version": str(PROTOCOL_VERSION)},
                     timeout=aiohttp.ClientTimeout(total=self.config.watchdog.peer_timeout)
             ) as response:
                 if response.status != 200:
                     raise ValueError(f"HTTP {response.status}")
-                entries = parse_entries(await response.json())
+                message = parse_message(await read_answer(response, 16 << 20))
+            ops, _, _ = self.accept(message, pushed=False)
             self.metrics.ha_pulls.labels(name, "ok").inc()
-            return entries
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            return ops
+        except (aiohttp.ClientError, TimeoutError, ValueError, BodyError) as exc:
             self.metrics.ha_pulls.labels(name, "failed").inc()
-            log.info("nflog pull from %s failed: %s", name, exc)
+            log.info("nflog pull from %s failed: %s", name, type(exc).__name__)
             return []

@@ -37,6 +37,11 @@ class Metrics:
         self.alerts_duplicate = Counter(
             "monitor_manager_alerts_duplicate_total",
             "Received alerts whose state was already known (nothing changed).", registry=r)
+        self.alerts_rejected = Counter(
+            "monitor_manager_alerts_rejected_total",
+            "Received alerts dropped (internal_identity: claimed an internal alert's identity) "
+            "or stored with their times clamped (future_time: dated beyond now plus a skew).",
+            ["reason"], registry=r)
         self.webhook_requests = Counter(
             "monitor_manager_webhook_requests_total",
             "Webhook requests by HTTP response code.", ["code"], registry=r)
@@ -83,6 +88,10 @@ class Metrics:
             "monitor_manager_ha_suppressed_total",
             "Deliveries not sent because a peer had already sent the same content.",
             registry=r)
+        self.ha_rejected = Counter(
+            "monitor_manager_ha_nflog_rejected_total",
+            "Notification log entries from peers dropped: unknown instance, contact group or "
+            "channel, or dated beyond now plus ha.max_clock_skew.", registry=r)
         self.ha_pushes = Counter(
             "monitor_manager_ha_nflog_pushes_total",
             "Notification log pushes to peers, by peer and result.", ["peer", "result"],
@@ -93,6 +102,8 @@ class Metrics:
             registry=r)
         for status in ("firing", "resolved"):
             self.alerts_received.labels(status)
+        for reason in ("internal_identity", "future_time"):
+            self.alerts_rejected.labels(reason)
         for channel in channels:
             for result in RESULTS:
                 self.notifications.labels(channel, result)

@@ -28,7 +28,8 @@ from typing import Protocol
 from channels.base import Channel, ChannelError, PartlySent
 from monitor_manager.clock import Clock
 from monitor_manager.config import DeliveryConfig
-from monitor_manager.ha import Entry, HighAvailability
+from monitor_manager.ha import DIGEST_LOG_KEY, Entry, HighAvailability
+from monitor_manager.legacy_keys import content_hash_v1, log_key_v1
 from monitor_manager.metrics import Metrics
 from monitor_manager.models import GroupView, Message
 from monitor_manager.store import Op, Store, StoreError
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_MERGE = 50  # messages merged into one send for a rate-limited channel
 BATCH = 200  # rows looked at per poll
-DIGEST_LOG_KEY = "digest"  # never an alert group's key (16 hex digits)
+SWEEP_SECONDS = 60.0  # how often rows left `sending` with nothing in flight are looked for
 SUPERSEDED = "with a newer state of the alert group went out first"
 MARK_SUPERSEDED = (  # note appended to what earlier attempts noted
     "UPDATE deliveries SET state = 'delivered', "
@@ -67,8 +68,11 @@ class Delivery:
         return DIGEST_LOG_KEY if self.message.kind == "digest" else None
 
     def log_entry(self, sent_at: float, instance: str) -> Entry:
-        return Entry(self.message.contact_group, self.log_key or "", self.channel,
-                     self.content_hash, sent_at, instance)
+        """Its notification log entry, in both release-2 and release-1 words."""
+        key = self.log_key or ""
+        return Entry(self.message.contact_group, key, self.channel, self.content_hash,
+                     sent_at, instance, log_key_v1(self.message, key),
+                     content_hash_v1(self.message))
 
 
 @dataclass
@@ -106,6 +110,7 @@ class Outbox:
         self._inflight: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._next_sweep = 0.0  # when to look for rows left `sending` with nothing in flight
 
     def wake(self) -> None:
         self._wake.set()
@@ -161,6 +166,8 @@ class Outbox:
         if self._stopping:
             return 0
         now = self.clock()
+        if now >= self._next_sweep:
+            await self._release_stuck(now)
         rows = await self.store.run(lambda conn: _due_rows(conn, now, self._inflight))
         deferred: list[Op] = []
         ready: list[tuple[Channel | None, list[Delivery]]] = []
@@ -180,18 +187,45 @@ class Outbox:
             return 0
         ids = [d.id for _, batch in ready for d in batch]
         claimed = await self.store.transaction(lambda conn: _claim(conn, ids, now))
-        started = 0
-        for channel, batch in ready:
-            batch = await self._drop_superseded([d for d in batch if d.id in claimed])
-            batch = await self._drop_sent_by_peers(batch)
-            if not batch:
-                continue
-            self._inflight.update(d.id for d in batch)
-            task = asyncio.create_task(self._send(channel, batch, _message_of(batch)))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            started += len(batch)
-        return started
+        # Claimed rows are `sending`: in flight until a send records them, or written off as
+        # superseded or sent by a peer. Should one of those writes fail, the row is left
+        # `sending` with nothing in flight, and the next sweep hands it back.
+        self._inflight.update(claimed)
+        sending: set[int] = set()
+        try:
+            for channel, batch in ready:
+                batch = await self._drop_superseded([d for d in batch if d.id in claimed])
+                batch = await self._drop_sent_by_peers(batch)
+                if not batch:
+                    continue
+                sending.update(d.id for d in batch)
+                task = asyncio.create_task(self._send(channel, batch, _message_of(batch)))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        except StoreError:
+            self._next_sweep = 0.0
+            raise
+        finally:
+            self._inflight.difference_update(claimed - sending)
+        return len(sending)
+
+    async def _release_stuck(self, now: float) -> None:
+        """Rows `sending` with no send in flight (recording their outcome failed) are due
+        again: sent once more rather than never (at least once)."""
+        inflight = list(self._inflight)
+
+        def release(conn: sqlite3.Connection) -> int:
+            marks = ",".join("?" * len(inflight))
+            return conn.execute(
+                "UPDATE deliveries SET state = 'retrying', next_attempt_at = ?, "  # noqa: S608
+                "last_error = 'its outcome could not be recorded; sending again' "
+                f"WHERE state = 'sending' AND id NOT IN ({marks})", (now, *inflight)).rowcount
+
+        released = await self.store.transaction(release)
+        if released:
+            log.warning("%d deliveries were left sending with nothing in flight; sending them "
+                        "again", released)
+        self._next_sweep = now + SWEEP_SECONDS
 
     def _batches(self, rows: list[Delivery]) -> list[list[Delivery]]:
         batches: list[list[Delivery]] = []
@@ -233,9 +267,9 @@ class Outbox:
         keep = []
         now = self.clock()
         for d in batch:
-            peer = self.ha.sent_by_peer(d.message.contact_group, d.log_key, d.channel,
-                                        d.content_hash, d.created_at,
-                                        newer_supersedes=d.log_key == d.group_key)
+            peer = None if d.log_key is None else self.ha.sent_by_peer(
+                d.log_entry(now, self.ha.instance), d.created_at,
+                newer_supersedes=d.log_key == d.group_key)
             if peer is None:
                 keep.append(d)
                 continue
@@ -276,7 +310,8 @@ class Outbox:
             raise
         except Exception as exc:  # a channel bug: retry, and make it visible
             log.exception("channel %s raised unexpectedly", name)
-            return Outcome(False, error=f"internal error in channel: {type(exc).__name__}: {exc}")
+            # Its text may hold anything (a URL with a token): the log has it, the row does not.
+            return Outcome(False, error=f"internal error in channel: {type(exc).__name__}")
         return Outcome(True, note=note or "")
 
     async def _record(self, batch: list[Delivery], outcome: Outcome) -> None:
@@ -338,8 +373,9 @@ class Outbox:
         try:
             await self.store.write(ops)
         except StoreError:
-            # The row stays `sending`; the next start re-sends it (at least once).
+            # The rows stay `sending`; the next sweep sends them again (at least once).
             log.error("could not record delivery outcome for %s", [d.id for d in batch])
+            self._next_sweep = 0.0
             return
         channel = batch[0].channel
         if reached:

@@ -1,17 +1,21 @@
-"""Ingest, step one: parse and validate an Alertmanager webhook payload (version "4").
+"""Ingest, step one: validate an Alertmanager webhook payload (version "4"), then screen it.
 
-Unknown fields are ignored (Alertmanager 0.32 adds notification_reason, 0.34 routeLabels).
-A problem raises `PayloadError` naming the offending path, e.g. `alerts[3].startsAt`; nothing
-about a payload is stored unless all of it is valid.
+The body arrives decoded by `bodies.decode_json` (strict UTF-8, no lone surrogates), so every
+string here is storable. Unknown fields are ignored (Alertmanager 0.32 adds
+notification_reason, 0.34 routeLabels). A problem raises `PayloadError` naming the offending
+path, e.g. `alerts[3].startsAt`; nothing about a payload is stored unless all of it is valid.
+
+`screen()` then handles alert-level oddities without costing the other alerts of the payload
+their place (Alertmanager does not retry a 4xx, so rejecting a payload would lose the good
+alerts in its group): a time beyond now plus a skew is clamped to the time received, and an
+alert that claims an internal alert's identity is dropped and counted.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +24,11 @@ MAX_TIME = 253402214400.0  # 9999-12-31T00:00:00Z
 ZERO_TIME_YEAR = 1  # Go's zero time, "0001-01-01T00:00:00Z": a firing alert's endsAt
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _KNOWN_NAMES: set[str] = set()  # label names already found valid: they repeat in every alert
-# A lone surrogate arrives either as a JSON escape or as its (invalid) UTF-8 bytes, which
-# json.loads decodes with "surrogatepass".
-_SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]|\xed[\xa0-\xbf]")
+_CACHED_NAME_CHARS = 64  # longer names are checked every time, never kept
+MAX_TIME_CHARS = 64  # an RFC 3339 time with nanoseconds and an offset has 35
+MAX_URL_CHARS = 2048  # externalURL: kept per Alertmanager, so bounded
+FUTURE_SKEW = 300.0  # seconds a sender's clock may run ahead before its times are clamped
+INTERNAL_SOURCE = ("source", "monitor-manager")  # the label every internal alert carries
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
     r"(?:([Zz])|([+-])(\d{2}):(\d{2}))"
@@ -58,6 +64,8 @@ def parse_time(value: Any, path: str) -> float | None:
     """RFC 3339 with any fraction (Go sends nanoseconds) to epoch seconds; zero time → None."""
     if not isinstance(value, str):
         raise PayloadError(f"expected an RFC 3339 timestamp string, got {_kind(value)}", path)
+    if len(value) > MAX_TIME_CHARS:  # nor is it cached: rejected input must not grow memory
+        raise PayloadError(f"{value[:40]!r}... is too long for an RFC 3339 timestamp", path)
     try:
         return _parse_time_cached(value)
     except PayloadError as exc:
@@ -93,13 +101,8 @@ def _parse_time_cached(value: str) -> float | None:
     return ts
 
 
-def parse_payload(body: bytes) -> Payload:
-    try:
-        data = json.loads(body)
-    except ValueError as exc:  # JSONDecodeError, bad UTF-8, integers too long to convert
-        raise PayloadError(f"malformed JSON: {exc}") from None
-    except RecursionError:
-        raise PayloadError("malformed JSON: nested too deeply") from None
+def parse_payload(data: Any) -> Payload:
+    """A decoded JSON body as a Payload, or PayloadError naming the offending field."""
     if not isinstance(data, dict):
         raise PayloadError(f"expected a JSON object, got {_kind(data)}")
     version = data.get("version")
@@ -108,19 +111,19 @@ def parse_payload(body: bytes) -> Payload:
     raw_alerts = data.get("alerts")
     if not isinstance(raw_alerts, list):
         raise PayloadError(f"expected an array of alerts, got {_kind(raw_alerts)}", "alerts")
-    # Only a body that spells a surrogate somewhere can decode to one: the per-string check
-    # runs only then.
-    check = _check_text if _SURROGATE_ESCAPE.search(body) else _no_check
-    alerts = [_parse_alert(a, i, check) for i, a in enumerate(raw_alerts)]
+    alerts = [_parse_alert(a, i) for i, a in enumerate(raw_alerts)]
+    external_url = _optional_str(data, "externalURL", "externalURL")
+    if len(external_url) > MAX_URL_CHARS:
+        raise PayloadError(f"longer than {MAX_URL_CHARS} characters", "externalURL")
     return Payload(
         alerts=alerts,
-        external_url=_optional_str(data, "externalURL", "externalURL", check),
-        receiver=_optional_str(data, "receiver", "receiver", check),
-        group_key=_optional_str(data, "groupKey", "groupKey", check),
+        external_url=external_url,
+        receiver=_optional_str(data, "receiver", "receiver"),
+        group_key=_optional_str(data, "groupKey", "groupKey"),
     )
 
 
-def _parse_alert(raw: Any, i: int, check: Callable[[str, str], None]) -> IncomingAlert:
+def _parse_alert(raw: Any, i: int) -> IncomingAlert:
     # Paths are built only for errors: this runs for every alert of every payload.
     if not isinstance(raw, dict):
         raise PayloadError(f"expected an alert object, got {_kind(raw)}", f"alerts[{i}]")
@@ -128,7 +131,7 @@ def _parse_alert(raw: Any, i: int, check: Callable[[str, str], None]) -> Incomin
     if status != "firing" and status != "resolved":
         raise PayloadError(f'status must be "firing" or "resolved", got {status!r}',
                            f"alerts[{i}].status")
-    labels = _string_map(raw.get("labels"), i, "labels", check, required=True)
+    labels = _string_map(raw.get("labels"), i, "labels", required=True)
     if not labels:
         raise PayloadError("an alert needs at least one label", f"alerts[{i}].labels")
     for name in labels:
@@ -136,9 +139,9 @@ def _parse_alert(raw: Any, i: int, check: Callable[[str, str], None]) -> Incomin
             if not LABEL_NAME.fullmatch(name):
                 raise PayloadError(f"{name[:40]!r} is not a valid label name",
                                    f"alerts[{i}].labels")
-            if len(_KNOWN_NAMES) < 10_000:
+            if len(_KNOWN_NAMES) < 10_000 and len(name) <= _CACHED_NAME_CHARS:
                 _KNOWN_NAMES.add(name)
-    annotations = _string_map(raw.get("annotations"), i, "annotations", check, required=False)
+    annotations = _string_map(raw.get("annotations"), i, "annotations", required=False)
     if "startsAt" not in raw:
         raise PayloadError("missing", f"alerts[{i}].startsAt")
     starts_at = parse_time(raw["startsAt"], f"alerts[{i}].startsAt")
@@ -152,12 +155,11 @@ def _parse_alert(raw: Any, i: int, check: Callable[[str, str], None]) -> Incomin
         annotations=annotations,
         starts_at=starts_at,
         ends_at=ends_at,
-        generator_url=_optional_str(raw, "generatorURL", f"alerts[{i}].generatorURL", check),
+        generator_url=_optional_str(raw, "generatorURL", f"alerts[{i}].generatorURL"),
     )
 
 
-def _string_map(value: Any, i: int, key: str, check: Callable[[str, str], None], *,
-                required: bool) -> dict[str, str]:
+def _string_map(value: Any, i: int, key: str, *, required: bool) -> dict[str, str]:
     if value is None and not required:
         return {}
     if not isinstance(value, dict):
@@ -167,33 +169,15 @@ def _string_map(value: Any, i: int, key: str, check: Callable[[str, str], None],
         if type(item) is not str:
             raise PayloadError(f"value of {name[:40]!r} must be a string, got {_kind(item)}",
                                f"alerts[{i}].{key}")
-    if check is not _no_check:
-        for name, item in value.items():
-            check(name, f"alerts[{i}].{key}")
-            check(item, f"alerts[{i}].{key}")
     return value
 
 
-def _check_text(text: str, path: str) -> None:
-    # JSON escapes can smuggle lone surrogates, which no UTF-8 store or channel accepts.
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        raise PayloadError("string is not valid Unicode (lone surrogate)", path) from None
-
-
-def _no_check(text: str, path: str) -> None:
-    pass
-
-
-def _optional_str(data: dict[str, Any], key: str, path: str,
-                  check: Callable[[str, str], None] = _check_text) -> str:
+def _optional_str(data: dict[str, Any], key: str, path: str) -> str:
     value = data.get(key)
     if value is None:
         return ""
     if not isinstance(value, str):
         raise PayloadError(f"expected a string, got {_kind(value)}", path)
-    check(value, path)
     return value
 
 
@@ -201,3 +185,33 @@ def _kind(value: Any) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
         type(value), "number"
     )
+
+
+@dataclass(slots=True)
+class Screened:
+    """What `screen` kept, and what it changed: `rejected` alerts were dropped, `clamped`
+    ones kept with their times moved back to when they arrived."""
+
+    alerts: list[IncomingAlert]
+    rejected: int = 0
+    clamped: int = 0
+
+
+def screen(alerts: list[IncomingAlert], now: float) -> Screened:
+    """Alert-level oddities, settled per alert (the payload itself was valid)."""
+    out = Screened([])
+    latest = now + FUTURE_SKEW
+    for alert in alerts:
+        if alert.labels.get(INTERNAL_SOURCE[0]) == INTERNAL_SOURCE[1]:
+            out.rejected += 1  # only the service raises its own alerts
+            continue
+        if alert.starts_at > latest or (alert.ends_at is not None and alert.ends_at > latest
+                                        and alert.status == "resolved"):
+            # A time far ahead would keep the alert firing (or its episode open) for ever.
+            out.clamped += 1
+            alert = IncomingAlert(alert.status, alert.labels, alert.annotations,
+                                  min(alert.starts_at, now),
+                                  None if alert.ends_at is None else min(alert.ends_at, now),
+                                  alert.generator_url)
+        out.alerts.append(alert)
+    return out

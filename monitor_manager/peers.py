@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from monitor_manager.bodies import BodyError, read_answer
 from monitor_manager.clock import Clock, iso
 from monitor_manager.config import Config, PeerConfig
 from monitor_manager.metrics import Metrics
@@ -30,6 +31,7 @@ class PeerState:
     latency: float | None = None
     last_error: str = ""
     instance: str = ""  # the name the peer reports on /healthz
+    protocol: int = 1  # the highest peer protocol version it advertises there (1: release 1)
 
     @property
     def reachable(self) -> bool:
@@ -75,11 +77,14 @@ class Peers:
             async with self.session.get(
                     f"{state.config.url.rstrip('/')}/healthz",
                     timeout=aiohttp.ClientTimeout(total=watchdog.peer_timeout)) as response:
-                body = await response.json(content_type=None)
                 if response.status != 200:
                     raise ValueError(f"HTTP {response.status}")
-            state.instance = str(body.get("instance", "")) if isinstance(body, dict) else ""
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                body = await read_answer(response, 64 * 1024)
+            body = body if isinstance(body, dict) else {}
+            state.instance = str(body.get("instance", ""))[:256]
+            protocol = body.get("peer_protocol")
+            state.protocol = protocol if protocol in (1, 2) and protocol is not True else 1
+        except (aiohttp.ClientError, TimeoutError, ValueError, BodyError) as exc:
             state.failures += 1
             state.last_error = f"{type(exc).__name__}: {exc}"[:300]
         else:

@@ -23,9 +23,9 @@ from monitor_manager.ha import NotificationLog
 from monitor_manager.metrics import Metrics
 from monitor_manager.models import AlertView, GroupView, Message
 from monitor_manager.parts_log import StoredPartsLog
-from monitor_manager.payload import IncomingAlert, Payload
+from monitor_manager.payload import IncomingAlert, Payload, screen
 from monitor_manager.records import insert_notification
-from monitor_manager.store import Op, Store, StoreError, probe_op
+from monitor_manager.store import Op, Store, StoreError, failure_reason, probe_op
 from monitor_manager.watchdog import SOURCE_LABEL, Watchdog
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class Pipeline:
 
     def _on_store_failure(self, exc: BaseException) -> None:
         self.metrics.store_commit_failures.inc()
-        self.watchdog.store_failed(str(exc), self.clock())
+        self.watchdog.store_failed(failure_reason(exc), self.clock())
         self._stale = True
 
     def is_firing(self, labels: dict[str, str]) -> bool:
@@ -81,11 +81,18 @@ class Pipeline:
     async def receive(self, payload: Payload) -> IngestResult:
         """Raises StoreError (nothing stored, answer 503) when the commit fails."""
         await self.load()
-        # Heartbeats are taken out first: they record "seen" and are never notified.
-        alerts, heartbeats = self.watchdog.observe(payload, self.clock())
+        now = self.clock()
+        screened = screen(payload.alerts, now)
+        # Heartbeats are taken out next: they record "seen" and are never notified.
+        alerts, heartbeats = self.watchdog.observe(payload.external_url, screened.alerts, now)
         result = await self.ingest(alerts, source=payload.external_url,
                                    extra_ops=self.watchdog.heartbeat_ops())
         result.accepted += heartbeats
+        result.rejected = screened.rejected
+        if screened.rejected:
+            self.metrics.alerts_rejected.labels("internal_identity").inc(screened.rejected)
+        if screened.clamped:
+            self.metrics.alerts_rejected.labels("future_time").inc(screened.clamped)
         return result
 
     async def ingest(self, alerts: Iterable[IncomingAlert], source: str = "",
@@ -93,7 +100,13 @@ class Pipeline:
                      extra_ops: list[Op] | None = None) -> IngestResult:
         await self.load()
         alerts = list(alerts)
-        result = self.convergence.ingest(alerts, source, groups, wait)
+        try:
+            result = self.convergence.ingest(alerts, source, groups, wait)
+        except BaseException:
+            # Memory may hold half of this request: take it back from the store before the
+            # next decision (input is validated before this point; this is a bug's safety net).
+            self._stale = True
+            raise
         # Written even when empty: a duplicate must not be answered before the write that made
         # it a duplicate is durable.
         await self.store.write((extra_ops or []) + result.ops)

@@ -14,6 +14,8 @@ Why this shape:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import sqlite3
 import threading
@@ -238,12 +240,105 @@ def m009_channel_parts(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m010_unambiguous_identity(db: sqlite_utils.Database) -> None:
+    # Fingerprints and group keys become hashes of a length-prefixed encoding (release 1 joined
+    # with separators a value may contain, so two label sets could share an identity). Every
+    # stored key is recomputed from the labels beside it; the notification log of release 1
+    # becomes `nflog_v1`, which holds what release-1 peers report during a rolling upgrade.
+    from monitor_manager.alerts import fingerprint
+    from monitor_manager.convergence import group_key
+    from monitor_manager.legacy_keys import fingerprint_v1, group_key_v1
+    from monitor_manager.models import Message
+    from monitor_manager.records import content_hash
+
+    conn = db.conn
+    keys: dict[str, str] = {}
+    for old, contact_group, labels in conn.execute(
+            "SELECT key, contact_group, group_labels FROM alert_groups").fetchall():
+        keys[old] = group_key(contact_group, json.loads(labels))
+    conn.executemany("UPDATE alert_groups SET key = ? WHERE key = ?",
+                     [(new, old) for old, new in keys.items()])
+    rows = conn.execute("SELECT id, labels, memberships FROM alerts").fetchall()
+    conn.executemany(
+        "UPDATE alerts SET fingerprint = ?, memberships = ? WHERE id = ?",
+        [(fingerprint(json.loads(labels)),
+          json.dumps({keys[k]: v for k, v in json.loads(memberships).items() if k in keys}),
+          row_id) for row_id, labels, memberships in rows])
+
+    def renamed(message: Message) -> Message:
+        groups = []
+        for g in message.groups:
+            # Only hashed identities change; StoreFailing's fixed names stay.
+            key = (group_key(g.contact_group, g.group_labels)
+                   if g.key == group_key_v1(g.contact_group, g.group_labels) else g.key)
+            alerts = tuple(dataclasses.replace(a, fingerprint=fingerprint(a.labels))
+                           if a.fingerprint == fingerprint_v1(a.labels) else a
+                           for a in g.alerts)
+            groups.append(dataclasses.replace(g, key=key, alerts=alerts))
+        return dataclasses.replace(message, groups=tuple(groups))
+
+    updates = []
+    for row_id, text in conn.execute("SELECT id, message FROM notifications").fetchall():
+        message = renamed(Message.from_json(json.loads(text)))
+        key = message.groups[0].key if message.kind == "group" and message.groups else None
+        updates.append((json.dumps(message.to_json()), content_hash(message), key, row_id))
+    conn.executemany(
+        "UPDATE notifications SET message = ?, content_hash = ?, "
+        "group_key = CASE WHEN group_key IS NULL THEN NULL ELSE ? END WHERE id = ?", updates)
+    db.executescript(
+        """
+        ALTER TABLE nflog RENAME TO nflog_v1;
+        CREATE TABLE nflog (
+            contact_group TEXT NOT NULL,
+            group_key TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            sent_at REAL NOT NULL,
+            instance TEXT NOT NULL,
+            v1_group_key TEXT NOT NULL DEFAULT '',
+            v1_content_hash TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (contact_group, group_key, channel)
+        );
+        """
+    )
+
+
 def probe_op(now: float) -> Statement:
     return ("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (now,))
 
 
 class StoreError(Exception):
-    """The store could not commit; the caller must not report success."""
+    """The store could not commit; the caller must not report success. `reason` is a fixed
+    phrase, safe to show to any client (the raw error goes to the log only)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+_REASONS = {
+    "SQLITE_FULL": "the disk is full",
+    "SQLITE_READONLY": "the store is read-only",
+    "SQLITE_IOERR": "disk I/O error",
+    "SQLITE_BUSY": "the store is locked by another process",
+    "SQLITE_LOCKED": "the store is locked",
+    "SQLITE_CORRUPT": "the store file is damaged",
+    "SQLITE_NOTADB": "the store file is not a database",
+    "SQLITE_CANTOPEN": "the store file cannot be opened",
+    "SQLITE_PERM": "permission denied",
+}
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A fixed phrase for why a write failed: never the exception's own text."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    for prefix, reason in _REASONS.items():
+        if name.startswith(prefix):
+            return reason
+    if isinstance(exc, sqlite3.Error):
+        return f"the store refused the write ({name or type(exc).__name__})"
+    return f"internal error while writing ({type(exc).__name__})"
 
 
 class Store:
@@ -342,7 +437,7 @@ class Store:
             return await self.run(tx)
         except sqlite3.Error as exc:
             self._mark(exc)
-            raise StoreError(str(exc)) from exc
+            raise StoreError(failure_reason(exc)) from exc
 
     async def probe(self, now: float) -> None:
         """A real (tiny) write in a transaction of its own: proves the store takes writes (the
@@ -385,7 +480,7 @@ class Store:
                 self._pending = []
                 for _, future in failed:
                     if not future.done():
-                        future.set_exception(StoreError(str(exc)))
+                        future.set_exception(StoreError(self.last_error))
                 self.on_failure(exc)
                 continue
             self.healthy = True
@@ -424,8 +519,8 @@ class Store:
 
     def _mark(self, exc: BaseException) -> None:
         self.healthy = False
-        self.last_error = str(exc)
-        log.error("store commit failed: %s", exc)
+        self.last_error = failure_reason(exc)
+        log.error("store commit failed: %s: %s", type(exc).__name__, exc)
 
 
 def _rows(sql: str, params: Sequence[Any], conn: sqlite3.Connection) -> list[sqlite3.Row]:

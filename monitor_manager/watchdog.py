@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from monitor_manager.clock import iso
 from monitor_manager.config import Config, HeartbeatConfig
 from monitor_manager.durations import format_duration
-from monitor_manager.payload import IncomingAlert, Payload
+from monitor_manager.payload import INTERNAL_SOURCE, IncomingAlert
 from monitor_manager.store import Op
 
-SOURCE_LABEL = ("source", "monitor-manager")
+SOURCE_LABEL = INTERNAL_SOURCE
+MAX_SOURCES = 64  # Alertmanagers remembered by externalURL (for the silent hop)
 
 
 def failing_channel(labels: dict[str, str]) -> str | None:
@@ -59,6 +60,11 @@ TEXTS = {
         "store_description": "The store has refused writes since {since}: {error}. Webhooks "
                              "are answered 503 (Alertmanager retries).",
         "peer_summary": "Monitor Manager peer {peer} is down",
+        "peering_summary": "High availability is off: ha.token is not set",
+        "peering_description": "Peers are configured but ha.token is empty, so this instance "
+                               "neither tells nor asks its peers what was sent: it sends every "
+                               "page alone, and the peers may send the same pages too. Set the "
+                               "same ha.token on every instance.",
         "peer_description": "{failures} consecutive probes of {url}/healthz failed; "
                             "the last error: {error}",
     },
@@ -85,6 +91,10 @@ TEXTS = {
         "store_description": "自 {since} 起存储拒绝写入：{error}。"
                              "Webhook 返回 503（Alertmanager 会重试）。",
         "peer_summary": "Monitor Manager 对端 {peer} 宕机",
+        "peering_summary": "高可用已关闭：未设置 ha.token",
+        "peering_description": "已配置对端，但 ha.token 为空：本实例既不告诉对端、也不询问对端"
+                               "已发送了什么，会独自发送每条告警，对端也可能重复发送。"
+                               "请在每个实例上设置相同的 ha.token。",
         "peer_description": "连续 {failures} 次探测 {url}/healthz 失败；最后的错误：{error}",
     },
 }
@@ -151,6 +161,7 @@ class Watchdog:
                            for h in config.watchdog.heartbeats]
         self.sources: dict[str, float] = {}  # Alertmanager externalURL -> last delivery
         self._sources_changed: set[str] = set()
+        self._sources_forgotten: set[str] = set()
         self.channels: dict[str, ChannelHealth] = {}
         self.store_failing_since: float | None = None
         self.store_error = ""
@@ -158,16 +169,16 @@ class Watchdog:
         self._store_resolved: IncomingAlert | None = None  # its resolution, not yet sent
 
     # -- heartbeats ------------------------------------------------------------------------------
-    def observe(self, payload: Payload, now: float) -> tuple[list[IncomingAlert], int]:
+    def observe(self, source: str, alerts: list[IncomingAlert],
+                now: float) -> tuple[list[IncomingAlert], int]:
         """Take the heartbeat alerts out of a payload; return the rest and how many were taken."""
-        if payload.external_url:
-            self.sources[payload.external_url] = now
-            self._sources_changed.add(payload.external_url)
+        if source:
+            self._heard_from(source, now)
         if not self.heartbeats:
-            return payload.alerts, 0
+            return alerts, 0
         rest: list[IncomingAlert] = []
         taken = 0
-        for alert in payload.alerts:
+        for alert in alerts:
             beat = next((h for h in self.heartbeats if h.matches(alert.labels)), None)
             if beat is None:
                 rest.append(alert)
@@ -175,10 +186,23 @@ class Watchdog:
             taken += 1
             if alert.status == "firing":  # a resolved heartbeat means its source went quiet
                 beat.last_seen = now
-                beat.via = payload.external_url
+                beat.via = source
                 beat.due_at = now + beat.config.timeout
                 beat.changed = True
         return rest, taken
+
+    def _heard_from(self, source: str, now: float) -> None:
+        self.sources[source] = now
+        self._sources_changed.add(source)
+        self._forget_oldest_sources()
+
+    def _forget_oldest_sources(self) -> None:
+        # Any sender can name any URL: the most recently heard MAX_SOURCES are kept.
+        while len(self.sources) > MAX_SOURCES:
+            oldest = min(self.sources, key=self.sources.__getitem__)
+            del self.sources[oldest]
+            self._sources_changed.discard(oldest)
+            self._sources_forgotten.add(oldest)
 
     def check(self, now: float) -> list[IncomingAlert]:
         """Internal alerts whose state changed: fire what broke, resolve what recovered."""
@@ -201,7 +225,22 @@ class Watchdog:
                     starts_at=beat.missing_since or now, ends_at=beat.last_seen or now))
         out += self._channel_alerts(now)
         out += self._store_alerts(now)
+        out += self._peering_alerts(now)
         return out
+
+    def _peering_alerts(self, now: float) -> list[IncomingAlert]:
+        # Peers without ha.token: peering is off (this instance sends alone) until it is set.
+        labels = {"instance": self.config.server.instance}
+        off = bool(self.config.peers) and not self.config.ha.token
+        firing = self.is_firing(_full(labels, "PeeringDisabled"))
+        t = self.texts
+        if off and not firing:
+            return [internal_alert("PeeringDisabled", "firing", labels, t["peering_summary"],
+                                   t["peering_description"], now)]
+        if not off and firing:
+            return [internal_alert("PeeringDisabled", "resolved", labels, t["peering_summary"],
+                                   "", now, now)]
+        return []
 
     def _heartbeat_missing(self, beat: Heartbeat, now: float) -> IncomingAlert:
         t = self.texts
@@ -329,7 +368,10 @@ class Watchdog:
         for url in self._sources_changed:
             ops.append(("INSERT OR REPLACE INTO alertmanagers (url, last_seen) VALUES (?, ?)",
                         (url, self.sources[url])))
+        ops += [("DELETE FROM alertmanagers WHERE url = ?", (url,))
+                for url in self._sources_forgotten]
         self._sources_changed.clear()
+        self._sources_forgotten.clear()
         return ops
 
     def load(self, conn: sqlite3.Connection) -> None:
@@ -350,7 +392,9 @@ class Watchdog:
                 beat.due_at = max(due_at, self.started_at + beat.config.timeout)
             beat.changed = beat.due_at != due_at
         for url, last_seen in conn.execute("SELECT url, last_seen FROM alertmanagers"):
-            self.sources[url] = last_seen
+            if last_seen > self.sources.get(url, 0.0):  # memory may know a later one
+                self.sources[url] = last_seen
+        self._forget_oldest_sources()
 
 
 def _full(labels: dict[str, str], alertname: str) -> dict[str, str]:

@@ -12,15 +12,15 @@ import logging
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor_manager import keys
+from monitor_manager.bodies import BodyError, read_json
 from monitor_manager.clock import iso
-from monitor_manager.ha import MAX_ENTRIES, PROTOCOL_VERSION, parse_entries
+from monitor_manager.ha import MAX_ENTRIES, PROTOCOL_VERSION, EntryError, parse_message
 from monitor_manager.payload import PayloadError, parse_payload
 from monitor_manager.store import StoreError
 
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 WEBHOOK_PATH = "/webhook/alertmanager"
+PEER_BODY_BYTES = 16 * 1024 * 1024  # MAX_ENTRIES entries of a few hundred bytes each
 
 
 def error(status: int, message: str, **extra: Any) -> web.Response:
@@ -52,14 +53,17 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    server = request.app[keys.CONFIG].server
+    config = request.app[keys.CONFIG]
     token = ""
     if request.path == WEBHOOK_PATH:
-        token = server.webhook_token
+        token = config.server.webhook_token
     elif request.path.startswith("/api/v1/peer/"):
-        token = request.app[keys.CONFIG].ha.token
+        # The peer protocol can suppress pages: closed to everyone without a token.
+        if not config.ha.token:
+            return error(401, "the peer protocol is off: ha.token is not set on this instance")
+        token = config.ha.token
     elif request.path.startswith("/api/"):
-        token = server.api_token
+        token = config.server.api_token
     if token and not _bearer_matches(request, token):
         return error(401, "missing or wrong bearer token")
     return await handler(request)
@@ -74,43 +78,26 @@ def _bearer_matches(request: web.Request, token: str) -> bool:
 
 
 async def webhook(request: web.Request) -> web.Response:
-    limit = request.app[keys.CONFIG].server.max_body_bytes
-    if request.content_type != "application/json":
-        return error(415, f"expected Content-Type application/json, got {request.content_type}")
-    if request.content_length is not None and request.content_length > limit:
-        return error(413, f"body is larger than {limit} bytes")
-    body = await _read_limited(request, limit)
-    if body is None:
-        return error(413, f"body is larger than {limit} bytes")
     try:
-        payload = parse_payload(body)
+        payload = parse_payload(
+            await read_json(request, request.app[keys.CONFIG].server.max_body_bytes))
+    except BodyError as exc:
+        return error(exc.status, exc.message, field=exc.field)
     except PayloadError as exc:
         return error(400, exc.message, field=exc.field)
     try:
         result = await request.app[keys.PIPELINE].receive(payload)
     except StoreError as exc:
-        return error(503, f"the store cannot commit; retry later ({exc})")
-    return web.json_response(
-        {"status": "ok", "accepted": result.accepted, "duplicates": result.duplicates})
-
-
-async def _read_limited(request: web.Request, limit: int) -> bytes | None:
-    """The whole body, or None as soon as it passes `limit` (chunked bodies included)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await request.content.read(min(limit + 1 - size, 1 << 20))
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
+        return error(503, f"the store cannot commit; retry later ({exc.reason})")
+    answer = {"status": "ok", "accepted": result.accepted, "duplicates": result.duplicates}
+    if result.rejected:
+        answer["rejected"] = result.rejected
+    return web.json_response(answer)
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response(
-        {"status": "ok", "instance": request.app[keys.CONFIG].server.instance})
+    return web.json_response({"status": "ok", "instance": request.app[keys.CONFIG].server.instance,
+                              "peer_protocol": PROTOCOL_VERSION})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -119,7 +106,7 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         await store.probe(request.app[keys.CLOCK]())
     except StoreError as exc:
-        problems.append(f"store is not writable: {exc}")
+        problems.append(f"store is not writable: {exc.reason}")
     else:
         if not store.healthy:
             problems.append(f"the last commit failed: {store.last_error}")
@@ -287,16 +274,22 @@ async def watchdog_state(request: web.Request) -> web.Response:
 async def peer_push(request: web.Request) -> web.Response:
     """A peer tells what it sent (protocol: monitor_manager/ha.py)."""
     try:
-        body = await request.json()
-        entries = parse_entries(body)
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and EntryError too
-        return error(400, str(exc), field=getattr(exc, "field", None) or None)
+        message = parse_message(await read_json(request, PEER_BODY_BYTES))
+    except BodyError as exc:
+        return error(exc.status, exc.message, field=exc.field)
+    except EntryError as exc:
+        return error(400, str(exc), field=exc.field or None)
     ha = request.app[keys.HA]
+    if message.instance not in ha.peers.states:
+        return error(403, f"{message.instance[:60]!r} is not a configured peer of this instance",
+                     field="instance")
+    ops, accepted, rejected = ha.accept(message, pushed=True)
     try:
-        await request.app[keys.STORE].write(ha.record(entries))
+        await request.app[keys.STORE].write(ops)
     except StoreError as exc:
-        return error(503, f"the store cannot commit; retry later ({exc})")
-    return web.json_response({"version": PROTOCOL_VERSION, "accepted": len(entries)})
+        return error(503, f"the store cannot commit; retry later ({exc.reason})")
+    return web.json_response(
+        {"version": message.version, "accepted": accepted, "rejected": rejected})
 
 
 async def peer_pull(request: web.Request) -> web.Response:
@@ -305,10 +298,11 @@ async def peer_pull(request: web.Request) -> web.Response:
         since = float(raw)
     except ValueError:
         return error(400, "since must be a Unix time in seconds", field="since")
+    version = 2 if request.query.get("version") == "2" else 1  # release 1 sends no version
     ha = request.app[keys.HA]
-    entries = sorted(ha.log.since(since), key=lambda e: e.sent_at)[-MAX_ENTRIES:]
-    return web.json_response({"version": PROTOCOL_VERSION, "instance": ha.instance,
-                              "entries": [asdict(e) for e in entries]})
+    entries = sorted(ha.log.since(since, version), key=lambda e: e.sent_at)[-MAX_ENTRIES:]
+    return web.json_response({"version": version, "instance": ha.instance,
+                              "entries": [e.wire(version) for e in entries]})
 
 
 def setup_routes(app: web.Application) -> None:

@@ -196,7 +196,7 @@ def test_the_peer_api_requires_the_token_and_rejects_bad_input_without_change(
     assert status == 200 and body["version"] == 1
     before = body["entries"]
     bad = [
-        {"version": 2, "instance": "x", "entries": []},
+        {"version": 3, "instance": "mm-b", "entries": []},
         {"version": 1, "entries": "nope"},
         {"version": 1, "entries": [{"contact_group": "default"}]},
         {"version": 1, "entries": [{"contact_group": "d", "group_key": "k", "channel": "c",
