@@ -200,7 +200,7 @@ class EmailChannel(Channel):
         renderer = self.ctx.renderer
         try:
             return (
-                renderer.render("subject.txt", message),
+                renderer.subject(message),
                 renderer.render("text.txt", message),
                 renderer.render("email.html", message),
             )

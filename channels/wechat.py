@@ -28,6 +28,7 @@ from channels.wecom_format import (
     call_api,
     error_for,
     neutralise_message,
+    overflow_note,
     split_content,
     tidy,
 )
@@ -155,17 +156,18 @@ class WechatChannel(Channel):
         if self._rendered and self._rendered[0] is message:
             return self._rendered[1]
         markdown = self.settings.msgtype == "markdown"
+        # Alert text is neutralised in every msgtype: WeCom renders <@userid> mentions and
+        # <a href> links in text messages too.
         try:
-            if markdown:
-                text = self.ctx.renderer.render("wechat.md", neutralise_message(message))
-            else:
-                text = self.ctx.renderer.render("wechat.txt", message)
+            text = self.ctx.renderer.render("wechat.md" if markdown else "wechat.txt",
+                                            neutralise_message(message))
         except jinja2.TemplateError as exc:
             raise ChannelError(f"template error: {exc}", permanent=True) from None
         text = tidy(text)
         if not text:
             raise ChannelError("the template rendered an empty message", permanent=True)
-        contents = split_content(text, APP_LIMIT, markdown=markdown)
+        contents = split_content(text, APP_LIMIT, markdown=markdown, overflow=overflow_note(
+            message, self.ctx.renderer.language, markdown=markdown))
         self._rendered = (message, contents)
         return contents
 

@@ -30,6 +30,7 @@ from channels.wecom_format import (
     error_for,
     neutralise,
     neutralise_message,
+    overflow_note,
     split_content,
     tidy,
 )
@@ -96,9 +97,11 @@ class WechatRobotChannel(Channel):
             text = f"{text}\n\n{mentions}" if mentions else text
             limit = ROBOT_MARKDOWN_LIMIT
         else:
-            text = self._render(("robot.txt", "wechat.txt"), message)
+            # Neutralised in text too: WeCom renders <@userid> mentions there as well.
+            text = self._render(("robot.txt", "wechat.txt"), neutralise_message(message))
             limit = ROBOT_TEXT_LIMIT
-        contents = split_content(text, limit, markdown=self._markdown)
+        contents = split_content(text, limit, markdown=self._markdown, overflow=overflow_note(
+            message, self.ctx.renderer.language, markdown=self._markdown))
         self._rendered = (message, contents)
         return contents
 

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from channels.base import ChannelError, redact
-from monitor_manager.models import AlertView, GroupView, Message
+from monitor_manager.models import Message, map_text
 
 # Application text/markdown and robot text; robot markdown allows twice as much.
 APP_LIMIT = 2048
@@ -177,27 +177,18 @@ def safe_url(url: str) -> str:
 
 def neutralise_message(message: Message) -> Message:
     """A copy of the message whose label, annotation and name values cannot break markdown."""
-
-    def values(d: dict[str, str]) -> dict[str, str]:
-        return {neutralise(k): neutralise(v) for k, v in d.items()}
-
-    def alert(a: AlertView) -> AlertView:
-        return dataclasses.replace(
-            a, labels=values(a.labels), annotations=values(a.annotations),
-            generator_url=safe_url(a.generator_url),
-        )
-
-    def group(g: GroupView) -> GroupView:
-        return dataclasses.replace(
+    message = map_text(message, neutralise)
+    groups = tuple(
+        dataclasses.replace(
             g, key=neutralise(g.key), contact_group=neutralise(g.contact_group),
-            group_labels=values(g.group_labels), alerts=tuple(alert(a) for a in g.alerts),
             url=safe_url(g.url),
-        )
-
+            alerts=tuple(dataclasses.replace(a, generator_url=safe_url(a.generator_url))
+                         for a in g.alerts))
+        for g in message.groups)
     return dataclasses.replace(
         message, contact_group=neutralise(message.contact_group),
         instance=neutralise(message.instance), external_url=safe_url(message.external_url),
-        groups=tuple(group(g) for g in message.groups),
+        groups=groups,
     )
 
 
@@ -210,6 +201,8 @@ def tidy(text: str) -> str:
 # --- Splitting ------------------------------------------------------------------------------
 
 Marker = Callable[[int, int], str]
+Overflow = Callable[[int], str]  # the note ending a message cut short: bytes left out -> text
+MAX_PARTS = 5  # parts one message may take (SPEC section 12)
 
 
 def utf8_len(text: str) -> int:
@@ -236,13 +229,16 @@ _WORD = re.compile(r"\S+\s*|\s+")
 _MIN_BUDGET = 32
 
 
-def split_content(text: str, limit: int, *, markdown: bool,
-                  marker: Marker | None = None) -> list[str]:
-    """`text` as parts of at most `limit` UTF-8 bytes each, markers included.
+def split_content(text: str, limit: int, *, markdown: bool, marker: Marker | None = None,
+                  max_parts: int = MAX_PARTS, overflow: Overflow | None = None) -> list[str]:
+    """`text` as at most `max_parts` parts of at most `limit` UTF-8 bytes each, markers
+    included.
 
     One part when it fits. Otherwise each part starts with a marker such as "(2/3)"; parts
     break at line boundaries, preferring blank lines, and only a line longer than a part is
-    broken inside, between words or characters but not inside a markdown element.
+    broken inside, between words or characters but not inside a markdown element. Past
+    `max_parts` the rest is left out, and the last part ends with `overflow(bytes left out)`
+    (by default a plain count): one alert must not hold a member's message quota for an hour.
     """
     if utf8_len(text) <= limit:
         return [text]
@@ -253,6 +249,9 @@ def split_content(text: str, limit: int, *, markdown: bool,
         if budget < _MIN_BUDGET:
             raise ValueError(f"a limit of {limit} bytes leaves no room for content")
         chunks = _pack(text, budget, markdown)
+        if len(chunks) > max_parts:
+            chunks = _capped(chunks, budget, markdown, max_parts, utf8_len(text),
+                             overflow or _default_overflow)
         if len(chunks) <= total:
             break
         # More parts than the markers were sized for: wider numbers, a smaller budget.
@@ -260,6 +259,50 @@ def split_content(text: str, limit: int, *, markdown: bool,
     if len(chunks) == 1:
         return chunks
     return [mark(i, len(chunks)) + chunk for i, chunk in enumerate(chunks, 1)]
+
+
+def _capped(chunks: list[str], budget: int, markdown: bool, max_parts: int, total_bytes: int,
+            overflow: Overflow) -> list[str]:
+    """The first `max_parts` chunks, the last shortened to make room for the overflow note."""
+    kept = chunks[:max_parts]
+    last = kept[-1]
+    while True:
+        shown = sum(utf8_len(c) for c in kept[:-1]) + utf8_len(last)
+        note = overflow(max(total_bytes - shown, 0))
+        if utf8_len(last) + 1 + utf8_len(note) <= budget or not last:
+            break
+        lines = last.split("\n")
+        # Whole lines go first; a single line left is cut between characters.
+        last = ("\n".join(lines[:-1]) if len(lines) > 1
+                else _split_chars(last, max(budget - utf8_len(note) - 1, 1))[0])
+        if markdown and last.count("<font") != last.count("</font>"):
+            last = re.sub(r"<font\b[^>]*>[^<]*$", "", last)
+    kept[-1] = f"{last}\n{note}" if last else note
+    return kept
+
+
+def _default_overflow(left_out: int) -> str:
+    return f"… {left_out} more bytes left out"
+
+
+_OVERFLOW = {"en": "… {n} more bytes left out", "zh": "……另有 {n} 字节未显示"}
+_OVERFLOW_LINK = {"en": "the whole message", "zh": "查看完整内容"}
+
+
+def overflow_note(message: Message, language: str, *, markdown: bool) -> Overflow:
+    """The note ending a message cut at MAX_PARTS: how much is missing, and where it is."""
+    url = safe_url(message.groups[0].url if message.groups and message.groups[0].url
+                   else message.external_url)
+    head = _OVERFLOW.get(language, _OVERFLOW["en"])
+    link = _OVERFLOW_LINK.get(language, _OVERFLOW_LINK["en"])
+
+    def note(left_out: int) -> str:
+        text = head.format(n=left_out)
+        if url:
+            text += f": [{link}]({url})" if markdown else f": {url}"
+        return text
+
+    return note
 
 
 def _units(text: str, markdown: bool) -> list[str]:

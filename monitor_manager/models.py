@@ -6,7 +6,8 @@ notification row, so a delivery retried after a restart sends exactly what was d
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 AlertStatus = Literal["firing", "resolved"]
@@ -132,6 +133,21 @@ class Message:
             external_url=data.get("external_url", ""),
             extra=data.get("extra", {}),
         )
+
+
+def map_text(message: Message, fn: Callable[[str], str]) -> Message:
+    """A copy of the message with `fn` applied to every label and annotation name and value
+    (of alerts and group labels): the text an alert's sender controls."""
+
+    def values(d: dict[str, str]) -> dict[str, str]:
+        return {fn(k): fn(v) for k, v in d.items()}
+
+    groups = tuple(
+        replace(g, group_labels=values(g.group_labels),
+                alerts=tuple(replace(a, labels=values(a.labels),
+                                     annotations=values(a.annotations)) for a in g.alerts))
+        for g in message.groups)
+    return replace(message, groups=groups)
 
 
 def _common(maps: Any) -> dict[str, str]:

@@ -12,10 +12,15 @@ from pathlib import Path
 
 import jinja2
 
-from monitor_manager.models import Message
+from monitor_manager.models import Message, map_text
 
 BUILTIN_DIR = Path(__file__).parent / "templates"
 LANGUAGES = ("en", "zh")
+# What one value may take of a message; the store, the API and the console keep it whole.
+MAX_VALUE_CHARS = 1024
+MAX_SUBJECT_CHARS = 200
+_CUT_NOTE = {"en": " … [{n} more characters: see the console]",
+             "zh": " …【另有 {n} 个字符，见控制台】"}
 
 
 def format_time(ts: float | None, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
@@ -56,8 +61,29 @@ class Renderer:
         self.env.filters["duration"] = format_duration
 
     def render(self, name: str, message: Message, **extra: object) -> str:
+        """`name` rendered for `message`, whose label and annotation values are cut to
+        MAX_VALUE_CHARS first (alert text is anyone's: it must not grow a page without end)."""
         template = self.env.get_template(name)
-        return template.render(message=message, max_alerts=self.max_alerts, **extra)
+        return template.render(message=self.bounded(message), max_alerts=self.max_alerts,
+                               **extra)
+
+    def subject(self, message: Message) -> str:
+        """`subject.txt` as one line of at most MAX_SUBJECT_CHARS."""
+        line = " ".join(self.render("subject.txt", message).split())
+        return line if len(line) <= MAX_SUBJECT_CHARS else line[:MAX_SUBJECT_CHARS - 1] + "…"
+
+    def bounded(self, message: Message) -> Message:
+        if not any(_long(a.labels) or _long(a.annotations) or _long(g.group_labels)
+                   for g in message.groups for a in g.alerts):
+            return message  # the usual case: nothing to copy
+        note = _CUT_NOTE[self.language]
+
+        def cut(v: str) -> str:
+            if len(v) <= MAX_VALUE_CHARS:
+                return v
+            return v[:MAX_VALUE_CHARS] + note.format(n=len(v) - MAX_VALUE_CHARS)
+
+        return map_text(message, cut)
 
     def check(self) -> list[str]:
         """Compile every template this renderer can see; return the problems found."""
@@ -68,3 +94,7 @@ class Renderer:
             except jinja2.TemplateError as exc:
                 problems.append(f"{name}: {exc}")
         return problems
+
+
+def _long(values: dict[str, str]) -> bool:
+    return any(len(k) > MAX_VALUE_CHARS or len(v) > MAX_VALUE_CHARS for k, v in values.items())

@@ -143,20 +143,32 @@ def test_a_webhook_url_without_a_key_is_a_config_error() -> None:
 
 
 @pytest.mark.parametrize(("msgtype", "limit"), [("markdown", 4096), ("text", 2048)])
-async def test_a_long_message_arrives_whole_in_numbered_parts_within_the_robot_limit(
+async def test_a_long_message_arrives_in_numbered_parts_within_the_robot_limit(
     fake_wecom: FakeWeCom, ctx: ChannelContext, msgtype: str, limit: int
 ) -> None:
-    ctx.renderer = Renderer("zh", max_alerts=30)
-    note = await robot(ctx, fake_wecom, msgtype).send(long_message(alerts=30))
+    ctx.renderer = Renderer("zh", max_alerts=12)
+    note = await robot(ctx, fake_wecom, msgtype).send(long_message(alerts=12))
     parts = fake_wecom.contents()
-    assert len(parts) > 1 and note == f"sent in {len(parts)} parts"
+    assert 1 < len(parts) <= 5 and note == f"sent in {len(parts)} parts"
     assert all(utf8_len(p) <= limit for p in parts)
     assert max(utf8_len(p) for p in parts) > limit * 3 // 4  # parts use the room they have
     assert fake_wecom.truncated == [] and fake_wecom.rejected == []
     firsts = [p.split("\n")[0] for p in parts]
     assert all(f"({i}/{len(parts)})" in line for i, line in enumerate(firsts, 1))
     joined = "\n".join(parts)
-    assert all(f"api-{i}\n" in joined or f"api-{i}<" in joined for i in range(30))
+    assert all(f"api-{i}\n" in joined or f"api-{i}<" in joined for i in range(12))
+
+
+async def test_a_message_too_long_for_five_parts_ends_with_what_was_left_out_and_a_link(
+        fake_wecom: FakeWeCom, ctx: ChannelContext) -> None:
+    ctx.renderer = Renderer("zh", max_alerts=60)
+    message = long_message(alerts=60)
+    await robot(ctx, fake_wecom, "markdown").send(message)
+    parts = fake_wecom.contents()
+    assert len(parts) == 5 and all(utf8_len(p) <= 4096 for p in parts)
+    assert "(5/5)" in parts[-1] and "字节未显示" in parts[-1]
+    assert f"({message.groups[0].url})" in parts[-1]  # a markdown link to the group
+    assert "api-0" in parts[0] and "api-59" not in "\n".join(parts)
 
 
 async def test_the_fake_refuses_markdown_over_4096_bytes(fake_wecom: FakeWeCom,

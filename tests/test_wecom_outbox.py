@@ -106,7 +106,9 @@ async def test_after_a_restart_a_message_sent_in_parts_resumes_after_the_parts_s
         wecom: tuple[OutboxHarness, FakeWeCom], channel: str, endpoint: str) -> None:
     box, fake = wecom
     fake.fail_next(-1, on=endpoint, after=1)  # the second part fails: a system busy error
-    await box.push(incoming("DiskFull", summary="disk full " + "x" * 5000))
+    # Several long summaries (one is cut at 1024 characters in messages): several parts.
+    await box.push(*(incoming("DiskFull", summary=f"disk {i} full " + "x" * 900,
+                              instance=f"db{i}") for i in range(6)))
     rows = await box.step(1)
     assert by_channel(rows, channel)[0]["state"] == "retrying"
     kind = "app" if channel == "wecom" else "robot"
@@ -116,7 +118,7 @@ async def test_after_a_restart_a_message_sent_in_parts_resumes_after_the_parts_s
     rows = await box.step(by_channel(rows, channel)[0]["next_attempt_at"] - box.clock.now)
     assert by_channel(rows, channel)[0]["state"] == "delivered"
     parts = fake.contents(kind)
-    assert len(parts) == len(set(parts)) >= 3  # every part once: the first is not repeated
+    assert len(parts) == len(set(parts)) >= 2  # every part once: the first is not repeated
     assert parts[0] == sent_before[0] and "(1/" in parts[0] and "(2/" in parts[1]
     [log] = await box.rows("SELECT done FROM channel_parts WHERE key LIKE ?",
                            (f"{channel}:%",))  # kept until the retention
