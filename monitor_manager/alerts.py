@@ -54,6 +54,9 @@ class Alert:
     # Keys of the alert groups it is in; a tuple (one shared `()` when none) costs less than
     # a list, and it rarely changes.
     groups: tuple[str, ...] = ()
+    # When a sender last reported it, duplicates included (written at most hourly): a firing
+    # alert nobody re-sends for convergence.stale_after is closed as stale.
+    seen_at: float = 0.0
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -77,8 +80,8 @@ def classify(known: Alert | None, incoming: IncomingAlert) -> Change:
         return Change.DUPLICATE
     if incoming.status == "firing":
         if known.ends_at is not None and incoming.starts_at <= known.ends_at:
-            return Change.DUPLICATE  # stale: this episode already ended
-        return Change.FIRED
+            return Change.DUPLICATE  # a lagging echo: this episode already ended
+        return Change.FIRED  # a new episode, or reported again after it went stale
     if incoming.ends_at is not None and incoming.ends_at < known.starts_at:
         return Change.DUPLICATE  # the resolution of an earlier episode
     return Change.RESOLVED

@@ -23,6 +23,7 @@ from monitor_manager.config import (
     default_config,
     load_config,
     serve_anyway_problems,
+    server_ssl_context,
     split_listen,
 )
 from monitor_manager.config import summary as config_summary
@@ -94,7 +95,8 @@ def serve_forever(config: Config) -> int:
     # finish within shutdown_timeout, then runs the cleanup contexts in reverse order.
     app.on_shutdown.append(_exit_on_second_signal)
     web.run_app(app, host=host, port=int(port), shutdown_timeout=10.0, print=None,
-                access_log=None, handle_signals=True, handler_args=SERVER_ARGS)
+                access_log=None, handle_signals=True, handler_args=SERVER_ARGS,
+                ssl_context=server_ssl_context(config.server))
     return 0
 
 

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -31,9 +32,17 @@ class ServerConfig:
     listen: str = "127.0.0.1:9095"
     instance: str = field(default_factory=socket.gethostname)
     external_url: str = ""  # empty: http://<listen>
-    webhook_token: str = ""
-    api_token: str = ""
+    webhook_token: str = field(default="", repr=False)
+    api_token: str = field(default="", repr=False)
     max_body_bytes: int = 4 * 1024 * 1024
+    tls_cert_file: str = ""  # with tls_key_file: serve HTTPS (PEM files)
+    tls_key_file: str = ""
+
+    @property
+    def base_url(self) -> str:
+        """Where people and peers reach this instance: external_url, or the listen address."""
+        scheme = "https" if self.tls_cert_file else "http"
+        return (self.external_url or f"{scheme}://{self.listen}").rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,8 @@ class ConvergenceConfig:
     group_interval: Duration = 300.0
     repeat_interval: Duration = 4 * 3600.0
     send_resolved: bool = True
+    # A firing alert no sender re-sends this long is closed as stale ("0": never).
+    stale_after: Duration = 72 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -142,6 +153,7 @@ class HAConfig:
     peer_wait: Duration = 15.0
     token: str = field(default="", repr=False)
     max_clock_skew: Duration = 5.0  # peers' clocks may differ this much (entries, newer-wins)
+    ca_file: str = ""  # CA bundle peers' HTTPS certificates are checked against
 
 
 @dataclass(frozen=True)
@@ -244,6 +256,25 @@ class _Problems:
 class _Loader:
     env: Mapping[str, str]
     problems: _Problems
+    hide: bool = False  # converting a secret field: its value is never described
+    # Values substituted from the environment: scrubbed from every problem at the end
+    substituted: dict[str, str] = field(default_factory=dict)
+
+    def describe(self, value: Any) -> str:
+        if self.hide and isinstance(value, str | int | float):
+            return f"{'a string' if isinstance(value, str) else 'a number'} (not shown: a secret)"
+        return _describe(value)
+
+    def scrubbed(self, problems: list[str]) -> list[str]:
+        """Problems with every value that came from the environment replaced by its ${NAME}
+        (a channel's own checks may quote a value): a secret is never printed."""
+        out = []
+        for text in problems:
+            for value, name in sorted(self.substituted.items(), key=lambda i: -len(i[0])):
+                if len(value) >= 3:
+                    text = text.replace(value, "${" + name + "}")
+            out.append(text)
+        return out
 
 
 def parse_config(
@@ -258,7 +289,7 @@ def parse_config(
     loader = _Loader(os.environ if env is None else env, _Problems())
     cfg = _convert(data, Config, "", loader)
     if cfg is _INVALID:  # `data` was not a table at all
-        raise ConfigError(source, loader.problems.items)
+        raise ConfigError(source, loader.scrubbed(loader.problems.items))
     cfg = replace(cfg, source=source)
     if "channels" not in data:
         cfg = replace(cfg, channels=_embedded_channels())
@@ -266,7 +297,7 @@ def parse_config(
         cfg = replace(cfg, contact_groups=(ContactGroupConfig("default", channels=("console",)),))
     _cross_check(cfg, data, loader.problems)
     if loader.problems.items:
-        raise ConfigError(source, loader.problems.items)
+        raise ConfigError(source, loader.scrubbed(loader.problems.items))
     return cfg
 
 
@@ -349,7 +380,7 @@ def _convert_scalar(value: Any, raw: Any, tp: type, path: str, loader: _Loader) 
         return value
     elif tp is float and isinstance(value, int):
         return float(value)
-    loader.problems.add(path, f"expected {_TYPE_NAMES[tp]}, got {_describe(raw)}")
+    loader.problems.add(path, f"expected {_TYPE_NAMES[tp]}, got {loader.describe(raw)}")
     return _INVALID
 
 
@@ -370,12 +401,14 @@ def _scalar_from_env(value: str, raw: str, tp: type, path: str, loader: _Loader)
 
 def _convert_duration(value: Any, raw: Any, path: str, loader: _Loader) -> Any:
     if not isinstance(value, str):
-        loader.problems.add(path, f'expected a duration such as "30s", got {_describe(raw)}')
+        loader.problems.add(path, f'expected a duration such as "30s", got {loader.describe(raw)}')
         return _INVALID
     try:
         seconds = parse_duration(value)
     except ValueError as exc:
-        loader.problems.add(path, str(exc))
+        # The message quotes the value: quote what the file says, not what ${NAME} held.
+        loader.problems.add(path, str(exc) if raw == value else
+                            f"{raw} does not hold a duration (use e.g. \"30s\", \"5m\")")
         return _INVALID
     if seconds < 0:
         loader.problems.add(path, "must not be negative")
@@ -389,7 +422,7 @@ def _convert_literal(
     if isinstance(value, str) and value in allowed:
         return value
     choices = ", ".join(json.dumps(a) for a in allowed)
-    got = _describe(value if isinstance(value, str) else raw)
+    got = loader.describe(raw)
     loader.problems.add(path, f"expected one of {choices}, got {got}")
     return _INVALID
 
@@ -401,7 +434,7 @@ def _convert_tuple(value: Any, tp: Any, path: str, loader: _Loader) -> Any:
     if item_type is ChannelConfig:
         return _convert_channels(value, path, loader)
     if not isinstance(value, list):
-        loader.problems.add(path, f"expected an array, got {_describe(value)}")
+        loader.problems.add(path, f"expected an array, got {loader.describe(value)}")
         return _INVALID
     items = tuple(_convert(v, item_type, f"{path}[{i}]", loader) for i, v in enumerate(value))
     if dataclasses.is_dataclass(item_type):
@@ -414,7 +447,7 @@ def _convert_dict(value: Any, tp: Any, path: str, loader: _Loader) -> Any:
     if key_type is not str:
         raise TypeError(f"config schema: dict keys must be str, not {key_type!r}")
     if not isinstance(value, dict):
-        loader.problems.add(path, f"expected a table, got {_describe(value)}")
+        loader.problems.add(path, f"expected a table, got {loader.describe(value)}")
         return _INVALID
     out = {k: _convert(v, value_type, _join(path, k), loader) for k, v in value.items()}
     return _INVALID if _INVALID in out.values() else out
@@ -422,7 +455,7 @@ def _convert_dict(value: Any, tp: Any, path: str, loader: _Loader) -> Any:
 
 def _convert_dataclass(value: Any, cls: type, path: str, loader: _Loader) -> Any:
     if not isinstance(value, dict):
-        loader.problems.add(path, f"expected a table, got {_describe(value)}")
+        loader.problems.add(path, f"expected a table, got {loader.describe(value)}")
         return _INVALID
     hints = _type_hints(cls)
     fields = {
@@ -437,7 +470,11 @@ def _convert_dataclass(value: Any, cls: type, path: str, loader: _Loader) -> Any
         if f is None:
             loader.problems.add(_join(path, key), _unknown_key(key, fields))
             continue
-        converted = _convert(raw, hints[f.name], _join(path, key), loader)
+        loader.hide, hidden = loader.hide or not f.repr, loader.hide
+        try:
+            converted = _convert(raw, hints[f.name], _join(path, key), loader)
+        finally:
+            loader.hide = hidden
         if converted is not _INVALID:
             kwargs[f.name] = converted
         elif _is_required(f):
@@ -513,6 +550,7 @@ def _expand_env(value: str, path: str, loader: _Loader) -> tuple[Any, bool]:
         if m.group(2) not in loader.env:
             missing.append(m.group(2))
             return ""
+        loader.substituted[loader.env[m.group(2)]] = m.group(2)
         return loader.env[m.group(2)]
 
     expanded = _ENV_REF.sub(substitute, value)
@@ -582,6 +620,20 @@ def _is_http_url(url: str) -> bool:
         return False
 
 
+def server_ssl_context(server: ServerConfig) -> ssl.SSLContext | None:
+    """The HTTPS context `serve` listens with (read anew on every start and reload)."""
+    if not server.tls_cert_file:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(server.tls_cert_file, server.tls_key_file)
+    return context
+
+
+def peer_ssl_context(ha: HAConfig) -> ssl.SSLContext | None:
+    """What peers' HTTPS certificates are checked against: ha.ca_file, else the system's."""
+    return ssl.create_default_context(cafile=ha.ca_file) if ha.ca_file else None
+
+
 def _cross_check(cfg: Config, data: Mapping[str, Any], problems: _Problems) -> None:
     """Checks that span several values, or judge a value's meaning rather than its type."""
     _check_server(cfg, problems)
@@ -605,6 +657,21 @@ def _check_server(cfg: Config, problems: _Problems) -> None:
         problems.check("server.instance", "must not be empty (peers and /healthz use it)")
     if cfg.server.external_url and not _is_http_url(cfg.server.external_url):
         problems.check("server.external_url", "must be empty or an http:// or https:// URL")
+    server = cfg.server
+    if bool(server.tls_cert_file) != bool(server.tls_key_file):
+        problems.check("server.tls_key_file" if server.tls_cert_file else "server.tls_cert_file",
+                       "tls_cert_file and tls_key_file go together")
+    elif server.tls_cert_file:
+        try:
+            server_ssl_context(server)
+        except (OSError, ssl.SSLError) as exc:
+            problems.check("server.tls_cert_file", f"cannot load the certificate and key: "
+                                                   f"{getattr(exc, 'strerror', None) or exc}")
+    if cfg.ha.ca_file:
+        try:
+            peer_ssl_context(cfg.ha)
+        except (OSError, ssl.SSLError) as exc:
+            problems.check("ha.ca_file", f"cannot load: {getattr(exc, 'strerror', None) or exc}")
 
 
 def _check_numbers(cfg: Config, problems: _Problems) -> None:

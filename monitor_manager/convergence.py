@@ -50,6 +50,7 @@ from monitor_manager.storm import StormControl
 from monitor_manager.watchdog import SOURCE_LABEL, failing_channel
 
 INF = float("inf")
+SEEN_EVERY = 3600.0  # a duplicate refreshes an alert's stored seen_at at most this often
 
 
 @dataclass(slots=True)
@@ -96,13 +97,12 @@ class Convergence:
         self.router = Router(config)
         self.ignore = frozenset(config.convergence.ignore_labels)
         self.group_all = tuple(config.convergence.group_by) == ("...",)
-        self.external_url = (config.server.external_url or f"http://{config.server.listen}").rstrip(
-            "/"
-        )
+        self.external_url = config.server.base_url
         self.storm = StormControl(config.storm, self)
         self.alerts: dict[str, Alert] = {}  # by fingerprint
         # fingerprint -> channel, for internal alerts about a failing channel (few)
         self.failing_channel: dict[str, str] = {}
+        self.internal: set[str] = set()  # fingerprints of internal alerts: never stale
         self.groups: dict[str, Group] = {}
         self._due: list[tuple[float, str]] = []
         self.next_alert_id = 1
@@ -127,6 +127,7 @@ class Convergence:
         result = IngestResult()
         touched: set[str] = set()
         inserts: list[Op] = []
+        seen: list[Op] = []
         for incoming in alerts:
             labels = identity_labels(incoming.labels, self.ignore)
             fp = fingerprint(labels)
@@ -134,6 +135,10 @@ class Convergence:
             change = classify(known, incoming)
             if change is Change.DUPLICATE:
                 result.duplicates += 1
+                if (known is not None and known.status == "firing"
+                        and now - known.seen_at >= SEEN_EVERY):
+                    known.seen_at = now
+                    seen.append(("UPDATE alerts SET seen_at = ? WHERE id = ?", (now, known.id)))
                 continue
             result.accepted += 1
             new = known is None
@@ -141,7 +146,8 @@ class Convergence:
                 known = Alert(fp, self.next_alert_id, "", incoming.starts_at, None)
                 self.next_alert_id += 1
                 self.alerts[fp] = known
-                self._note_failing_channel(fp, labels)
+                self._note_internal(fp, labels, source)
+            known.seen_at = now
             if incoming.status == "firing":
                 result.firing += 1
                 known.status = "firing"
@@ -164,6 +170,7 @@ class Convergence:
             touched.update(known.groups)
         # Statements of one kind together: the store runs each run as one executemany.
         result.ops[:0] = inserts
+        result.ops += seen
         for key in touched:
             group = self.groups.get(key)
             if group is not None:
@@ -171,10 +178,36 @@ class Convergence:
                 result.ops.append(upsert_group(group, now))
         return result
 
-    def _note_failing_channel(self, fp: str, labels: dict[str, str]) -> None:
+    def _note_internal(self, fp: str, labels: dict[str, str], source: str) -> None:
+        if source != SOURCE_LABEL[1]:
+            return
+        self.internal.add(fp)
         channel = failing_channel(labels)
         if channel is not None:
             self.failing_channel[fp] = channel
+
+    def close_stale(self, now: float) -> tuple[int, list[Op]]:
+        """Firing alerts no sender re-sent for `stale_after` are closed as stale: their groups
+        say "no longer reported" (never RESOLVED: nobody knows they recovered). Internal
+        alerts are exempt: this service resolves them itself."""
+        if not self.conv.stale_after:
+            return 0, []
+        before = now - self.conv.stale_after
+        ops: list[Op] = []
+        touched: set[str] = set()
+        for alert in self.alerts.values():
+            if (alert.status == "firing" and alert.seen_at < before
+                    and alert.fingerprint not in self.internal):
+                alert.status = "stale"
+                ops.append(("UPDATE alerts SET status = 'stale', updated_at = ? WHERE id = ?",
+                            (now, alert.id)))
+                touched.update(alert.groups)
+        closed = len(ops)
+        for key in touched:
+            group = self.groups[key]
+            self._touch(group, now)
+            ops.append(upsert_group(group, now))
+        return closed, ops
 
     def memberships(self, alert: Alert) -> str:
         """The alert's groups and what each was told about it, stored in the alert's row (one
@@ -238,16 +271,22 @@ class Convergence:
     def _flush(self, group: Group, now: float, result: FlushResult) -> None:
         group.next_flush_at = None
         firing = [fp for fp in group.members if self.alerts[fp].status == "firing"]
-        resolved = [fp for fp in group.members if self.alerts[fp].status == "resolved"]
+        # Resolved and stale alerts leave the group once this flush is done with them.
+        resolved = [fp for fp in group.members if self.alerts[fp].status != "firing"]
         new_firing = any(group.members[fp] != "firing" for fp in firing)
-        newly_resolved = [fp for fp in resolved if group.members[fp] == "firing"]
+        told = [fp for fp in resolved if group.members[fp] == "firing"]
+        newly_resolved = [fp for fp in told if self.alerts[fp].status == "resolved"]
+        newly_stale = [fp for fp in told if self.alerts[fp].status == "stale"]
         repeat_due = (
             bool(firing) and group.last_notified_at is not None
             and now >= group.last_notified_at + self.conv.repeat_interval
         )
-        send = new_firing or repeat_due or (bool(newly_resolved) and self.conv.send_resolved)
+        # A stale alert that people were told fires is always retracted: they would
+        # otherwise go on believing it.
+        send = (new_firing or repeat_due or bool(newly_stale)
+                or (bool(newly_resolved) and self.conv.send_resolved))
         if send:
-            shown = firing + newly_resolved
+            shown = firing + newly_resolved + newly_stale
             self._notify(group, shown, now, result)
             group.last_notified_at = now
             group.last_flush_at = now
@@ -284,7 +323,9 @@ class Convergence:
             group_key=group.key,
             group_labels=group.group_labels,
             url=f"{self.external_url}/api/v1/alert-groups/{group.key}",
-            alerts=tuple((a.id, a.fingerprint, a.status, a.starts_at, a.ends_at) for a in alerts),
+            # A stale alert's end, in the message, is when it was last reported.
+            alerts=tuple((a.id, a.fingerprint, a.status, a.starts_at,
+                          a.seen_at if a.status == "stale" else a.ends_at) for a in alerts),
         )
         digest_id = self.storm.admit(group.contact_group, now, result, failing)
         result.ops.append(write_group_notification(draft, digest_id))
@@ -328,11 +369,13 @@ class Convergence:
     def purge(self, before: float) -> list[Op]:
         """Forget resolved alerts not in any group whose resolution is older than `before`."""
         old = [fp for fp, a in self.alerts.items()
-               if a.status == "resolved" and not a.groups and (a.ends_at or 0.0) < before]
+               if a.status != "firing" and not a.groups
+               and (a.ends_at or a.seen_at) < before]
         ops: list[Op] = []
         for fp in old:
             ops.append(("DELETE FROM alerts WHERE id = ?", (self.alerts.pop(fp).id,)))
             self.failing_channel.pop(fp, None)
+            self.internal.discard(fp)
         ops += [
             ("DELETE FROM deliveries WHERE notification_id IN "
              "(SELECT id FROM notifications WHERE created_at < ?) "
@@ -350,6 +393,7 @@ class Convergence:
         """Rebuild memory from the store (runs on the store thread)."""
         self.alerts.clear()
         self.failing_channel.clear()
+        self.internal.clear()
         self.groups.clear()
         self._due.clear()
         for row in conn.execute(
@@ -360,11 +404,12 @@ class Convergence:
             self.groups[loaded.key] = loaded
         times: dict[float, float] = {}  # one float object per distinct time, as ingest has
         for row in conn.execute(
-            "SELECT fingerprint, id, status, starts_at, ends_at, memberships FROM alerts "
+            "SELECT fingerprint, id, status, starts_at, ends_at, memberships, seen_at FROM alerts "
             "ORDER BY id"
         ):
             alert = Alert(row[0], row[1], sys.intern(row[2]),
-                          times.setdefault(row[3], row[3]), row[4])
+                          times.setdefault(row[3], row[3]), row[4],
+                          seen_at=times.setdefault(row[6], row[6]))
             self.alerts[alert.fingerprint] = alert  # were there two rows, the newer counts
             if row[5] == "{}":
                 continue
@@ -376,7 +421,7 @@ class Convergence:
                     alert.groups = alert.groups + (group.key,) if alert.groups else group.alone
         for fp, labels in conn.execute(
                 "SELECT fingerprint, labels FROM alerts WHERE source = ?", (SOURCE_LABEL[1],)):
-            self._note_failing_channel(fp, json.loads(labels))
+            self._note_internal(fp, json.loads(labels), SOURCE_LABEL[1])
         for group in self.groups.values():
             if group.next_flush_at is not None:
                 self._due.append((group.next_flush_at, group.key))

@@ -219,6 +219,7 @@ class HighAvailability:
         self.clock = clock
         self.metrics = metrics
         self.log = NotificationLog()
+        self.ssl = peers.ssl
         # Without a token anyone could silence every page: peering stays off, the instance
         # sends alone as in a partition (the watchdog pages PeeringDisabled meanwhile).
         self.enabled = bool(config.peers) and bool(config.ha.token)
@@ -312,7 +313,8 @@ class HighAvailability:
         try:
             async with self.session.post(
                     self._url(name), json=body, headers=self._headers(),
-                    timeout=aiohttp.ClientTimeout(total=self.config.watchdog.peer_timeout)
+                    timeout=aiohttp.ClientTimeout(total=self.config.watchdog.peer_timeout),
+                    ssl=self.ssl
             ) as response:
                 if response.status != 200:
                     raise ValueError(f"HTTP {response.status}")
@@ -336,7 +338,8 @@ class HighAvailability:
             async with self.session.get(
                     self._url(name), headers=self._headers(),
                     params={"since": str(since), "version": str(PROTOCOL_VERSION)},
-                    timeout=aiohttp.ClientTimeout(total=self.config.watchdog.peer_timeout)
+                    timeout=aiohttp.ClientTimeout(total=self.config.watchdog.peer_timeout),
+                    ssl=self.ssl
             ) as response:
                 if response.status != 200:
                     raise ValueError(f"HTTP {response.status}")

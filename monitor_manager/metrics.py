@@ -42,6 +42,10 @@ class Metrics:
             "Received alerts dropped (internal_identity: claimed an internal alert's identity) "
             "or stored with their times clamped (future_time: dated beyond now plus a skew).",
             ["reason"], registry=r)
+        self.alerts_stale = Counter(
+            "monitor_manager_alerts_stale_total",
+            "Firing alerts closed as stale: no sender re-sent them for convergence.stale_after.",
+            registry=r)
         self.webhook_requests = Counter(
             "monitor_manager_webhook_requests_total",
             "Webhook requests by HTTP response code.", ["code"], registry=r)

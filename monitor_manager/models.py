@@ -6,11 +6,13 @@ notification row, so a delivery retried after a restart sends exactly what was d
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-AlertStatus = Literal["firing", "resolved"]
+AlertStatus = Literal["firing", "resolved", "stale"]
+"""An alert's state in a message; "stale" is a firing alert no sender re-sent for
+`convergence.stale_after` (its `ends_at` is when it was last reported)."""
 MessageKind = Literal["group", "digest", "test"]
 
 
@@ -54,8 +56,12 @@ class GroupView:
         return [a for a in self.alerts if a.status == "resolved"]
 
     @property
+    def stale(self) -> list[AlertView]:
+        return [a for a in self.alerts if a.status == "stale"]
+
+    @property
     def status(self) -> AlertStatus:
-        return "firing" if any(a.status == "firing" for a in self.alerts) else "resolved"
+        return _worst(a.status for a in self.alerts)
 
     @property
     def common_labels(self) -> dict[str, str]:
@@ -97,7 +103,7 @@ class Message:
 
     @property
     def status(self) -> AlertStatus:
-        return "firing" if any(g.status == "firing" for g in self.groups) else "resolved"
+        return _worst(g.status for g in self.groups)
 
     @property
     def firing_count(self) -> int:
@@ -106,6 +112,10 @@ class Message:
     @property
     def resolved_count(self) -> int:
         return sum(len(g.resolved) for g in self.groups)
+
+    @property
+    def stale_count(self) -> int:
+        return sum(len(g.stale) for g in self.groups)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,6 +158,12 @@ def map_text(message: Message, fn: Callable[[str], str]) -> Message:
                                      annotations=values(a.annotations)) for a in g.alerts))
         for g in message.groups)
     return replace(message, groups=groups)
+
+
+def _worst(statuses: Iterable[AlertStatus]) -> AlertStatus:
+    """Firing if anything fires; else stale if anything went unreported; else resolved."""
+    seen = set(statuses)
+    return "firing" if "firing" in seen else "stale" if "stale" in seen else "resolved"
 
 
 def _common(maps: Any) -> dict[str, str]:

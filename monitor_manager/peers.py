@@ -8,6 +8,7 @@ instances by name and waits its position before sending.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import aiohttp
 
 from monitor_manager.bodies import BodyError, read_answer
 from monitor_manager.clock import Clock, iso
-from monitor_manager.config import Config, PeerConfig
+from monitor_manager.config import Config, PeerConfig, peer_ssl_context
 from monitor_manager.metrics import Metrics
 from monitor_manager.payload import IncomingAlert
 from monitor_manager.watchdog import TEXTS, internal_alert
@@ -57,6 +58,8 @@ class Peers:
         self.is_firing = is_firing
         self.texts = TEXTS[config.templates.language]
         self.states = {p.name: PeerState(p) for p in config.peers}
+        # Peers' HTTPS certificates are checked (against ha.ca_file where one is given).
+        self.ssl: ssl.SSLContext | bool = peer_ssl_context(config.ha) or True
         for name in self.states:
             metrics.peer_up.labels(name).set(1)
 
@@ -76,7 +79,8 @@ class Peers:
         try:
             async with self.session.get(
                     f"{state.config.url.rstrip('/')}/healthz",
-                    timeout=aiohttp.ClientTimeout(total=watchdog.peer_timeout)) as response:
+                    timeout=aiohttp.ClientTimeout(total=watchdog.peer_timeout),
+                    ssl=self.ssl) as response:
                 if response.status != 200:
                     raise ValueError(f"HTTP {response.status}")
                 body = await read_answer(response, 64 * 1024)

@@ -31,6 +31,7 @@ from monitor_manager.watchdog import SOURCE_LABEL, Watchdog
 log = logging.getLogger(__name__)
 
 STORE_FAILING = "StoreFailing"
+STALE_CHECK_SECONDS = 60.0
 
 
 class Pipeline:
@@ -45,14 +46,15 @@ class Pipeline:
         self.watchdog = Watchdog(config, clock, self.is_firing)
         self.nflog: NotificationLog | None = None  # set when high availability is on
         self.parts: StoredPartsLog | None = None  # set by the app: the channels' parts log
-        self._stale = True  # nothing loaded yet
+        self._reload_needed = True  # nothing loaded yet
+        self._next_stale_check = 0.0
         self._reload_lock = asyncio.Lock()
         store.on_failure = self._on_store_failure
 
     def _on_store_failure(self, exc: BaseException) -> None:
         self.metrics.store_commit_failures.inc()
         self.watchdog.store_failed(failure_reason(exc), self.clock())
-        self._stale = True
+        self._reload_needed = True
 
     def is_firing(self, labels: dict[str, str]) -> bool:
         fp = fingerprint(identity_labels(labels, self.convergence.ignore))
@@ -66,12 +68,12 @@ class Pipeline:
             self.nflog.load(conn)
 
     async def load(self) -> None:
-        if not self._stale:
+        if not self._reload_needed:
             return
         async with self._reload_lock:
-            if self._stale:
+            if self._reload_needed:
                 await self.store.run(self._load)
-                self._stale = False
+                self._reload_needed = False
                 # What was just loaded lives long: keep the collector from walking it again
                 # and again (a full pass over 200,000 alerts took 0.2 s, in every p99).
                 gc.collect()
@@ -105,7 +107,7 @@ class Pipeline:
         except BaseException:
             # Memory may hold half of this request: take it back from the store before the
             # next decision (input is validated before this point; this is a bug's safety net).
-            self._stale = True
+            self._reload_needed = True
             raise
         # Written even when empty: a duplicate must not be answered before the write that made
         # it a duplicate is durable.
@@ -169,6 +171,11 @@ class Pipeline:
         alerts = self.watchdog.check(now)
         await self.raise_internal(alerts)
         ops = self.watchdog.ops()
+        if now >= self._next_stale_check:  # a walk over every alert: once a minute is enough
+            self._next_stale_check = now + STALE_CHECK_SECONDS
+            closed, stale_ops = self.convergence.close_stale(now)
+            self.metrics.alerts_stale.inc(closed)
+            ops += stale_ops
         if ops:
             await self.store.write(ops)
 

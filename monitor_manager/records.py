@@ -27,10 +27,10 @@ def insert_alert(alert: Alert, labels: str, annotations: str, generator_url: str
                  now: float, memberships: str) -> Op:
     return (
         "INSERT INTO alerts (id, fingerprint, labels, annotations, status, starts_at, ends_at, "
-        "generator_url, source, updated_at, memberships) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "generator_url, source, updated_at, memberships, seen_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (alert.id, alert.fingerprint, labels, annotations, alert.status,
-         alert.starts_at, alert.ends_at, generator_url, source, now, memberships),
+         alert.starts_at, alert.ends_at, generator_url, source, now, memberships, now),
     )
 
 
@@ -40,10 +40,10 @@ def update_alert(alert: Alert, annotations: str, generator_url: str, source: str
     return (
         "UPDATE alerts SET annotations = ?, status = ?, starts_at = ?, ends_at = ?, "
         "generator_url = COALESCE(NULLIF(?, ''), generator_url), "
-        "source = COALESCE(NULLIF(?, ''), source), updated_at = ?, memberships = ? "
-        "WHERE id = ?",
+        "source = COALESCE(NULLIF(?, ''), source), updated_at = ?, memberships = ?, "
+        "seen_at = ? WHERE id = ?",
         (annotations, alert.status, alert.starts_at, alert.ends_at, generator_url, source, now,
-         memberships, alert.id),
+         memberships, now, alert.id),
     )
 
 

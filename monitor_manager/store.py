@@ -304,6 +304,18 @@ def m010_unambiguous_identity(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m011_alerts_seen_at(db: sqlite_utils.Database) -> None:
+    # When a sender last reported each alert, duplicates included: firing alerts nobody
+    # re-sends for convergence.stale_after are closed as stale.
+    db.executescript(
+        """
+        ALTER TABLE alerts ADD COLUMN seen_at REAL;
+        UPDATE alerts SET seen_at = updated_at;
+        """
+    )
+
+
 def probe_op(now: float) -> Statement:
     return ("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (now,))
 

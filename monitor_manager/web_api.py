@@ -137,8 +137,8 @@ def _limit(request: web.Request, default: int = 1000, most: int = 100_000) -> in
 
 async def list_alerts(request: web.Request) -> web.Response:
     status = request.query.get("status")
-    if status not in (None, "firing", "resolved"):
-        return error(400, 'status must be "firing" or "resolved"', field="status")
+    if status not in (None, "firing", "resolved", "stale"):
+        return error(400, 'status must be "firing", "resolved" or "stale"', field="status")
     limit = _limit(request, default=10_000)
     # Labels and annotations are only in the store; the order is the most recently changed.
     where, params = ("", ()) if status is None else ("WHERE status = ?", (status,))
