@@ -132,7 +132,7 @@ class WecomCrypto:
         if not encrypted:
             raise CallbackError("no Encrypt element")
         self._check_signature(msg_signature, timestamp, nonce, encrypted)
-        inner = _parse_xml(self.decrypt(encrypted).encode("utf-8"))
+        inner = _parse_xml(self.decrypt(encrypted).encode("utf-8"), screen=False)
         fields: dict[str, str] = {}
         for child in inner:
             fields.setdefault(child.tag, child.text or "")  # first wins on a repeated tag
@@ -179,9 +179,21 @@ def _cdata(text: str) -> str:
     return "<![CDATA[" + text.replace("]]>", "]]]]><![CDATA[>") + "]]>"
 
 
-def _parse_xml(body: bytes) -> ET.Element:
-    """Parse a small XML document with no DTD. Decoding as UTF-8 first (and parsing the str)
-    means a UTF-16 body cannot hide a DOCTYPE from the check below."""
+class _NoDtdBuilder(ET.TreeBuilder):
+    """Refuses a DOCTYPE as the parser meets it: no entity can be declared, so none expands."""
+
+    def doctype(self, name: str, pubid: str | None, system: str | None) -> None:
+        raise CallbackError("DTD not allowed")
+
+
+def _parse_xml(body: bytes, screen: bool = True) -> ET.Element:
+    """Parse a small XML document that has no DTD.
+
+    The outer body is also screened as text (it only ever holds base64); the decrypted message
+    is not, since a member may well type "<!DOCTYPE" in a reply: there the parser's refusal is
+    the guard. Decoding as UTF-8 and parsing the str means a declared encoding is ignored, so a
+    UTF-16 body cannot hide a DOCTYPE from the screen.
+    """
     if len(body) > MAX_BODY_BYTES:
         raise CallbackError("body too large")
     try:
@@ -189,10 +201,14 @@ def _parse_xml(body: bytes) -> ET.Element:
     except UnicodeDecodeError:
         raise CallbackError("not utf-8") from None
     upper = text.upper()
-    if "<!DOCTYPE" in upper or "<!ENTITY" in upper:
+    if screen and ("<!DOCTYPE" in upper or "<!ENTITY" in upper):
         raise CallbackError("DTD not allowed")
+    parser = ET.XMLParser(target=_NoDtdBuilder())
     try:
-        root = ET.fromstring(text)
+        parser.feed(text)
+        root = parser.close()
+    except CallbackError:
+        raise  # the DOCTYPE refusal, before the broader ValueError below
     except (ET.ParseError, ValueError):
         raise CallbackError("malformed XML") from None
     if root.tag != "xml":
