@@ -1,0 +1,1 @@
+"""Acting on a page: acknowledgements, signed links, the WeCom callback."""
