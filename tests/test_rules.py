@@ -260,6 +260,47 @@ def test_every_metric_the_rules_use_is_listed_in_the_contract_comment() -> None:
     assert not missing, f"metrics used but not listed at the top of the file: {sorted(missing)}"
 
 
+TARGET_LABELS = {"job", "instance"}  # added by Prometheus to every scraped series
+_SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
+
+
+def _exported() -> dict[str, set[str]]:
+    """Every series name monitor_manager.metrics exports, with its label names (also those of
+    labelled metrics that have no series yet)."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from monitor_manager.metrics import Metrics
+
+    out: dict[str, set[str]] = {}
+    for metric in vars(Metrics()).values():
+        if isinstance(metric, MetricWrapperBase):
+            (family,) = metric.describe()
+            for suffix in _SUFFIXES[family.type]:
+                extra = {"le"} if suffix == "_bucket" else set()
+                out[family.name + suffix] = set(metric._labelnames) | extra
+    return out
+
+
+def test_monitor_manager_rules_use_metrics_and_labels_the_service_exports() -> None:
+    # The metric contract above is only as good as the code behind it: every name used is
+    # exported by monitor_manager/metrics.py, and every {{ $labels.X }} an annotation prints is
+    # a label the expression's result carries (an aggregation keeps only its `by` labels).
+    exported = _exported()
+    for rule in _rules(MONITOR_MANAGER_RULES):
+        used = _metric_names(rule["expr"]) - {"up"}
+        unknown = used - set(exported)
+        assert not unknown, f"{rule['alert']}: not exported by the service: {sorted(unknown)}"
+        available = TARGET_LABELS.union(*(exported[name] for name in used))
+        by = re.search(r"\bby\s*\(([^)]*)\)", rule["expr"])
+        if by:
+            available &= {label.strip() for label in by.group(1).split(",")}
+        text = " ".join(rule["annotations"].values())
+        printed = set(re.findall(r"\$labels\.(\w+)", text))
+        assert printed <= available, (
+            f"{rule['alert']}: annotations print labels its result lacks: "
+            f"{sorted(printed - available)} (has {sorted(available)})")
+
+
 def test_metric_name_extraction_ignores_functions_labels_and_keywords() -> None:
     expr = 'sum by (job, instance) (rate(foo_total{code=~"5..", x="up"}[5m])) > 0 and on() bar'
     assert _metric_names(expr) == {"foo_total", "bar"}
