@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the tests need and runs them: Debian's Prometheus and Alertmanager
-# (promtool, amtool and the end-to-end suite), the package with its test extras in .venv,
-# then ruff and pytest. Extra arguments go to pytest (e.g. `-m "not slow"`).
+# (promtool, amtool and the end-to-end suite), systemd-analyze (checks of deploy/), the package
+# with its test extras in .venv, then ruff, mypy and pytest. Extra arguments go to pytest
+# (e.g. `-m "not slow"`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,14 +12,37 @@ missing=""
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 command -v amtool >/dev/null 2>&1 || missing="$missing prometheus-alertmanager"
 command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
+command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
+
+# apt-get would start the packages' daemons (prometheus, its node exporter, alertmanager);
+# the tests start their own on loopback, and on an operator's machine a daemon already running
+# must not be touched either. A policy-rc.d that exits 101 ("action forbidden") tells
+# invoke-rc.d and deb-systemd-invoke to start and restart nothing; it exists only during the
+# install, and one already there is put back afterwards, also when the install fails.
+policy=/usr/sbin/policy-rc.d
+saved_policy="$policy.monitor-manager-saved"
+restore_policy() {
+  $sudo rm -f "$policy"
+  if [ -e "$saved_policy" ]; then $sudo mv -f "$saved_policy" "$policy"; fi
+}
+install_without_starting_daemons() {
+  # A saved copy left by a run killed mid-install is the original: keep it.
+  if [ -e "$policy" ] && [ ! -e "$saved_policy" ]; then $sudo mv "$policy" "$saved_policy"; fi
+  trap restore_policy EXIT
+  trap 'exit 130' INT TERM
+  printf '#!/bin/sh\n# scripts/test.sh: no daemon starts while it installs packages\nexit 101\n' \
+    | $sudo tee "$policy" >/dev/null
+  $sudo chmod 755 "$policy"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  restore_policy
+  trap - EXIT INT TERM
+}
 if [ -n "$missing" ]; then
   echo "installing Debian packages:$missing"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
-  # The packages may start their daemons; the tests start their own on loopback.
-  $sudo pkill -x prometheus 2>/dev/null || true
-  $sudo pkill -x prometheus-alertmanager 2>/dev/null || true
-  $sudo pkill -f prometheus-node-exporter 2>/dev/null || true
+  # shellcheck disable=SC2086 # one word per package
+  install_without_starting_daemons $missing
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv

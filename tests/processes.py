@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,9 @@ class ServeProcess:
     """One service process on a config file; stdout/stderr go to files for the assertions."""
 
     def __init__(self, workdir: Path, config_text: str, name: str = "mm",
-                 port: int | None = None) -> None:
+                 port: int | None = None, command_prefix: Sequence[str] = ()) -> None:
         self.workdir = workdir
+        self.command_prefix = list(command_prefix)  # e.g. a wrapper that execs the rest
         self.name = name
         self.port = port or free_port()
         self.config = workdir / f"{name}.toml"
@@ -64,7 +66,8 @@ class ServeProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
         with open(self.stdout, "ab") as out, open(self.stderr, "ab") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "monitor_manager", "serve", "--config", str(self.config)],
+                [*self.command_prefix, sys.executable, "-m", "monitor_manager", "serve",
+                 "--config", str(self.config)],
                 cwd=self.workdir, stdout=out, stderr=err, env=env)
         return self
 

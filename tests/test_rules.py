@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from exported_metrics import TARGET_LABELS, exported_series, metric_names
+
 RULES = Path(__file__).resolve().parent.parent / "rules"
 DEADMANSSWITCH_RULES = RULES / "deadmansswitch.rules.yml"
 MONITOR_MANAGER_RULES = RULES / "monitor-manager.rules.yml"
@@ -77,36 +79,6 @@ def _heartbeat_cadence(group_interval: float, repeat_interval: float) -> float:
     after the previous tick, so the first tick strictly later than repeat_interval sends.
     """
     return (repeat_interval // group_interval + 1) * group_interval
-
-
-_PROMQL_WORDS = {
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-    "bool",
-    "and",
-    "or",
-    "unless",
-    "offset",
-}
-
-
-def _metric_names(expr: str) -> set[str]:
-    """Metric names a PromQL expression selects (enough PromQL for our rule files)."""
-    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
-    expr = re.sub(r"\{[^}]*\}", " ", expr)  # label matchers
-    expr = re.sub(r"\[[^\]]*\]", " ", expr)  # range selectors
-    expr = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", " ", expr)  # label lists
-    names = set()
-    for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", expr):
-        following = expr[match.end() :].lstrip()
-        if following.startswith("(") or match.group() in _PROMQL_WORDS:
-            continue  # a function call or a keyword
-        names.add(match.group())
-    return names
 
 
 def _match(pattern: str, text: str) -> re.Match[str]:
@@ -246,7 +218,7 @@ def test_every_monitor_manager_alert_has_a_severity_and_templated_annotations() 
 
 
 def test_monitor_manager_rules_use_only_its_own_metrics_and_up() -> None:
-    used = set().union(*(_metric_names(rule["expr"]) for rule in _rules(MONITOR_MANAGER_RULES)))
+    used = set().union(*(metric_names(rule["expr"]) for rule in _rules(MONITOR_MANAGER_RULES)))
     assert "up" in used
     strangers = {name for name in used if name != "up" and not name.startswith("monitor_manager_")}
     assert not strangers, f"metrics outside the contract: {sorted(strangers)}"
@@ -255,14 +227,34 @@ def test_monitor_manager_rules_use_only_its_own_metrics_and_up() -> None:
 def test_every_metric_the_rules_use_is_listed_in_the_contract_comment() -> None:
     text = MONITOR_MANAGER_RULES.read_text(encoding="utf-8")
     header = text[: text.index("groups:")]
-    used = set().union(*(_metric_names(rule["expr"]) for rule in _rules(MONITOR_MANAGER_RULES)))
+    used = set().union(*(metric_names(rule["expr"]) for rule in _rules(MONITOR_MANAGER_RULES)))
     missing = {name for name in used if not re.search(rf"^#\s+{name}\{{", header, re.M)}
     assert not missing, f"metrics used but not listed at the top of the file: {sorted(missing)}"
 
 
+def test_monitor_manager_rules_use_metrics_and_labels_the_service_exports() -> None:
+    # The metric contract above is only as good as the code behind it: every name used is
+    # exported by monitor_manager/metrics.py, and every {{ $labels.X }} an annotation prints is
+    # a label the expression's result carries (an aggregation keeps only its `by` labels).
+    exported = exported_series()
+    for rule in _rules(MONITOR_MANAGER_RULES):
+        used = metric_names(rule["expr"]) - {"up"}
+        unknown = used - set(exported)
+        assert not unknown, f"{rule['alert']}: not exported by the service: {sorted(unknown)}"
+        available = TARGET_LABELS.union(*(exported[name] for name in used))
+        by = re.search(r"\bby\s*\(([^)]*)\)", rule["expr"])
+        if by:
+            available &= {label.strip() for label in by.group(1).split(",")}
+        text = " ".join(rule["annotations"].values())
+        printed = set(re.findall(r"\$labels\.(\w+)", text))
+        assert printed <= available, (
+            f"{rule['alert']}: annotations print labels its result lacks: "
+            f"{sorted(printed - available)} (has {sorted(available)})")
+
+
 def test_metric_name_extraction_ignores_functions_labels_and_keywords() -> None:
     expr = 'sum by (job, instance) (rate(foo_total{code=~"5..", x="up"}[5m])) > 0 and on() bar'
-    assert _metric_names(expr) == {"foo_total", "bar"}
+    assert metric_names(expr) == {"foo_total", "bar"}
 
 
 # ---------------------------------------------------------------------------- Alertmanager
