@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -19,11 +21,12 @@ def aiohttp_client(aiohttp_client: Callable[..., Any]) -> Callable[..., Any]:
     """pytest-aiohttp's client factory, serving apps with the handler arguments `serve` uses
     (aiohttp's own decompression off: the app reads gzip bodies itself, bounded)."""
 
-    async def go(param: Any, *, server_kwargs: dict[str, Any] | None = None,
-                 **kwargs: Any) -> Any:
-        if server_kwargs is not None or not hasattr(param, "start_server"):
-            server_kwargs = {**SERVER_ARGS, **(server_kwargs or {})}
-            return await aiohttp_client(param, server_kwargs=server_kwargs, **kwargs)
+    async def go(param: Any, **kwargs: Any) -> Any:
+        if isinstance(param, web.Application):
+            # aiohttp's TestServer passes handler arguments only through start_server().
+            server = TestServer(param)
+            await server.start_server(**SERVER_ARGS)
+            param = server
         return await aiohttp_client(param, **kwargs)
 
     return go

@@ -41,8 +41,10 @@ class ServeProcess:
     """One service process on a config file; stdout/stderr go to files for the assertions."""
 
     def __init__(self, workdir: Path, config_text: str, name: str = "mm",
-                 port: int | None = None, command_prefix: Sequence[str] = ()) -> None:
+                 port: int | None = None, command_prefix: Sequence[str] = (),
+                 code: Path | None = None) -> None:
         self.workdir = workdir
+        self.code = code  # where the monitor_manager package comes from (an older release)
         self.command_prefix = list(command_prefix)  # e.g. a wrapper that execs the rest
         self.name = name
         self.port = port or free_port()
@@ -61,7 +63,7 @@ class ServeProcess:
 
     def launch(self) -> ServeProcess:
         # The repository first on the path: the tests run the code under test, installed or not.
-        repo = str(Path(__file__).resolve().parent.parent)
+        repo = str(self.code or Path(__file__).resolve().parent.parent)
         path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
         with open(self.stdout, "ab") as out, open(self.stderr, "ab") as err:
