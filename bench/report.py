@@ -13,8 +13,9 @@ DELIVERY_TARGET = 200.0
 STORM_SLACK_S = 10.0
 RATIO_TARGETS = {1: 1.0, 100: 0.8}  # service / baseline (b), by alerts per payload
 SCALE_TARGET = 0.8  # "within 20%"
+HOSTILE_SLACK = 1.2  # the good client's p99 beside a malicious one: within 20% ("noise")
 SECTIONS = ("Machine", "Load generator check", "Ingest", "Storm", "Delivery", "Scale",
-            "Memory", "Targets")
+            "Hostile client", "Memory", "Targets")
 
 
 def _n(value: float, digits: int = 0) -> str:
@@ -70,6 +71,7 @@ class Report:
         lines += self.storm()
         lines += self.delivery()
         lines += self.scale()
+        lines += self.hostile()
         lines += self.memory()
         lines += self.profile()
         lines += ["## Targets", ""]
@@ -318,6 +320,43 @@ class Report:
         lines += _table(["alerts/payload", "empty: alerts/s", "stored: alerts/s",
                          "stored / empty", "CPU µs/alert empty", "CPU µs/alert stored",
                          "p99 ms empty", "p99 ms stored", "≥ 0.8×"], rows)
+        return lines
+
+    def hostile(self) -> list[str]:
+        lines = ["## Hostile client", ""]
+        data = self.r.get("hostile")
+        if not data:
+            return lines + ["Not run.", ""]
+        quiet, bad = data["runs"]["quiet"], data["runs"]["hostile"]
+        p_quiet = median(r.p99_ms for r in quiet)
+        p_bad = median(r.p99_ms for r in bad)
+        ratio = p_bad / p_quiet if p_quiet else float("nan")
+        kinds: dict[str, int] = {}
+        for counts in data["bad"]:
+            for status, n in counts.items():
+                kinds[status] = kinds.get(status, 0) + n
+        lost = [stored != r.requests for stored, r in zip(
+            data["stored"]["quiet"] + data["stored"]["hostile"], quiet + bad, strict=True)]
+        errors = sum(r.errors for r in quiet + bad)
+        lines += [
+            f"A good client (wrk, 1 alert per payload, paced at {data['rate']:g} requests/s) "
+            "alone, and beside a malicious one (bench/hostile_client.py, 8 at a time: UTF-16/32, "
+            "lone surrogates, broken gzip, deep nesting, bodies over the limit, bodies that "
+            "stall). The malicious requests were answered: "
+            + ", ".join(f"{k}: {v:,}" for k, v in sorted(kinds.items())) + ".",
+            "",
+        ]
+        lines += _table(
+            ["", "p50 ms", "p99 ms", "good requests answered", "good errors",
+             "their alerts stored"],
+            [[name, _n(median(r.p50_ms for r in runs), 1), _n(median(r.p99_ms for r in runs), 1),
+              _n(median(r.requests for r in runs)), str(sum(r.errors for r in runs)),
+              _n(median(data["stored"][name]))]
+             for name, runs in (("quiet", quiet), ("hostile", bad))])
+        self.target("good client's p99 beside a malicious one within 20% of alone",
+                    f"{ratio:.2f}× ({p_bad:.1f} / {p_quiet:.1f} ms)", ratio <= HOSTILE_SLACK)
+        self.target("every good request answered 200 and stored, with a malicious client",
+                    f"{errors} errors", errors == 0 and not any(lost))
         return lines
 
     def memory(self) -> list[str]:

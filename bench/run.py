@@ -6,7 +6,8 @@
 
 Sections: machine, load generator check (wrk and the SMTP sink against do-nothing peers),
 ingest against baselines (a) and (b) with latency at half the maximum rate, alert storm,
-email delivery, ingest on a store holding 200,000 alerts, peak memory, and with --profile
+email delivery, ingest on a store holding 200,000 alerts, a good client's latency beside a
+malicious one, peak memory, and with --profile
 py-spy profiles of the service under ingest load. See bench/README.md.
 
 Every load goes to 127.0.0.1 and is bounded in time or count. The service and the baselines
@@ -28,7 +29,7 @@ import scenarios
 from benchkit import BENCH, WRK, Pinning, Server, machine
 from report import render
 
-ALL = ("generator", "ingest", "storm", "delivery", "scale")
+ALL = ("generator", "ingest", "storm", "delivery", "scale", "hostile")
 OPTIONAL = ("profile",)
 
 
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             results["delivery"] = scenarios.delivery(plan, workdir, pinning, peak)
         if "scale" in only:
             results["scale"] = scenarios.scale(plan, workdir, pinning, peak)
+        if "hostile" in only:
+            results["hostile"] = scenarios.hostile(plan, workdir, pinning, peak)
         if args.profile or "profile" in only:
             results["profile"] = scenarios.profile(plan, workdir, pinning,
                                                    out.parent / f"profile-{stamp}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import shutil
 import subprocess
 import time
@@ -452,6 +453,56 @@ def _prepopulate(plan: Plan, workdir: Path, pinning: Pinning,
     return {"alerts": stored, "seconds": posted.seconds, "failures": posted.failures,
             "rss_kb": rss, "hwm_kb": hwm,
             "db_bytes": (workdir / "service.db").stat().st_size}
+
+
+# -- hostile --------------------------------------------------------------------------------------
+
+HOSTILE_RATE = 500.0  # requests/s of the good client: well inside what one core takes
+
+
+def hostile(plan: Plan, workdir: Path, pinning: Pinning,
+            peak: Callable[[str, Server], None]) -> dict[str, Any]:
+    """A good client paced at HOSTILE_RATE (1 alert per payload) with and without a malicious
+    one beside it (bench/hostile_client.py), interleaved: the good client's p99 and whether
+    every one of its alerts was stored."""
+    runs: dict[str, list[LoadResult]] = {"quiet": [], "hostile": []}
+    stored: dict[str, list[int]] = {"quiet": [], "hostile": []}
+    bad: list[dict[str, int]] = []
+    for rep in range(plan.reps):
+        for condition in ("quiet", "hostile"):
+            server = _start("service", workdir / f"hostile-{rep}-{condition}", pinning)
+            attacker = None
+            try:
+                if condition == "hostile":
+                    attacker = subprocess.Popen(
+                        pinning.load([PYTHON, str(REPO / "bench" / "hostile_client.py"),
+                                      server.url, f"{plan.warmup + plan.seconds + 1:.1f}"]),
+                        stdout=subprocess.PIPE, text=True)
+                result = _warm_and_measure(server, 1, plan, pinning, rate=HOSTILE_RATE,
+                                           tag="h")
+                if attacker is not None:
+                    out, _ = attacker.communicate(timeout=60)
+                    bad.append(json.loads(out.strip().splitlines()[-1]))
+                count = _stored_with_tag(server.workdir / "service.db", "h")
+            finally:
+                if attacker is not None and attacker.poll() is None:
+                    attacker.kill()
+                peak(f"hostile ({condition})", server)
+                _done(server)
+            runs[condition].append(result)
+            stored[condition].append(count)
+            _log(f"hostile rep {rep + 1}/{plan.reps} {condition:>7}: p99 {result.p99_ms:.1f} ms, "
+                 f"{result.requests} requests, {result.errors} errors, {count} alerts stored")
+    return {"rate": HOSTILE_RATE, "runs": runs, "stored": stored, "bad": bad}
+
+
+def _stored_with_tag(db: Path, tag: str) -> int:
+    """Alerts of the measured wrk run (their instance label starts with its tag)."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM alerts WHERE labels LIKE ?",
+                                (f'%"instance":"{tag}-%',)).fetchone()[0])
 
 
 # -- profile -----------------------------------------------------------------------------------

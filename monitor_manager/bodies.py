@@ -102,6 +102,8 @@ def _decompress(raw: bytes, wbits: int, limit: int) -> bytes:
         raise BodyError(400, "the body is not valid for its Content-Encoding") from None
     if not decompressor.eof or len(out) > limit:
         raise BodyError(400, "the compressed body is incomplete")
+    if decompressor.unused_data:
+        raise BodyError(400, "bytes follow the compressed body")
     return out
 
 

@@ -624,3 +624,85 @@ def test_a_store_written_by_release_1_is_migrated_to_the_new_keys(
         assert (status, body["duplicates"]) == (200, 1)  # the same alert, under its new key
     finally:
         new.stop()
+
+
+# -- HTTPS between AZs ----------------------------------------------------------------------
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mm-test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = directory / "mm.crt", directory / "mm.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+@pytest.mark.slow
+def test_peers_speak_https_and_check_each_others_certificates(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    ports = {"mm-a": free_port(), "mm-b": free_port()}
+    procs = []
+    for me, other in (("mm-a", "mm-b"), ("mm-b", "mm-a")):
+        text = (f'[server]\nlisten = "127.0.0.1:{{port}}"\ninstance = "{me}"\n'
+                f'tls_cert_file = "{cert}"\ntls_key_file = "{key}"\n'
+                f'[storage]\npath = "{me}.db"\n'
+                '[watchdog]\npeer_interval = "200ms"\npeer_timeout = "1s"\n'
+                f'[ha]\ntoken = "{TOKEN}"\nca_file = "{cert}"\n'
+                f'[[peers]]\nname = "{other}"\nurl = "https://127.0.0.1:{ports[other]}"\n')
+        procs.append(ServeProcess(tmp_path, text, name=me, port=ports[me]))
+    import ssl
+    import urllib.request
+
+    context = ssl.create_default_context(cafile=str(cert))
+    try:
+        for proc in procs:
+            proc.launch()
+
+        def watchdog(proc: ServeProcess) -> Any:
+            url = f"https://127.0.0.1:{proc.port}/api/v1/watchdog"
+            try:
+                with urllib.request.urlopen(url, context=context, timeout=2) as response:
+                    return json.loads(response.read())
+            except OSError:
+                return None
+
+        for proc in procs:
+            body = proc.wait_for(
+                lambda p=proc: (w := watchdog(p)) and w["peers"][0]["last_ok"] and w,
+                what="a good probe over https")
+            assert body["peers"][0]["state"] == "up"
+        with pytest.raises(OSError):  # plain http is not served
+            http("GET", f"http://127.0.0.1:{ports['mm-a']}/healthz", timeout=2)
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+async def test_bytes_after_a_complete_gzip_body_are_a_400(start: Callable[..., Any]) -> None:
+    client = await start()
+    zipped = gzip.compress(json.dumps(payload(alert_json("Tail"))).encode())
+    response = await client.post(WEBHOOK, data=zipped + b"garbage",
+                                 headers={**JSON_TYPE, "Content-Encoding": "gzip"})
+    await answer(response, 400)
+    assert await count(client, "alerts") == 0

@@ -9,7 +9,9 @@ headers, bodies that arrive in pieces) have deterministic tests in test_webhook_
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import gzip
 import io
 import json
 import math
@@ -180,12 +182,24 @@ async def post_and_check(client: TestClient, body: bytes) -> tuple[int, dict[str
         assert response.status == 200
         sent = json.loads(body)["alerts"]  # the same decoding the server did
         assert answer["status"] == "ok"
-        assert answer["accepted"] + answer["duplicates"] == len(sent)
-        assert answer["accepted"] >= 0 and answer["duplicates"] >= 0
+        assert answer["accepted"] + answer["duplicates"] + answer.get("rejected", 0) == len(sent)
+        await assert_stored(client, sent)
     for view in ("/api/v1/alerts", "/api/v1/alert-groups", "/api/v1/notifications"):
         seen = await client.get(view)
         assert seen.status == 200, (view, await seen.text())
     return response.status, answer
+
+
+async def assert_stored(client: TestClient, sent: list[dict[str, Any]]) -> None:
+    """Every alert of an accepted payload is in the store, by its identity (internal-looking
+    ones are rejected by design)."""
+    rows = await client.app[keys.STORE].query("SELECT labels FROM alerts")
+    stored = {json.dumps(json.loads(r[0]), sort_keys=True) for r in rows}
+    for alert in sent:
+        labels = {k: v for k, v in alert["labels"].items()
+                  if k not in ("replica", "prometheus_replica")}
+        if alert["labels"].get("source") != "monitor-manager":
+            assert json.dumps(labels, sort_keys=True) in stored, labels
 
 
 @FUZZ
@@ -228,3 +242,78 @@ async def test_any_rfc3339_shaped_time_is_accepted_or_a_400_naming_it(
     code, answer = await post_and_check(client, json.dumps(payload(alert)).encode())
     if code != 200:
         assert (code, answer["field"]) in ((400, "alerts[0].startsAt"), (400, "alerts[0].endsAt"))
+
+
+# -- hostile bodies among good ones ------------------------------------------------------------
+
+
+def _strings(doc: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Paths of every string value and (as (path, key)) every object key in `doc`."""
+    out: list[tuple[Any, ...]] = []
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            out.append((*path, ("key", key)))
+            out += _strings(value, (*path, key))
+    elif isinstance(doc, list):
+        for i, value in enumerate(doc):
+            out += _strings(value, (*path, i))
+    elif isinstance(doc, str):
+        out.append(path)
+    return out
+
+
+@st.composite
+def hostile(draw: st.DrawFn, doc: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    """A valid payload made hostile: another encoding, a lone surrogate in any string or key,
+    broken gzip, or deep nesting."""
+    how = draw(st.sampled_from(["utf-16", "utf-16-be", "utf-32", "surrogate", "bad-gzip",
+                                "nested"]))
+    headers = dict(JSON_TYPE)
+    if how.startswith("utf"):
+        return json.dumps(doc).encode(how), headers
+    if how == "bad-gzip":
+        raw = gzip.compress(json.dumps(doc).encode())
+        cut = draw(st.integers(1, len(raw) - 1))
+        return raw[:cut] + b"\x00garbage", {**headers, "Content-Encoding": "gzip"}
+    if how == "nested":
+        depth = draw(st.integers(1_000, 20_000))
+        return b'{"version": "4", "alerts": ' + b"[" * depth + b"]" * depth + b"}", headers
+    doc = copy.deepcopy(doc)
+    path = draw(st.sampled_from(_strings(doc)))
+    surrogate = draw(st.sampled_from(["\ud800", "\udfff", "\udbff"]))
+    if isinstance(path[-1], tuple):
+        parent = at(doc, path[:-1])
+        key = path[-1][1]
+        parent[key + surrogate] = parent.pop(key)
+    else:
+        at(doc, path[:-1])[path[-1]] = at(doc, path) + surrogate
+    return json.dumps(doc).encode(), headers
+
+
+@settings(FUZZ, max_examples=40)
+@given(docs=st.lists(valid_payloads, min_size=2, max_size=6), data=st.data())
+async def test_hostile_bodies_among_good_ones_cost_the_good_ones_nothing(
+        client: TestClient, docs: list[dict[str, Any]], data: st.DataObject) -> None:
+    requests = []
+    for doc in docs:
+        requests.append((json.dumps(doc).encode(), dict(JSON_TYPE), doc))
+        body, headers = data.draw(hostile(doc))
+        requests.append((body, headers, None))
+    if data.draw(st.booleans()):  # a good body may come gzipped too
+        doc = docs[0]
+        requests.append((gzip.compress(json.dumps(doc).encode()),
+                         {**JSON_TYPE, "Content-Encoding": "gzip"}, doc))
+    async def post(body: bytes, headers: dict[str, str]) -> Any:
+        try:
+            return await asyncio.wait_for(client.post(WEBHOOK, data=body, headers=headers), 10)
+        except TimeoutError:
+            raise AssertionError(f"no answer: {headers} {body[:300]!r}") from None
+
+    responses = await asyncio.gather(*(post(body, headers) for body, headers, _ in requests))
+    for (_, _, good), response in zip(requests, responses, strict=True):
+        assert response.status < 500, await response.text()
+        if good is not None:
+            assert response.status == 200, await response.text()
+            await assert_stored(client, good["alerts"])
+        else:
+            assert response.status == 400, await response.text()
