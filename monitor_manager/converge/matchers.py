@@ -93,6 +93,12 @@ def matches_all(matchers: Iterable[Matcher], labels: Mapping[str, str]) -> bool:
     return all(m.matches(labels) for m in matchers)
 
 
+def matches_unlabelled(matchers: Iterable[Matcher]) -> bool:
+    """True when an alert carrying none of the matchers' labels would match all of them, so a
+    silence or window made of them would mute nearly everything (internal alerts included)."""
+    return all(m.matches_value("") for m in matchers)
+
+
 @functools.lru_cache(maxsize=2048)
 def compile_regex(pattern: str) -> re.Pattern[str]:
     """A matcher's regex compiled once per distinct pattern (the same few silences and windows

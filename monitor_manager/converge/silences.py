@@ -23,7 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from monitor_manager.clock import iso
-from monitor_manager.converge.matchers import Matcher, MatcherError, is_utf8, matches_all
+from monitor_manager.converge.matchers import (
+    Matcher,
+    MatcherError,
+    is_utf8,
+    matches_all,
+    matches_unlabelled,
+)
 from monitor_manager.durations import format_duration
 from monitor_manager.payload import LABEL_NAME, PayloadError, parse_time
 
@@ -182,7 +188,7 @@ def _parse_matchers(body: dict[str, Any]) -> tuple[Matcher, ...]:
     if len(raw) > MAX_MATCHERS:
         raise SilenceError("matchers", f"at most {MAX_MATCHERS} matchers, got {len(raw)}")
     out = tuple(_parse_matcher(item, f"matchers[{i}]") for i, item in enumerate(raw))
-    if all(m.matches_value("") for m in out):
+    if matches_unlabelled(out):
         raise SilenceError("matchers", "at least one matcher must not match the empty string "
                                        "(this silence would mute every alert without those labels)")
     return out
