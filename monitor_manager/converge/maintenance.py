@@ -123,16 +123,19 @@ def validate(schedule: str, time_zone: str, duration: float) -> list[str]:
 
     A duration over 7 days is reported although a window may have it (MaintenanceWindow
     takes it): it is more likely a typo than a plan."""
-    problems = _errors(schedule, time_zone, duration)
+    _, problems = _build(schedule, time_zone, duration)
     if duration > MAX_DURATION:
         problems.append(f"duration: {format_duration(duration)} is longer than "
                         f"{format_duration(MAX_DURATION)}; is that meant?")
     return problems
 
 
-def _errors(schedule: str, time_zone: str, duration: float) -> list[str]:
+def _build(schedule: str, time_zone: str,
+           duration: float) -> tuple[BaseTrigger | None, list[str]]:
+    """The trigger of a window's settings, or None and what is wrong with them."""
     problems: list[str] = []
     zone: dt.tzinfo = dt.UTC
+    trigger: BaseTrigger | None = None
     try:
         zone = _zone(time_zone)
     except ValueError as exc:
@@ -147,7 +150,7 @@ def _errors(schedule: str, time_zone: str, duration: float) -> list[str]:
             problems.append(f"schedule: {schedule!r} never fires")
     if not duration > 0:
         problems.append("duration: must be longer than 0s")
-    return problems
+    return (None, problems) if problems else (trigger, [])
 
 
 @dataclass(frozen=True)
@@ -164,11 +167,10 @@ class MaintenanceWindow:
         init=False, repr=False, compare=False, default_factory=list)
 
     def __post_init__(self) -> None:
-        problems = _errors(self.schedule, self.time_zone, self.duration)
+        trigger, problems = _build(self.schedule, self.time_zone, self.duration)
         if problems:
             raise MaintenanceError(problems)
-        object.__setattr__(self, "_trigger",
-                           cron_trigger(self.schedule, _zone(self.time_zone)))
+        object.__setattr__(self, "_trigger", trigger)
         minute, hour = self.schedule.split()[:2]
         object.__setattr__(self, "_fixed_time",
                            not (minute.startswith("*") or hour.startswith("*")))
