@@ -208,6 +208,13 @@ def test_fixed_starts_all_in_the_skipped_hour_start_once() -> None:
         "Sun 2024-03-31 03:00 +0200", "Mon 2024-04-01 02:00 +0200", "Mon 2024-04-01 02:30 +0200"]
 
 
+def test_a_start_with_a_wildcard_field_does_not_happen_in_the_skipped_spring_hour() -> None:
+    # "*/30 2": every half hour from 02:00 to 02:59, which the clock never shows that day.
+    w = window("*/30 2 * * *", zone=BERLIN)
+    assert starts(w, at(BERLIN, 2024, 3, 30, 0, 0), 3) == [
+        "Sat 2024-03-30 02:00 +0100", "Sat 2024-03-30 02:30 +0100", "Mon 2024-04-01 02:00 +0200"]
+
+
 def test_an_hourly_start_does_not_happen_in_the_skipped_spring_hour() -> None:
     w = window("30 * * * *", zone=BERLIN)
     assert starts(w, at(BERLIN, 2024, 3, 31, 1, 0), 3) == [
