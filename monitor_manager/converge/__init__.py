@@ -1,0 +1,2 @@
+"""Converging alerts: dedup and grouping, routing, storm control, silences and maintenance
+windows."""
