@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from channels.base import Channel, ChannelContext, ChannelError
-from channels.console import ConsoleChannel
-from channels.email import EmailChannel
-from channels.wechat import WechatChannel
-from channels.wechat_robot import WechatRobotChannel
+from monitor_manager.channels.base import Channel, ChannelContext, ChannelError
+from monitor_manager.channels.console import ConsoleChannel
+from monitor_manager.channels.email import EmailChannel
+from monitor_manager.channels.wechat import WechatChannel
+from monitor_manager.channels.wechat_robot import WechatRobotChannel
 
 REGISTRY: dict[str, type[Channel]] = {
     kind.type: kind

@@ -16,8 +16,8 @@ from typing import Any, ClassVar, Protocol, TextIO
 import aiohttp
 
 from monitor_manager.clock import Clock
+from monitor_manager.deliver.render import Renderer
 from monitor_manager.models import Message
-from monitor_manager.templates import Renderer
 
 
 class ChannelError(Exception):

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-from channels.base import Channel, ChannelError
+from monitor_manager.channels.base import Channel, ChannelError
 from monitor_manager.models import Message, map_text
 
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")

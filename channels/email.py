@@ -43,7 +43,7 @@ from aiosmtplib import (
     SMTPServerDisconnected,
 )
 
-from channels.base import Channel, ChannelContext, ChannelError, PartlySent, redact
+from monitor_manager.channels.base import Channel, ChannelContext, ChannelError, PartlySent, redact
 from monitor_manager.durations import Duration
 from monitor_manager.models import Member, Message
 

@@ -20,8 +20,14 @@ from typing import Any, ClassVar, Literal
 
 import jinja2
 
-from channels.base import Channel, ChannelContext, ChannelError, SlidingWindowLimiter, redact
-from channels.wecom_format import (
+from monitor_manager.channels.base import (
+    Channel,
+    ChannelContext,
+    ChannelError,
+    SlidingWindowLimiter,
+    redact,
+)
+from monitor_manager.channels.wecom_format import (
     APP_LIMIT,
     TOKEN_ERRORS,
     RateLimited,

@@ -20,9 +20,14 @@ from typing import Any, ClassVar, Literal
 
 import jinja2
 
-from channels.base import Channel, ChannelContext, ChannelError, SlidingWindowLimiter
-from channels.wechat import parts_key, shared
-from channels.wecom_format import (
+from monitor_manager.channels.base import (
+    Channel,
+    ChannelContext,
+    ChannelError,
+    SlidingWindowLimiter,
+)
+from monitor_manager.channels.wechat import parts_key, shared
+from monitor_manager.channels.wecom_format import (
     ROBOT_MARKDOWN_LIMIT,
     ROBOT_TEXT_LIMIT,
     RateLimited,

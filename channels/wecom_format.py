@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from channels.base import ChannelError, redact
+from monitor_manager.channels.base import ChannelError, redact
 from monitor_manager.models import Message, map_text
 
 # Application text/markdown and robot text; robot markdown allows twice as much.

@@ -20,20 +20,20 @@ import aiohttp
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from channels import REGISTRY, Channel, ChannelContext, ChannelError
 from monitor_manager import keys
+from monitor_manager.channels import REGISTRY, Channel, ChannelContext, ChannelError
 from monitor_manager.clock import Clock, system_clock
+from monitor_manager.cluster.ha import HighAvailability
 from monitor_manager.config import Config
-from monitor_manager.ha import HighAvailability
+from monitor_manager.deliver.outbox import Outbox
+from monitor_manager.deliver.parts_log import StoredPartsLog
+from monitor_manager.deliver.render import Renderer
+from monitor_manager.ingest.payload import IncomingAlert
 from monitor_manager.metrics import Metrics
-from monitor_manager.outbox import Outbox
-from monitor_manager.parts_log import StoredPartsLog
-from monitor_manager.payload import IncomingAlert
-from monitor_manager.peers import Peers
 from monitor_manager.pipeline import Pipeline
 from monitor_manager.store import Store, StoreError
-from monitor_manager.templates import Renderer
-from monitor_manager.web_api import setup_routes
+from monitor_manager.watch.peers import Peers
+from monitor_manager.web.api import setup_routes
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ import aiohttp
 from aiohttp import web
 
 from monitor_manager import __version__
-from monitor_manager.bodies import SERVER_ARGS
 from monitor_manager.config import (
     Config,
     ConfigError,
@@ -28,6 +27,7 @@ from monitor_manager.config import (
 )
 from monitor_manager.config import summary as config_summary
 from monitor_manager.models import Member, Message
+from monitor_manager.web.bodies import SERVER_ARGS
 
 log = logging.getLogger("monitor_manager")
 
@@ -117,9 +117,9 @@ async def _exit_on_second_signal(app: web.Application) -> None:
 
 
 async def send_test(config: Config, group_name: str) -> int:
-    from channels import ChannelContext, ChannelError
     from monitor_manager.app import build_channels
-    from monitor_manager.templates import Renderer
+    from monitor_manager.channels import ChannelContext, ChannelError
+    from monitor_manager.deliver.render import Renderer
 
     group = next((g for g in config.contact_groups if g.name == group_name), None)
     if group is None:

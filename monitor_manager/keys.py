@@ -6,17 +6,17 @@ import aiohttp
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from channels.base import Channel
+from monitor_manager.channels.base import Channel
 from monitor_manager.clock import Clock
+from monitor_manager.cluster.ha import HighAvailability
 from monitor_manager.config import Config
-from monitor_manager.ha import HighAvailability
+from monitor_manager.deliver.outbox import Outbox
+from monitor_manager.deliver.parts_log import StoredPartsLog
+from monitor_manager.deliver.render import Renderer
 from monitor_manager.metrics import Metrics
-from monitor_manager.outbox import Outbox
-from monitor_manager.parts_log import StoredPartsLog
-from monitor_manager.peers import Peers
 from monitor_manager.pipeline import Pipeline
 from monitor_manager.store import Store
-from monitor_manager.templates import Renderer
+from monitor_manager.watch.peers import Peers
 
 CONFIG = web.AppKey("config", Config)
 CLOCK = web.AppKey[Clock]("clock")

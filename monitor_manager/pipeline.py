@@ -15,18 +15,18 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterable
 
-from monitor_manager.alerts import fingerprint, identity_labels
 from monitor_manager.clock import Clock
+from monitor_manager.cluster.ha import NotificationLog
 from monitor_manager.config import Config
-from monitor_manager.convergence import Convergence, FlushResult, IngestResult
-from monitor_manager.ha import NotificationLog
+from monitor_manager.converge.alerts import fingerprint, identity_labels
+from monitor_manager.converge.convergence import Convergence, FlushResult, IngestResult
+from monitor_manager.deliver.parts_log import StoredPartsLog
+from monitor_manager.ingest.payload import IncomingAlert, Payload, screen
 from monitor_manager.metrics import Metrics
 from monitor_manager.models import AlertView, GroupView, Message
-from monitor_manager.parts_log import StoredPartsLog
-from monitor_manager.payload import IncomingAlert, Payload, screen
-from monitor_manager.records import insert_notification
 from monitor_manager.store import Op, Store, StoreError, failure_reason, probe_op
-from monitor_manager.watchdog import SOURCE_LABEL, Watchdog
+from monitor_manager.store.records import insert_notification
+from monitor_manager.watch.watchdog import SOURCE_LABEL, Watchdog
 
 log = logging.getLogger(__name__)
 

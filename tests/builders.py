@@ -14,7 +14,7 @@ from monitor_manager.config import (
     RouteConfig,
     default_config,
 )
-from monitor_manager.payload import IncomingAlert
+from monitor_manager.ingest.payload import IncomingAlert
 
 T0 = 1_800_000_000.0
 
@@ -85,7 +85,7 @@ def routes(*specs: dict[str, Any]) -> tuple[RouteConfig, ...]:
 
 
 def console_channels() -> tuple[ChannelConfig, ...]:
-    from channels.console import ConsoleSettings
+    from monitor_manager.channels.console import ConsoleSettings
 
     return (ChannelConfig("console", "console", ConsoleSettings()),)
 

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from monitor_manager.bodies import SERVER_ARGS  # noqa: E402
+from monitor_manager.web.bodies import SERVER_ARGS  # noqa: E402
 
 
 @pytest.fixture

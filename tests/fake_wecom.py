@@ -33,8 +33,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from channels.base import Channel, ChannelContext
+from monitor_manager.channels.base import Channel, ChannelContext
 from monitor_manager.clock import ManualClock
+from monitor_manager.deliver.render import Renderer
 from monitor_manager.models import (
     AlertStatus,
     AlertView,
@@ -43,7 +44,6 @@ from monitor_manager.models import (
     Message,
     MessageKind,
 )
-from monitor_manager.templates import Renderer
 
 Endpoint = Literal["gettoken", "send", "robot"]
 Target = Literal["gettoken", "send", "robot", "messages", "any"]

@@ -15,19 +15,19 @@ from typing import Any
 import aiohttp
 
 from builders import T0
-from channels.base import ChannelContext
 from monitor_manager.app import build_channels
+from monitor_manager.channels.base import ChannelContext
 from monitor_manager.clock import ManualClock
 from monitor_manager.config import Config
-from monitor_manager.convergence import IngestResult
+from monitor_manager.converge.convergence import IngestResult
+from monitor_manager.deliver.outbox import Outbox
+from monitor_manager.deliver.parts_log import StoredPartsLog
+from monitor_manager.deliver.render import Renderer
+from monitor_manager.ingest.payload import IncomingAlert, Payload
 from monitor_manager.metrics import Metrics
 from monitor_manager.models import Message
-from monitor_manager.outbox import Outbox
-from monitor_manager.parts_log import StoredPartsLog
-from monitor_manager.payload import IncomingAlert, Payload
 from monitor_manager.pipeline import Pipeline
 from monitor_manager.store import Store
-from monitor_manager.templates import Renderer
 
 
 @dataclass

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from channels import REGISTRY
-from channels.base import ChannelContext, ChannelError, PartlySent
-from channels.email import EmailChannel, EmailSettings
+from monitor_manager.channels import REGISTRY
+from monitor_manager.channels.base import ChannelContext, ChannelError, PartlySent
+from monitor_manager.channels.email import EmailChannel, EmailSettings
+from monitor_manager.deliver.render import Renderer
 from monitor_manager.models import AlertView, GroupView, Member, Message
-from monitor_manager.templates import Renderer
 from smtp_server import SMTPTestServer, smtp_server, smtp_server_factory  # noqa: F401
 
 ServerFactory = Callable[..., SMTPTestServer]

@@ -10,9 +10,6 @@ import re
 import aiohttp
 import pytest
 
-from channels.base import ChannelContext, ChannelError
-from channels.wechat import WechatChannel, WechatSettings
-from channels.wecom_format import utf8_len
 from fake_wecom import (
     AGENT_ID,
     CORP_ID,
@@ -29,9 +26,12 @@ from fake_wecom import (
     wecom_ctx,  # noqa: F401
     wecom_session,  # noqa: F401
 )
+from monitor_manager.channels.base import ChannelContext, ChannelError
+from monitor_manager.channels.wechat import WechatChannel, WechatSettings
+from monitor_manager.channels.wecom_format import utf8_len
 from monitor_manager.clock import ManualClock
+from monitor_manager.deliver.render import Renderer
 from monitor_manager.models import Member
-from monitor_manager.templates import Renderer
 
 
 def channel(ctx: ChannelContext, fake: FakeWeCom, **settings: object) -> WechatChannel:

@@ -10,9 +10,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from channels.base import ChannelContext, ChannelError
-from channels.wechat_robot import WechatRobotChannel, WechatRobotSettings
-from channels.wecom_format import utf8_len
 from fake_wecom import (
     ROBOT_KEY,
     FakeWeCom,
@@ -27,9 +24,12 @@ from fake_wecom import (
     wecom_ctx,  # noqa: F401
     wecom_session,  # noqa: F401
 )
+from monitor_manager.channels.base import ChannelContext, ChannelError
+from monitor_manager.channels.wechat_robot import WechatRobotChannel, WechatRobotSettings
+from monitor_manager.channels.wecom_format import utf8_len
 from monitor_manager.clock import ManualClock
+from monitor_manager.deliver.render import Renderer
 from monitor_manager.models import Member
-from monitor_manager.templates import Renderer
 
 
 def robot(ctx: ChannelContext, fake: FakeWeCom, msgtype: str = "markdown",

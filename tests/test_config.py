@@ -12,8 +12,8 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import pytest
 
-import channels
-from channels.base import Channel
+from monitor_manager import channels
+from monitor_manager.channels.base import Channel
 from monitor_manager.config import (
     ChannelConfig,
     Config,

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from builders import groups, incoming, make_config
-from channels.email import EmailSettings
 from harness import OutboxHarness
+from monitor_manager.channels.email import EmailSettings
 from monitor_manager.config import ChannelConfig
-from monitor_manager.outbox import Outbox
+from monitor_manager.deliver.outbox import Outbox
 from smtp_server import SMTPTestServer, smtp_server  # noqa: F401
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from builders import console_channels, groups, incoming, make_config
-from channels.email import EmailSettings
 from harness import OutboxHarness
+from monitor_manager.channels.email import EmailSettings
 from monitor_manager.config import ChannelConfig, WatchdogConfig
 from smtp_server import SMTPTestServer, smtp_server  # noqa: F401
 

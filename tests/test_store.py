@@ -11,10 +11,10 @@ import pytest
 import sqlite_utils
 
 from builders import make_config
-from monitor_manager.alerts import fingerprint
 from monitor_manager.clock import ManualClock
-from monitor_manager.convergence import Convergence, group_key
-from monitor_manager.parts_log import StoredPartsLog
+from monitor_manager.converge.alerts import fingerprint
+from monitor_manager.converge.convergence import Convergence, group_key
+from monitor_manager.deliver.parts_log import StoredPartsLog
 from monitor_manager.store import Store, StoreError, migrations
 
 

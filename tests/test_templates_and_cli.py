@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from fake_wecom import message
-from monitor_manager.templates import Renderer
+from monitor_manager.deliver.render import Renderer
 from smtp_server import SMTPTestServer, smtp_server  # noqa: F401
 
 

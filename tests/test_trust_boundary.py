@@ -20,11 +20,6 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from builders import T0, alert_json, incoming, make_config, payload, rfc3339
-from channels.base import ChannelContext
-from channels.console import ConsoleChannel, ConsoleSettings
-from channels.email import EmailChannel, EmailSettings
-from channels.wechat import WechatChannel, WechatSettings
-from channels.wechat_robot import WechatRobotChannel, WechatRobotSettings
 from fake_wecom import (  # noqa: F401
     AGENT_ID,
     CORP_ID,
@@ -39,19 +34,25 @@ from fake_wecom import (  # noqa: F401
     wecom_session,
 )
 from harness import Harness, OutboxHarness
-from monitor_manager import bodies, cli, keys
-from monitor_manager.alerts import fingerprint
+from monitor_manager import cli, keys
 from monitor_manager.app import create_app
+from monitor_manager.channels.base import ChannelContext
+from monitor_manager.channels.console import ConsoleChannel, ConsoleSettings
+from monitor_manager.channels.email import EmailChannel, EmailSettings
+from monitor_manager.channels.wechat import WechatChannel, WechatSettings
+from monitor_manager.channels.wechat_robot import WechatRobotChannel, WechatRobotSettings
 from monitor_manager.clock import ManualClock
+from monitor_manager.cluster.ha import Entry, HighAvailability
+from monitor_manager.cluster.legacy_keys import fingerprint_v1, group_key_v1
 from monitor_manager.config import PeerConfig, load_config
-from monitor_manager.convergence import group_key
-from monitor_manager.ha import Entry, HighAvailability
-from monitor_manager.legacy_keys import fingerprint_v1, group_key_v1
+from monitor_manager.converge.alerts import fingerprint
+from monitor_manager.converge.convergence import group_key
+from monitor_manager.deliver.render import MAX_SUBJECT_CHARS, Renderer
+from monitor_manager.ingest.payload import _KNOWN_NAMES, _parse_time_cached
 from monitor_manager.metrics import Metrics
-from monitor_manager.payload import _KNOWN_NAMES, _parse_time_cached
-from monitor_manager.peers import Peers
 from monitor_manager.store import StoreError
-from monitor_manager.templates import MAX_SUBJECT_CHARS, Renderer
+from monitor_manager.watch.peers import Peers
+from monitor_manager.web import bodies
 from processes import ServeProcess, free_port, http
 from release1 import unpack_release1
 from smtp_server import SMTPTestServer, smtp_server  # noqa: F401

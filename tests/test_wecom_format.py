@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from channels.base import ChannelError
-from channels.wecom_format import (
+from fake_wecom import alert, group, message
+from monitor_manager.channels.base import ChannelError
+from monitor_manager.channels.wecom_format import (
     RateLimited,
     error_for,
     markdown_marker,
@@ -20,7 +21,6 @@ from channels.wecom_format import (
     text_marker,
     utf8_len,
 )
-from fake_wecom import alert, group, message
 
 MARKER = re.compile(r'^(?:<font color="comment">)?\((\d+)/(\d+)\)(?:</font>)?\n')
 

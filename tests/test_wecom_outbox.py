@@ -10,8 +10,6 @@ import pytest
 from prometheus_client import generate_latest
 
 from builders import incoming, make_config
-from channels.wechat import WechatSettings
-from channels.wechat_robot import WechatRobotSettings
 from fake_wecom import (
     AGENT_ID,
     CORP_ID,
@@ -21,6 +19,8 @@ from fake_wecom import (
     assert_no_secrets,
 )
 from harness import OutboxHarness
+from monitor_manager.channels.wechat import WechatSettings
+from monitor_manager.channels.wechat_robot import WechatRobotSettings
 from monitor_manager.clock import ManualClock
 from monitor_manager.config import ChannelConfig, ContactGroupConfig, MemberConfig
 

@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from monitor_manager.payload import LABEL_NAME
+from monitor_manager.ingest.payload import LABEL_NAME
 
 # Go's \s is [\t\n\f\r ] (no \v, no Unicode spaces): whitespace around the tokens of a matcher.
 _WS = "[\t\n\f\r ]"

@@ -31,7 +31,7 @@ from monitor_manager.converge.matchers import (
     matches_unlabelled,
 )
 from monitor_manager.durations import format_duration
-from monitor_manager.payload import LABEL_NAME, PayloadError, parse_time
+from monitor_manager.ingest.payload import LABEL_NAME, PayloadError, parse_time
 
 DEFAULT_MAX_DURATION = 7 * 86400.0  # `[silences] max_duration`
 MAX_MATCHERS = 64

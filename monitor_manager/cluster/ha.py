@@ -42,12 +42,12 @@ from typing import Any
 
 import aiohttp
 
-from monitor_manager.bodies import BodyError, read_answer
 from monitor_manager.clock import Clock
 from monitor_manager.config import Config
 from monitor_manager.metrics import Metrics
-from monitor_manager.peers import Peers
 from monitor_manager.store import Op
+from monitor_manager.watch.peers import Peers
+from monitor_manager.web.bodies import BodyError, read_answer
 
 log = logging.getLogger(__name__)
 

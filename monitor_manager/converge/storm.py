@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 from monitor_manager.config import StormConfig
 from monitor_manager.models import Message
-from monitor_manager.records import write_digest
-from monitor_manager.watchdog import failing_channel
+from monitor_manager.store.records import write_digest
+from monitor_manager.watch.watchdog import failing_channel
 
 if TYPE_CHECKING:
-    from monitor_manager.convergence import Convergence, FlushResult
+    from monitor_manager.converge.convergence import Convergence, FlushResult
 
 
 @dataclass

@@ -18,11 +18,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor_manager import keys
-from monitor_manager.bodies import BodyError, read_json
 from monitor_manager.clock import iso
-from monitor_manager.ha import MAX_ENTRIES, PROTOCOL_VERSION, EntryError, parse_message
-from monitor_manager.payload import PayloadError, parse_payload
+from monitor_manager.cluster.ha import MAX_ENTRIES, PROTOCOL_VERSION, EntryError, parse_message
+from monitor_manager.ingest.payload import PayloadError, parse_payload
 from monitor_manager.store import StoreError
+from monitor_manager.web.bodies import BodyError, read_json
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +272,7 @@ async def watchdog_state(request: web.Request) -> web.Response:
 
 
 async def peer_push(request: web.Request) -> web.Response:
-    """A peer tells what it sent (protocol: monitor_manager/ha.py)."""
+    """A peer tells what it sent (protocol: monitor_manager/cluster/ha.py)."""
     try:
         message = parse_message(await read_json(request, PEER_BODY_BYTES))
     except BodyError as exc:

@@ -13,8 +13,8 @@ from monitor_manager.models import AlertView, GroupView, Message
 from monitor_manager.store import Op, Statement
 
 if TYPE_CHECKING:
-    from monitor_manager.alerts import Alert
-    from monitor_manager.convergence import Group
+    from monitor_manager.converge.alerts import Alert
+    from monitor_manager.converge.convergence import Group
 
 
 def content_hash(message: Message) -> str:

@@ -25,11 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from channels.base import Channel, ChannelError, PartlySent
+from monitor_manager.channels.base import Channel, ChannelError, PartlySent
 from monitor_manager.clock import Clock
+from monitor_manager.cluster.ha import DIGEST_LOG_KEY, Entry, HighAvailability
+from monitor_manager.cluster.legacy_keys import content_hash_v1, log_key_v1
 from monitor_manager.config import DeliveryConfig
-from monitor_manager.ha import DIGEST_LOG_KEY, Entry, HighAvailability
-from monitor_manager.legacy_keys import content_hash_v1, log_key_v1
 from monitor_manager.metrics import Metrics
 from monitor_manager.models import GroupView, Message
 from monitor_manager.store import Op, Store, StoreError

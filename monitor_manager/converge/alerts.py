@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
-from monitor_manager.payload import IncomingAlert
+from monitor_manager.ingest.payload import IncomingAlert
 
 
 def identity_labels(labels: dict[str, str], ignore: frozenset[str]) -> dict[str, str]:

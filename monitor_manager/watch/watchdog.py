@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from monitor_manager.clock import iso
 from monitor_manager.config import Config, HeartbeatConfig
 from monitor_manager.durations import format_duration
-from monitor_manager.payload import INTERNAL_SOURCE, IncomingAlert
+from monitor_manager.ingest.payload import INTERNAL_SOURCE, IncomingAlert
 from monitor_manager.store import Op
 
 SOURCE_LABEL = INTERNAL_SOURCE

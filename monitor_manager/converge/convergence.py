@@ -24,7 +24,9 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from monitor_manager.alerts import (
+from monitor_manager.clock import Clock
+from monitor_manager.config import Config
+from monitor_manager.converge.alerts import (
     Alert,
     Change,
     classify,
@@ -33,21 +35,19 @@ from monitor_manager.alerts import (
     identity_labels,
     to_json,
 )
-from monitor_manager.clock import Clock
-from monitor_manager.config import Config
+from monitor_manager.converge.routing import Router
+from monitor_manager.converge.storm import StormControl
+from monitor_manager.ingest.payload import IncomingAlert
 from monitor_manager.models import GroupView, Member, Message
-from monitor_manager.payload import IncomingAlert
-from monitor_manager.records import (
+from monitor_manager.store import Op
+from monitor_manager.store.records import (
     Draft,
     insert_alert,
     update_alert,
     upsert_group,
     write_group_notification,
 )
-from monitor_manager.routing import Router
-from monitor_manager.store import Op
-from monitor_manager.storm import StormControl
-from monitor_manager.watchdog import SOURCE_LABEL, failing_channel
+from monitor_manager.watch.watchdog import SOURCE_LABEL, failing_channel
 
 INF = float("inf")
 SEEN_EVERY = 3600.0  # a duplicate refreshes an alert's stored seen_at at most this often

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from monitor_manager.bodies import BodyError, read_answer
 from monitor_manager.clock import Clock, iso
 from monitor_manager.config import Config, PeerConfig, peer_ssl_context
+from monitor_manager.ingest.payload import IncomingAlert
 from monitor_manager.metrics import Metrics
-from monitor_manager.payload import IncomingAlert
-from monitor_manager.watchdog import TEXTS, internal_alert
+from monitor_manager.watch.watchdog import TEXTS, internal_alert
+from monitor_manager.web.bodies import BodyError, read_answer
 
 
 @dataclass

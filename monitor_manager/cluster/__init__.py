@@ -1,0 +1,1 @@
+"""Across instances: the shared notification log, the peer protocol, release 1's keys."""

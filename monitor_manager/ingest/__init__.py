@@ -1,0 +1,1 @@
+"""Ingest: a webhook payload validated, then screened for alert-level oddities."""

@@ -1,0 +1,1 @@
+"""Watching the watchers: heartbeats, peer probes, and the internal alerts they raise."""
