@@ -1,19 +1,16 @@
-"""Shared fixtures. Helper modules (smtp_server, fake_wecom, ...) live beside this file."""
+"""Fixtures for every test (the fixture modules smtp_server and fake_wecom load as plugins: see
+the repository's conftest.py)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from monitor_manager.web.bodies import SERVER_ARGS  # noqa: E402
+from monitor_manager.web.bodies import SERVER_ARGS
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """A real SMTP server (aiosmtpd) on 127.0.0.1 that records what it receives, for any test.
 
-    from smtp_server import smtp_server, smtp_server_factory  # noqa: F401
+    (smtp_server and smtp_server_factory are fixtures: the repository's conftest.py loads
+    this module as a plugin)
 
     async def test_it(smtp_server):
         ...  # point the email channel at smtp_server.host / smtp_server.port

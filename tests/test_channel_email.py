@@ -16,7 +16,7 @@ from monitor_manager.channels.base import ChannelContext, ChannelError, PartlySe
 from monitor_manager.channels.email import EmailChannel, EmailSettings
 from monitor_manager.deliver.render import Renderer
 from monitor_manager.models import AlertView, GroupView, Member, Message
-from smtp_server import SMTPTestServer, smtp_server, smtp_server_factory  # noqa: F401
+from smtp_server import SMTPTestServer
 
 ServerFactory = Callable[..., SMTPTestServer]
 
@@ -71,7 +71,7 @@ def make_channel(server: SMTPTestServer | int, language: str = "en", max_alerts:
 
 
 @pytest.fixture
-async def channel(smtp_server: SMTPTestServer) -> AsyncIterator[EmailChannel]:  # noqa: F811
+async def channel(smtp_server: SMTPTestServer) -> AsyncIterator[EmailChannel]:
     ch = make_channel(smtp_server)
     yield ch
     await ch.close()
@@ -114,7 +114,7 @@ def test_settings_keep_the_password_out_of_their_repr() -> None:
 
 
 async def test_accepted_mail_is_one_multipart_message_to_every_member_with_an_address(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
     note = await channel.send(message())
 
     assert note == ""
@@ -137,7 +137,7 @@ async def test_accepted_mail_is_one_multipart_message_to_every_member_with_an_ad
 
 
 async def test_mails_about_one_alert_group_thread_together_and_other_groups_do_not(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
     await channel.send(message(group(firing=2), id=1))
     await channel.send(message(group(firing=0, resolved=2), id=2))
     await channel.send(message(group(key="sre/disk-full", alertname="DiskFull"), id=3))
@@ -152,7 +152,7 @@ async def test_mails_about_one_alert_group_thread_together_and_other_groups_do_n
 
 
 async def test_a_group_key_that_is_no_valid_message_id_is_hashed_into_the_thread_root(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
     key = 'sre/{alertname="High Latency", cluster="prod"}'
     await channel.send(message(group(key=key), id=1))
     await channel.send(message(group(key=key), id=2))
@@ -175,7 +175,7 @@ async def test_a_group_key_that_is_no_valid_message_id_is_hashed_into_the_thread
     ({"data_reply": "554 5.7.1 Message rejected"}, True, "DATA refused: 554"),
 ])
 async def test_refusals_are_transient_for_4xx_and_permanent_for_5xx(
-        channel: EmailChannel, smtp_server: SMTPTestServer,  # noqa: F811
+        channel: EmailChannel, smtp_server: SMTPTestServer,
         setup: dict[str, Any], permanent: bool, expected: str) -> None:
     for name, value in setup.items():
         setattr(smtp_server, name, value)
@@ -189,7 +189,7 @@ async def test_refusals_are_transient_for_4xx_and_permanent_for_5xx(
 
 
 async def test_after_a_refusal_the_same_connection_sends_the_next_mail(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
     smtp_server.mode = "550"
     with pytest.raises(ChannelError):
         await channel.send(message())
@@ -202,7 +202,7 @@ async def test_after_a_refusal_the_same_connection_sends_the_next_mail(
 
 
 async def test_partial_refusal_is_a_success_whose_note_names_the_refused_address(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
     smtp_server.reject_rcpt = {"lisi@example.com": "550 5.1.1 No such user"}
 
     note = await channel.send(message())
@@ -212,7 +212,7 @@ async def test_partial_refusal_is_a_success_whose_note_names_the_refused_address
 
 
 async def test_a_recipient_deferred_with_4xx_is_to_be_retried_while_the_others_have_it(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
     smtp_server.reject_rcpt = {"lisi@example.com": "451 4.7.1 Greylisted, try again later"}
 
     with pytest.raises(PartlySent) as caught:
@@ -226,7 +226,7 @@ async def test_a_recipient_deferred_with_4xx_is_to_be_retried_while_the_others_h
 
 
 async def test_a_group_without_email_addresses_is_a_permanent_failure_without_connecting(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
     with pytest.raises(ChannelError) as caught:
         await channel.send(message(recipients=(Member("Wang Wu", wechat="wangwu"),)))
 
@@ -236,7 +236,7 @@ async def test_a_group_without_email_addresses_is_a_permanent_failure_without_co
 
 
 async def test_an_invalid_address_is_skipped_and_named_in_the_note(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
     members = (Member("Zhang San", "zhangsan@example.com"), Member("Typo", "typo.example.com"))
 
     note = await channel.send(message(recipients=members))
@@ -246,7 +246,7 @@ async def test_an_invalid_address_is_skipped_and_named_in_the_note(
 
 
 async def test_a_stopped_server_is_a_transient_failure_and_sending_resumes_after_restart(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
     await channel.send(message(id=1))  # leaves a warm connection in the pool
     smtp_server.stop()
 
@@ -262,7 +262,7 @@ async def test_a_stopped_server_is_a_transient_failure_and_sending_resumes_after
 
 @pytest.mark.parametrize("goodbye", [None, "421 4.4.2 Idle timeout, closing connection"])
 async def test_a_connection_the_server_closed_while_idle_is_replaced_within_the_same_send(
-        channel: EmailChannel, smtp_server: SMTPTestServer,  # noqa: F811
+        channel: EmailChannel, smtp_server: SMTPTestServer,
         goodbye: str | None) -> None:
     await channel.send(message(id=1))
     # The event loop does not run between the drop and the send, so the pool still believes
@@ -276,7 +276,7 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced_within_the_
 
 
 async def test_sequential_sends_reuse_one_connection(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
     for i in range(20):
         await channel.send(message(id=i))
 
@@ -285,7 +285,7 @@ async def test_sequential_sends_reuse_one_connection(
 
 
 async def test_concurrent_sends_share_at_most_the_configured_connections(
-        smtp_server: SMTPTestServer, channels: list[EmailChannel]) -> None:  # noqa: F811
+        smtp_server: SMTPTestServer, channels: list[EmailChannel]) -> None:
     channel = make_channel(smtp_server, connections=2)
     channels.append(channel)
 
@@ -297,7 +297,7 @@ async def test_concurrent_sends_share_at_most_the_configured_connections(
 
 
 async def test_close_quits_the_open_connections(
-        smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        smtp_server: SMTPTestServer) -> None:
     channel = make_channel(smtp_server)
     await channel.send(message())
     assert smtp_server.open_connections == 1
@@ -312,7 +312,7 @@ async def test_close_quits_the_open_connections(
 
 @pytest.mark.parametrize("tls", ["starttls", "tls"])
 async def test_tls_with_the_servers_ca_delivers_encrypted(
-        smtp_server_factory: ServerFactory, channels: list[EmailChannel],  # noqa: F811
+        smtp_server_factory: ServerFactory, channels: list[EmailChannel],
         tls: str) -> None:
     server = smtp_server_factory(tls=tls)
     channel = make_channel(server, tls=tls, ca_file=server.ca_file)
@@ -325,7 +325,7 @@ async def test_tls_with_the_servers_ca_delivers_encrypted(
 
 @pytest.mark.parametrize("tls", ["starttls", "tls"])
 async def test_an_untrusted_certificate_is_a_permanent_failure(
-        smtp_server_factory: ServerFactory, channels: list[EmailChannel],  # noqa: F811
+        smtp_server_factory: ServerFactory, channels: list[EmailChannel],
         tls: str) -> None:
     server = smtp_server_factory(tls=tls)
     channel = make_channel(server, tls=tls)  # no ca_file: the self-signed cert is unknown
@@ -340,7 +340,7 @@ async def test_an_untrusted_certificate_is_a_permanent_failure(
 
 
 async def test_validate_certs_false_accepts_a_self_signed_certificate(
-        smtp_server_factory: ServerFactory, channels: list[EmailChannel]) -> None:  # noqa: F811
+        smtp_server_factory: ServerFactory, channels: list[EmailChannel]) -> None:
     server = smtp_server_factory(tls="starttls")
     channel = make_channel(server, tls="starttls", validate_certs=False)
     channels.append(channel)
@@ -349,7 +349,7 @@ async def test_validate_certs_false_accepts_a_self_signed_certificate(
 
 
 async def test_starttls_required_but_not_offered_is_a_permanent_failure(
-        smtp_server: SMTPTestServer, channels: list[EmailChannel]) -> None:  # noqa: F811
+        smtp_server: SMTPTestServer, channels: list[EmailChannel]) -> None:
     channel = make_channel(smtp_server, tls="starttls")
     channels.append(channel)
 
@@ -361,7 +361,7 @@ async def test_starttls_required_but_not_offered_is_a_permanent_failure(
 
 
 async def test_login_with_the_right_password_delivers(
-        smtp_server_factory: ServerFactory, channels: list[EmailChannel]) -> None:  # noqa: F811
+        smtp_server_factory: ServerFactory, channels: list[EmailChannel]) -> None:
     server = smtp_server_factory(auth={"alerts": "s3cret-pw"})
     channel = make_channel(server, username="alerts", password="s3cret-pw")
     channels.append(channel)
@@ -372,7 +372,7 @@ async def test_login_with_the_right_password_delivers(
 
 
 async def test_a_wrong_password_is_permanent_and_never_appears_in_the_reason(
-        smtp_server_factory: ServerFactory, channels: list[EmailChannel]) -> None:  # noqa: F811
+        smtp_server_factory: ServerFactory, channels: list[EmailChannel]) -> None:
     server = smtp_server_factory(auth={"alerts": "s3cret-pw"})
     channel = make_channel(server, username="alerts", password="wr0ng-pw")
     channels.append(channel)
@@ -408,7 +408,7 @@ async def test_a_server_that_never_greets_is_a_transient_timeout(
 
 
 async def test_the_chinese_templates_render_into_valid_utf8_mail(
-        smtp_server: SMTPTestServer, channels: list[EmailChannel]) -> None:  # noqa: F811
+        smtp_server: SMTPTestServer, channels: list[EmailChannel]) -> None:
     channel = make_channel(smtp_server, language="zh")
     channels.append(channel)
     members = (Member("张三", email="zhangsan@example.com"),)
@@ -434,7 +434,7 @@ async def test_the_chinese_templates_render_into_valid_utf8_mail(
 
 
 async def test_a_big_group_lists_max_alerts_in_full_and_counts_the_rest(
-        smtp_server: SMTPTestServer, channels: list[EmailChannel]) -> None:  # noqa: F811
+        smtp_server: SMTPTestServer, channels: list[EmailChannel]) -> None:
     channel = make_channel(smtp_server, max_alerts=10)
     channels.append(channel)
 
@@ -450,7 +450,7 @@ async def test_a_big_group_lists_max_alerts_in_full_and_counts_the_rest(
 
 
 async def test_a_resolved_group_is_green_and_shows_when_each_alert_ended(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
     await channel.send(message(group(firing=0, resolved=1)))
 
     [mail] = await smtp_server.wait_for(1)
@@ -461,7 +461,7 @@ async def test_a_resolved_group_is_green_and_shows_when_each_alert_ended(
 
 
 async def test_a_digest_renders_every_group_it_stands_for(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
     groups = (group("sre/a", alertname="HighLatency"), group("sre/b", alertname="DiskFull"),
               group("sre/c", firing=0, resolved=1, alertname="NodeDown"))
 
@@ -477,7 +477,7 @@ async def test_a_digest_renders_every_group_it_stands_for(
 
 
 async def test_a_test_message_is_delivered(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
     await channel.send(Message(id=9, kind="test", contact_group="sre", recipients=MEMBERS,
                                groups=(), created_at=T0))
 
@@ -487,7 +487,7 @@ async def test_a_test_message_is_delivered(
 
 
 async def test_label_values_are_escaped_in_the_html_part(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
     evil = AlertView(fingerprint="x", status="firing", labels={"alertname": "<script>x</script>"},
                      annotations={"summary": "<img src=x onerror=alert(1)>"}, starts_at=T0,
                      generator_url="javascript:alert(1)")

@@ -15,14 +15,10 @@ from fake_wecom import (
     FakeWeCom,
     alert,
     assert_no_secrets,
-    fake_wecom_fixture,  # noqa: F401  (fixtures: fake_wecom, session, clock, ctx)
     group,
     long_message,
     message,
     send_when_ready,
-    wecom_clock,  # noqa: F401
-    wecom_ctx,  # noqa: F401
-    wecom_session,  # noqa: F401
 )
 from monitor_manager.channels.base import ChannelContext, ChannelError
 from monitor_manager.channels.wechat_robot import WechatRobotChannel, WechatRobotSettings

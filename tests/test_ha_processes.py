@@ -10,7 +10,7 @@ import pytest
 
 from builders import alert_json, payload
 from processes import ServeProcess, free_port, http
-from smtp_server import SMTPTestServer, smtp_server  # noqa: F401
+from smtp_server import SMTPTestServer
 
 TOKEN = "ha-test-token"
 NAMES = ("mm-a", "mm-b", "mm-c")
@@ -63,7 +63,7 @@ def cluster(tmp_path: Path, smtp_port: int, partitioned: bool = False,
 
 
 @pytest.fixture
-def three(tmp_path: Path, smtp_server: SMTPTestServer) -> Iterator[list[ServeProcess]]:  # noqa: F811
+def three(tmp_path: Path, smtp_server: SMTPTestServer) -> Iterator[list[ServeProcess]]:
     procs = cluster(tmp_path, smtp_server.port)
     for proc in procs:
         proc.launch()
@@ -95,7 +95,7 @@ def subjects(server: SMTPTestServer) -> list[str]:
 
 @pytest.mark.slow
 def test_the_same_webhook_to_three_instances_sends_one_email(
-        three: list[ServeProcess], smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        three: list[ServeProcess], smtp_server: SMTPTestServer) -> None:
     started = time.time() - 60
     post_to(three, payload(alert_json("HADisk", starts=started, instance="db1")))
     assert settle(smtp_server, 1, quiet=3 * PEER_WAIT) == 1, subjects(smtp_server)
@@ -112,7 +112,7 @@ def test_the_same_webhook_to_three_instances_sends_one_email(
 
 @pytest.mark.slow
 def test_a_storm_digest_is_sent_once_by_the_cluster(
-        tmp_path: Path, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        tmp_path: Path, smtp_server: SMTPTestServer) -> None:
     procs = cluster(tmp_path, smtp_server.port, extra='[storm]\nthreshold = 1\nwindow = "4s"\n')
     try:
         for proc in procs:
@@ -139,7 +139,7 @@ def test_a_storm_digest_is_sent_once_by_the_cluster(
 
 @pytest.mark.slow
 def test_when_position_zero_is_killed_the_next_instance_sends_after_its_wait(
-        three: list[ServeProcess], smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        three: list[ServeProcess], smtp_server: SMTPTestServer) -> None:
     three[0].kill()
     started = time.monotonic()
     post_to(three[1:], payload(alert_json("HANet")))
@@ -153,7 +153,7 @@ def test_when_position_zero_is_killed_the_next_instance_sends_after_its_wait(
 
 @pytest.mark.slow
 def test_a_partition_sends_from_every_side_and_loses_nothing(
-        tmp_path: Path, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        tmp_path: Path, smtp_server: SMTPTestServer) -> None:
     procs = cluster(tmp_path, smtp_server.port, partitioned=True)
     try:
         for proc in procs:
@@ -171,7 +171,7 @@ def test_a_partition_sends_from_every_side_and_loses_nothing(
 
 @pytest.mark.slow
 def test_a_restarted_instance_pulls_the_log_and_does_not_resend(
-        three: list[ServeProcess], smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        three: list[ServeProcess], smtp_server: SMTPTestServer) -> None:
     a, b, c = three
     c.kill()
     post_to([a, b], payload(alert_json("HARestart")))

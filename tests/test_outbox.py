@@ -14,7 +14,7 @@ from harness import OutboxHarness
 from monitor_manager.channels.email import EmailSettings
 from monitor_manager.config import ChannelConfig
 from monitor_manager.deliver.outbox import Outbox
-from smtp_server import SMTPTestServer, smtp_server  # noqa: F401
+from smtp_server import SMTPTestServer
 
 
 def mail_config(tmp_path: Any, server: SMTPTestServer, **sections: Any) -> Any:
@@ -32,14 +32,14 @@ def mail_config(tmp_path: Any, server: SMTPTestServer, **sections: Any) -> Any:
 
 
 @pytest.fixture
-async def box(tmp_path: Any, smtp_server: SMTPTestServer) -> AsyncIterator[OutboxHarness]:  # noqa: F811
+async def box(tmp_path: Any, smtp_server: SMTPTestServer) -> AsyncIterator[OutboxHarness]:
     h = await OutboxHarness(mail_config(tmp_path, smtp_server)).start()
     yield h
     await h.stop()
 
 
 async def test_delivered_mail_is_recorded_with_its_latency(
-        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:
     await box.push(incoming("DiskFull", instance="a"))
     rows = await box.step(1)
     assert [(r["channel"], r["state"], r["attempts"]) for r in rows] == [("mail", "delivered", 1)]
@@ -51,7 +51,7 @@ async def test_delivered_mail_is_recorded_with_its_latency(
 
 
 async def test_transient_failure_backs_off_exponentially_then_delivers(
-        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:
     smtp_server.mode = "451"
     await box.push(incoming("DiskFull"))
     rows = await box.step(1)
@@ -70,7 +70,7 @@ async def test_transient_failure_backs_off_exponentially_then_delivers(
 
 
 async def test_backoff_is_capped_at_retry_max_and_gives_up_after_give_up_after(
-        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:
     smtp_server.stop()
     await box.push(incoming("DiskFull"))
     rows = await box.step(1)
@@ -83,7 +83,7 @@ async def test_backoff_is_capped_at_retry_max_and_gives_up_after_give_up_after(
 
 
 async def test_permanent_failure_stops_at_once(
-        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:
     smtp_server.mode = "550"
     await box.push(incoming("DiskFull"))
     rows = await box.step(1)
@@ -99,7 +99,7 @@ async def test_permanent_failure_stops_at_once(
 
 
 async def test_stopped_server_is_retried_until_it_is_back(
-        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:
     smtp_server.stop()
     await box.push(incoming("DiskFull"))
     rows = await box.step(1)
@@ -110,7 +110,7 @@ async def test_stopped_server_is_retried_until_it_is_back(
 
 
 async def test_partial_recipient_refusal_is_a_delivery_with_a_note(
-        tmp_path: Any, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        tmp_path: Any, smtp_server: SMTPTestServer) -> None:
     from monitor_manager.config import ContactGroupConfig, MemberConfig
 
     cfg = mail_config(tmp_path, smtp_server)
@@ -128,7 +128,7 @@ async def test_partial_recipient_refusal_is_a_delivery_with_a_note(
 
 
 async def test_a_recipient_deferred_with_4xx_gets_the_mail_alone_on_the_retry(
-        tmp_path: Any, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        tmp_path: Any, smtp_server: SMTPTestServer) -> None:
     import dataclasses
 
     from monitor_manager.config import ContactGroupConfig, MemberConfig
@@ -180,7 +180,7 @@ def mails_to(server: SMTPTestServer, address: str) -> list[str]:
 
 
 async def test_a_newer_state_supersedes_an_older_message_still_owed_to_a_recipient(
-        tmp_path: Any, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        tmp_path: Any, smtp_server: SMTPTestServer) -> None:
     smtp_server.reject_rcpt = {"grey@example.com": "451 4.7.1 Greylisted"}
     h = await OutboxHarness(greylisting_config(
         tmp_path, smtp_server, retry_initial=600.0, retry_max=600.0, give_up_after=3600.0)).start()
@@ -206,7 +206,7 @@ async def test_a_newer_state_supersedes_an_older_message_still_owed_to_a_recipie
 
 
 async def test_an_older_message_with_news_the_newer_lacks_is_still_sent(
-        tmp_path: Any, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        tmp_path: Any, smtp_server: SMTPTestServer) -> None:
     h = await OutboxHarness(greylisting_config(
         tmp_path, smtp_server, retry_initial=600.0, retry_max=600.0, give_up_after=3600.0)).start()
     await h.push(incoming("DiskFull", instance="host1"), incoming("DiskFull", instance="host2"))
@@ -228,7 +228,7 @@ async def test_an_older_message_with_news_the_newer_lacks_is_still_sent(
 
 
 async def test_a_channel_error_on_the_retry_of_deferred_recipients_is_a_failure(
-        tmp_path: Any, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        tmp_path: Any, smtp_server: SMTPTestServer) -> None:
     smtp_server.reject_rcpt = {"grey@example.com": "451 4.7.1 Greylisted"}
     h = await OutboxHarness(greylisting_config(tmp_path, smtp_server)).start()
     await h.push(incoming("DiskFull"))
@@ -244,7 +244,7 @@ async def test_a_channel_error_on_the_retry_of_deferred_recipients_is_a_failure(
 
 
 async def test_giving_up_on_a_deferred_recipient_is_a_note_not_a_failing_channel(
-        tmp_path: Any, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        tmp_path: Any, smtp_server: SMTPTestServer) -> None:
     smtp_server.reject_rcpt = {"grey@example.com": "451 4.7.1 Greylisted"}
     h = await OutboxHarness(greylisting_config(tmp_path, smtp_server)).start()
     await h.push(incoming("DiskFull"))
@@ -262,7 +262,7 @@ async def test_giving_up_on_a_deferred_recipient_is_a_note_not_a_failing_channel
 
 
 async def test_two_workers_never_send_the_same_row(
-        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:
     await box.push(*(incoming(f"Alert{i}") for i in range(12)))
     box.clock.advance(1)
     await box.pipeline.tick()  # type: ignore[union-attr]
@@ -277,7 +277,7 @@ async def test_two_workers_never_send_the_same_row(
 
 
 async def test_a_send_interrupted_by_a_crash_is_sent_again_after_restart(
-        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:
     await box.push(incoming("DiskFull"))
     box.clock.advance(1)
     await box.pipeline.tick()  # type: ignore[union-attr]
@@ -294,7 +294,7 @@ async def test_a_send_interrupted_by_a_crash_is_sent_again_after_restart(
 
 
 async def test_a_channel_removed_from_the_config_fails_visibly(
-        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:
     await box.push(incoming("DiskFull"))
     box.channels.pop("mail")
     rows = await box.step(1)

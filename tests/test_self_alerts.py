@@ -8,7 +8,7 @@ from builders import console_channels, groups, incoming, make_config
 from harness import OutboxHarness
 from monitor_manager.channels.email import EmailSettings
 from monitor_manager.config import ChannelConfig, WatchdogConfig
-from smtp_server import SMTPTestServer, smtp_server  # noqa: F401
+from smtp_server import SMTPTestServer
 
 
 def two_channel_config(tmp_path: Any, server: SMTPTestServer, **watchdog: Any) -> Any:
@@ -28,7 +28,7 @@ def delivered_console_pages(box: OutboxHarness, alertname: str) -> list[str]:
 
 
 async def test_a_channel_failing_for_good_is_paged_through_the_other_channel(
-        tmp_path: Any, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        tmp_path: Any, smtp_server: SMTPTestServer) -> None:
     smtp_server.mode = "550"
     box = await OutboxHarness(two_channel_config(tmp_path, smtp_server)).start()
     await box.push(incoming("DiskFull"))
@@ -54,7 +54,7 @@ async def test_a_channel_failing_for_good_is_paged_through_the_other_channel(
 
 
 async def test_a_channel_failing_longer_than_channel_failing_after_is_paged(
-        tmp_path: Any, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        tmp_path: Any, smtp_server: SMTPTestServer) -> None:
     smtp_server.mode = "451"
     box = await OutboxHarness(
         two_channel_config(tmp_path, smtp_server, channel_failing_after=120.0)).start()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fake_wecom import message
 from monitor_manager.deliver.render import Renderer
-from smtp_server import SMTPTestServer, smtp_server  # noqa: F401
+from smtp_server import SMTPTestServer
 
 
 def test_builtin_templates_compile_in_both_languages() -> None:
@@ -64,7 +64,7 @@ def run_send_test(config: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_send_test_reports_each_channel_and_exits_zero(
-        tmp_path: Path, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        tmp_path: Path, smtp_server: SMTPTestServer) -> None:
     config = tmp_path / "mm.toml"
     config.write_text(SEND_TEST % smtp_server.port)
     result = run_send_test(config)
@@ -76,7 +76,7 @@ def test_send_test_reports_each_channel_and_exits_zero(
 
 
 def test_send_test_exits_non_zero_when_a_channel_fails(
-        tmp_path: Path, smtp_server: SMTPTestServer) -> None:  # noqa: F811
+        tmp_path: Path, smtp_server: SMTPTestServer) -> None:
     smtp_server.mode = "550"
     config = tmp_path / "mm.toml"
     config.write_text(SEND_TEST % smtp_server.port)

@@ -20,18 +20,14 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from builders import T0, alert_json, incoming, make_config, payload, rfc3339
-from fake_wecom import (  # noqa: F401
+from fake_wecom import (
     AGENT_ID,
     CORP_ID,
     SECRET,
     FakeWeCom,
     alert,
-    fake_wecom_fixture,
     group,
     message,
-    wecom_clock,
-    wecom_ctx,
-    wecom_session,
 )
 from harness import Harness, OutboxHarness
 from monitor_manager import cli, keys
@@ -55,7 +51,7 @@ from monitor_manager.watch.peers import Peers
 from monitor_manager.web import bodies
 from processes import ServeProcess, free_port, http
 from release1 import unpack_release1
-from smtp_server import SMTPTestServer, smtp_server  # noqa: F401
+from smtp_server import SMTPTestServer
 
 WEBHOOK = "/webhook/alertmanager"
 PEER = "/api/v1/peer/nflog"
@@ -251,7 +247,7 @@ HUGE = "磁盘" * 650_000  # 3.9 MB of UTF-8
 
 @pytest.mark.parametrize("kind", ["app-text", "app-markdown", "robot-text", "robot-markdown"])
 async def test_a_huge_summary_takes_at_most_five_wecom_parts_ending_with_a_link(
-        fake_wecom: FakeWeCom, ctx: ChannelContext, kind: str) -> None:  # noqa: F811
+        fake_wecom: FakeWeCom, ctx: ChannelContext, kind: str) -> None:
     endpoint, msgtype = kind.split("-")
     many = message(group("g1", *(alert(i, summary=HUGE[:4000] + str(i)) for i in range(10))))
     if endpoint == "app":
@@ -277,7 +273,7 @@ def test_a_huge_alertname_gives_a_short_subject_and_a_small_mail(tmp_path: Path)
     assert len(renderer.subject(big)) <= MAX_SUBJECT_CHARS
     ctx = ChannelContext(session=None, renderer=renderer, clock=lambda: T0, stdout=io.StringIO())
     mail = EmailChannel("mail", EmailSettings(host="127.0.0.1", from_="mm@example.com"), ctx)
-    composed = mail._compose(big, [])  # noqa: SLF001 - the message as it would be sent
+    composed = mail._compose(big, [])
     assert len(str(composed["Subject"])) <= MAX_SUBJECT_CHARS
     assert len(composed.as_bytes()) < 30_000
 
@@ -416,7 +412,7 @@ async def test_a_webhook_alert_claiming_an_internal_identity_is_dropped_and_coun
 
 @pytest.mark.parametrize("kind", ["app", "robot"])
 async def test_wecom_text_messages_neutralise_mentions_and_links_from_alerts(
-        fake_wecom: FakeWeCom, ctx: ChannelContext, kind: str) -> None:  # noqa: F811
+        fake_wecom: FakeWeCom, ctx: ChannelContext, kind: str) -> None:
     hostile = alert(1, summary='<@all> see <a href="http://evil.example/">the runbook</a>',
                     labels={"team": "<@zhangsan>"})
     if kind == "app":
@@ -562,7 +558,7 @@ def release1(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("old_first", [True, False], ids=["release1-sends", "release2-sends"])
 def test_a_release_1_and_a_release_2_instance_side_by_side_send_one_mail(
-        tmp_path: Path, smtp_server: SMTPTestServer, release1: Path,  # noqa: F811
+        tmp_path: Path, smtp_server: SMTPTestServer, release1: Path,
         old_first: bool) -> None:
     # Instances take turns by name: mm-a sends first, mm-b waits and looks at the log.
     ports = {"mm-a": free_port(), "mm-b": free_port()}

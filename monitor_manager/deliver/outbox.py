@@ -217,7 +217,7 @@ class Outbox:
         def release(conn: sqlite3.Connection) -> int:
             marks = ",".join("?" * len(inflight))
             return conn.execute(
-                "UPDATE deliveries SET state = 'retrying', next_attempt_at = ?, "  # noqa: S608
+                "UPDATE deliveries SET state = 'retrying', next_attempt_at = ?, "
                 "last_error = 'its outcome could not be recorded; sending again' "
                 f"WHERE state = 'sending' AND id NOT IN ({marks})", (now, *inflight)).rowcount
 
@@ -507,7 +507,7 @@ def _only_to(delivery: Delivery) -> Delivery:
 def _claim(conn: sqlite3.Connection, ids: list[int], now: float) -> set[int]:
     marks = ",".join("?" * len(ids))
     rows = conn.execute(
-        f"UPDATE deliveries SET state = 'sending', updated_at = ? "  # noqa: S608 - placeholders
+        f"UPDATE deliveries SET state = 'sending', updated_at = ? "
         f"WHERE id IN ({marks}) AND state IN ('pending', 'retrying') RETURNING id",
         (now, *ids)).fetchall()
     return {r[0] for r in rows}

@@ -208,7 +208,7 @@ class Store:
             try:
                 if ops:
                     await self.run_raw(self._commit, ops)
-            except Exception as exc:  # noqa: BLE001 - any failure means "not durable"
+            except Exception as exc:
                 self._mark(exc)
                 failed = batch + self._pending
                 self._pending = []

@@ -145,7 +145,7 @@ async def list_alerts(request: web.Request) -> web.Response:
     store = request.app[keys.STORE]
     rows = await store.read_query(
         f"{ALERT_COLUMNS} {where} ORDER BY updated_at DESC LIMIT ?", (*params, limit))
-    total = await store.read_query(f"SELECT COUNT(*) FROM alerts {where}", params)  # noqa: S608
+    total = await store.read_query(f"SELECT COUNT(*) FROM alerts {where}", params)
     return web.json_response({
         "alerts": [_alert_json(r) for r in rows],
         "total": total[0][0],
@@ -231,7 +231,7 @@ async def _notifications(store: Any, limit: int, where: str,
     def q(conn: sqlite3.Connection) -> list[dict[str, Any]]:
         conn_rows = conn.execute(
             "SELECT n.id, n.group_key, n.contact_group, n.kind, n.status, n.content_hash, "
-            f"n.digest_id, n.created_at, n.message FROM notifications n {where} "  # noqa: S608
+            f"n.digest_id, n.created_at, n.message FROM notifications n {where} "
             "ORDER BY n.id DESC LIMIT ?", (*params, limit)).fetchall()
         out = []
         for r in conn_rows:

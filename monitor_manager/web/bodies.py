@@ -69,7 +69,7 @@ async def read_body(request: web.Request, limit: int, timeout: float | None = No
         raise BodyError(408, "the body did not arrive in time") from None
     except (web.HTTPException, ConnectionError):
         raise
-    except Exception as exc:  # noqa: BLE001 - aiohttp's payload errors (broken chunking)
+    except Exception as exc:
         raise BodyError(400, f"unreadable body: {type(exc).__name__}") from None
     if raw is None:
         raise BodyError(413, f"body is larger than {limit} bytes")

@@ -18,14 +18,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from e2e_stack import (  # noqa: E402 - the path above makes the helpers importable
+from e2e_stack import (
     ALERTMANAGER_BIN,
     INSTANCES,
     PROMETHEUS_BIN,
     Stack,
     wait_until,
 )
-from e2e_timeline import Timeline  # noqa: E402
+from e2e_timeline import Timeline
 
 STACK_READY_TIMEOUT = 40.0  # the first heartbeat needs Alertmanager's cluster to settle
 QUIET = 2.5  # seconds without a page before a scenario begins

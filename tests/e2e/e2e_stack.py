@@ -112,7 +112,7 @@ class Exporter:
         exporter = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 body = (f"# TYPE {TEST_METRIC} gauge\n"
                         f"{TEST_METRIC} {exporter.value}\n").encode()
                 self.send_response(200 if self.path == "/metrics" else 404)
@@ -121,7 +121,7 @@ class Exporter:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass  # one line per scrape would bury the useful output
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
