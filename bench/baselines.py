@@ -35,8 +35,10 @@ PATH = "/webhook/alertmanager"
 # -- trivial -----------------------------------------------------------------------------------
 
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
-_CANNED = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n"
-           b"\r\n{\"status\":\"ok\"}")
+_CANNED = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n"
+    b'\r\n{"status":"ok"}'
+)
 
 
 class TrivialProtocol(asyncio.Protocol):
@@ -116,8 +118,16 @@ def fingerprint(labels: dict[str, str]) -> str:
 
 def upsert_rows(alerts: list[dict[str, Any]], now: float) -> list[tuple[Any, ...]]:
     return [
-        (fingerprint(a["labels"]), json.dumps(a["labels"]), json.dumps(a.get("annotations", {})),
-         a["status"], a["startsAt"], a.get("endsAt"), a.get("generatorURL", ""), now)
+        (
+            fingerprint(a["labels"]),
+            json.dumps(a["labels"]),
+            json.dumps(a.get("annotations", {})),
+            a["status"],
+            a["startsAt"],
+            a.get("endsAt"),
+            a.get("generatorURL", ""),
+            now,
+        )
         for a in alerts
     ]
 

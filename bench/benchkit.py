@@ -40,6 +40,7 @@ WEBHOOK = "/webhook/alertmanager"
 
 # -- cores -------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Pinning:
     """Server on one core, load generator (and this runner, and the SMTP sink) on another."""
@@ -68,8 +69,10 @@ class Pinning:
     def describe(self) -> str:
         if self.server_cpu is None:
             return "none (fewer than 2 cores or no taskset): figures are less stable"
-        return (f"server on core {self.server_cpu}; wrk, poster, SMTP sink and runner on "
-                f"core {self.load_cpu} (taskset)")
+        return (
+            f"server on core {self.server_cpu}; wrk, poster, SMTP sink and runner on "
+            f"core {self.load_cpu} (taskset)"
+        )
 
 
 def free_port() -> int:
@@ -123,6 +126,7 @@ def http(method: str, url: str, body: Any = None, timeout: float = 10.0) -> tupl
 
 # -- servers -----------------------------------------------------------------------------------
 
+
 @dataclass
 class Server:
     """One server process: the service or a baseline."""
@@ -147,16 +151,16 @@ class Server:
         start = time.monotonic()
         while time.monotonic() - start < timeout:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n"
-                                   f"{self.tail()}")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}"
+                )
             try:
                 if http("GET", f"{self.url}/healthz", timeout=2)[0] == 200:
                     return time.monotonic() - start
             except OSError:
                 pass
             time.sleep(0.05)
-        raise TimeoutError(f"{self.name} did not answer /healthz within {timeout}s:\n"
-                           f"{self.tail()}")
+        raise TimeoutError(f"{self.name} did not answer /healthz within {timeout}s:\n{self.tail()}")
 
     def memory(self) -> tuple[int, int]:
         rss, hwm = memory_kb(self.pid)
@@ -184,9 +188,13 @@ def _spawn(name: str, argv: list[str], workdir: Path, port: int, pinning: Pinnin
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / f"{name}.log"
     with open(log, "ab") as out:
-        proc = subprocess.Popen(pinning.server(argv), cwd=workdir, stdout=out,
-                                stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            pinning.server(argv),
+            cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     server = Server(name, proc, port, workdir, log)
     try:
         server.wait_ready()
@@ -196,25 +204,42 @@ def _spawn(name: str, argv: list[str], workdir: Path, port: int, pinning: Pinnin
     return server
 
 
-def start_service(workdir: Path, config_text: str, pinning: Pinning,
-                  name: str = "service") -> Server:
+def start_service(
+    workdir: Path, config_text: str, pinning: Pinning, name: str = "service"
+) -> Server:
     port = free_port()
     config = workdir / f"{name}.toml"
     workdir.mkdir(parents=True, exist_ok=True)
     config.write_text(config_text.replace("{port}", str(port)))
-    argv = [PYTHON, "-m", "monitor_manager", "--log-level", "WARNING", "serve",
-            "--config", str(config)]
+    argv = [
+        PYTHON,
+        "-m",
+        "monitor_manager",
+        "--log-level",
+        "WARNING",
+        "serve",
+        "--config",
+        str(config),
+    ]
     return _spawn(name, argv, workdir, port, pinning)
 
 
 def start_baseline(kind: str, workdir: Path, pinning: Pinning) -> Server:
     port = free_port()
-    argv = [PYTHON, str(BENCH / "baselines.py"), kind, "--port", str(port),
-            "--db", str(workdir / "baseline.db")]
+    argv = [
+        PYTHON,
+        str(BENCH / "baselines.py"),
+        kind,
+        "--port",
+        str(port),
+        "--db",
+        str(workdir / "baseline.db"),
+    ]
     return _spawn(f"baseline-{kind}", argv, workdir, port, pinning)
 
 
 # -- the service's config ----------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ServiceSettings:
@@ -268,12 +293,17 @@ def service_config(s: ServiceSettings) -> str:
     lines += ["[routing]", f'default_groups = ["{s.contact_groups[0]}"]', ""]
     if len(s.contact_groups) > 1:
         for name in s.contact_groups:
-            lines += ["[[routes]]", f'match = {{ {s.route_label} = "{name}" }}',
-                      f'groups = ["{name}"]', ""]
+            lines += [
+                "[[routes]]",
+                f'match = {{ {s.route_label} = "{name}" }}',
+                f'groups = ["{name}"]',
+                "",
+            ]
     return "\n".join(lines)
 
 
 # -- wrk ---------------------------------------------------------------------------------------
+
 
 @dataclass
 class LoadResult:
@@ -300,15 +330,36 @@ class LoadResult:
         return self.rps * self.alerts_per_request
 
 
-def run_wrk(server: Server, alerts: int, tag: str, seconds: float, pinning: Pinning,
-            connections: int = 16, rate: float | None = None, token: str = "") -> LoadResult:
+def run_wrk(
+    server: Server,
+    alerts: int,
+    tag: str,
+    seconds: float,
+    pinning: Pinning,
+    connections: int = 16,
+    rate: float | None = None,
+    token: str = "",
+) -> LoadResult:
     """Closed loop at `connections`, or paced at `rate` requests/s in total."""
     script = BENCH / "wrk" / ("webhook_paced.lua" if rate else "webhook.lua")
     args = [str(alerts), tag, token]
     if rate:
         args.append(f"{rate:.3f}")
-    argv = pinning.load([WRK, "-t1", f"-c{connections}", f"-d{max(seconds, 1):.0f}s",
-                         "--timeout", "10s", "-s", str(script), server.url, "--", *args])
+    argv = pinning.load(
+        [
+            WRK,
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(seconds, 1):.0f}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            server.url,
+            "--",
+            *args,
+        ]
+    )
     server_before, busy_before = proc_ticks(server.pid), machine_busy_ticks()
     started = time.monotonic()
     with tempfile.TemporaryFile() as output:
@@ -330,22 +381,31 @@ def run_wrk(server: Server, alerts: int, tag: str, seconds: float, pinning: Pinn
     other = busy / TICKS - server_ticks / TICKS - gen_seconds
     lat = data["latency_us"]
     return LoadResult(
-        requests=data["requests"], seconds=seconds_run, alerts_per_request=alerts,
-        p50_ms=lat["p50"] / 1000, p90_ms=lat["p90"] / 1000, p99_ms=lat["p99"] / 1000,
-        max_ms=lat["max"] / 1000, errors=sum(data["errors"].values()),
-        server_cpu=server_ticks / TICKS / wall, generator_cpu=gen_seconds / wall,
+        requests=data["requests"],
+        seconds=seconds_run,
+        alerts_per_request=alerts,
+        p50_ms=lat["p50"] / 1000,
+        p90_ms=lat["p90"] / 1000,
+        p99_ms=lat["p99"] / 1000,
+        max_ms=lat["max"] / 1000,
+        errors=sum(data["errors"].values()),
+        server_cpu=server_ticks / TICKS / wall,
+        generator_cpu=gen_seconds / wall,
         other_cpu=max(other, 0.0) / wall,
     )
 
 
 # -- payloads posted from Python (storm, pre-population) -----------------------------------------
 
+
 def alert(labels: dict[str, str], status: str = "firing", summary: str = "") -> dict[str, Any]:
     return {
         "status": status,
         "labels": labels,
-        "annotations": {"summary": summary or f"{labels.get('alertname', 'alert')} is firing",
-                        "description": "Generated by bench/run.py."},
+        "annotations": {
+            "summary": summary or f"{labels.get('alertname', 'alert')} is firing",
+            "description": "Generated by bench/run.py.",
+        },
         "startsAt": "2024-05-01T10:00:00.123456789Z",
         "endsAt": "2024-05-01T11:00:00Z" if status == "resolved" else "0001-01-01T00:00:00Z",
         "generatorURL": "http://prometheus.bench:9090/graph?g0.expr=up%3D%3D0",
@@ -355,13 +415,20 @@ def alert(labels: dict[str, str], status: str = "firing", summary: str = "") -> 
 def payload(alerts: list[dict[str, Any]]) -> bytes:
     name = alerts[0]["labels"].get("alertname", "alert") if alerts else "alert"
     status = "firing" if any(a["status"] == "firing" for a in alerts) else "resolved"
-    return json.dumps({
-        "version": "4", "status": status, "receiver": "bench",
-        "groupKey": f'{{}}:{{alertname="{name}"}}', "truncatedAlerts": 0,
-        "externalURL": "http://alertmanager.bench:9093",
-        "groupLabels": {"alertname": name}, "commonLabels": {}, "commonAnnotations": {},
-        "alerts": alerts,
-    }).encode()
+    return json.dumps(
+        {
+            "version": "4",
+            "status": status,
+            "receiver": "bench",
+            "groupKey": f'{{}}:{{alertname="{name}"}}',
+            "truncatedAlerts": 0,
+            "externalURL": "http://alertmanager.bench:9093",
+            "groupLabels": {"alertname": name},
+            "commonLabels": {},
+            "commonAnnotations": {},
+            "alerts": alerts,
+        }
+    ).encode()
 
 
 @dataclass
@@ -373,14 +440,16 @@ class PostResult:
     statuses: dict[int, int] = field(default_factory=dict)
 
 
-def post_all(url: str, bodies: Sequence[bytes], concurrency: int = 16,
-             retry_503: bool = True) -> PostResult:
+def post_all(
+    url: str, bodies: Sequence[bytes], concurrency: int = 16, retry_503: bool = True
+) -> PostResult:
     """POST every body to the webhook, `concurrency` at a time, as fast as answers come."""
     return asyncio.run(_post_all(url + WEBHOOK, bodies, concurrency, retry_503))
 
 
-async def _post_all(url: str, bodies: Sequence[bytes], concurrency: int,
-                    retry_503: bool) -> PostResult:
+async def _post_all(
+    url: str, bodies: Sequence[bytes], concurrency: int, retry_503: bool
+) -> PostResult:
     statuses: dict[int, int] = {}
     queue = list(reversed(bodies))
     headers = {"Content-Type": "application/json"}
@@ -412,6 +481,7 @@ async def _post_all(url: str, bodies: Sequence[bytes], concurrency: int,
 
 # -- the SMTP sink -----------------------------------------------------------------------------
 
+
 class Sink:
     """bench/smtp_sink.py as a process on the load core; its JSON-lines log read as it grows."""
 
@@ -420,12 +490,19 @@ class Sink:
         self.port = free_port()
         self.log = workdir / f"sink-{self.port}.jsonl"
         self.log.write_text("")
-        argv = [PYTHON, str(BENCH / "smtp_sink.py"), "--port", str(self.port),
-                "--log", str(self.log)]
+        argv = [
+            PYTHON,
+            str(BENCH / "smtp_sink.py"),
+            "--port",
+            str(self.port),
+            "--log",
+            str(self.log),
+        ]
         if grep:
             argv += ["--grep", grep]
-        self.proc = subprocess.Popen(pinning.load(argv), stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            pinning.load(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().decode()
         if not line.startswith("READY"):
@@ -467,6 +544,7 @@ class Sink:
 
 # -- numbers -----------------------------------------------------------------------------------
 
+
 def median(values: Iterable[float]) -> float:
     items = list(values)
     return statistics.median(items) if items else float("nan")
@@ -478,6 +556,7 @@ def spread(values: Iterable[float]) -> tuple[float, float]:
 
 
 # -- the machine -------------------------------------------------------------------------------
+
 
 def fsync_latency_us(directory: Path, count: int = 200) -> float:
     """Median time of a small write + fsync in the benchmark's data directory."""
@@ -534,7 +613,8 @@ def machine(workdir: Path, pinning: Pinning) -> dict[str, str]:
         "SQLite": sqlite3.sqlite_version,
         "libraries": ", ".join(versions),
         "load generator": (wrk_version.stdout or wrk_version.stderr).splitlines()[0].strip()
-                          if (wrk_version.stdout or wrk_version.stderr) else "wrk ?",
+        if (wrk_version.stdout or wrk_version.stderr)
+        else "wrk ?",
         "data directory": f"{workdir} ({filesystem_of(workdir)})",
         "fsync (128 B write + fsync, median)": f"{fsync_latency_us(workdir):.0f} µs",
         "pinning": pinning.describe(),

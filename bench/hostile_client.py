@@ -25,9 +25,13 @@ WEBHOOK = "/webhook/alertmanager"
 
 
 def _bodies() -> list[tuple[bytes, dict[str, str]]]:
-    alert = {"status": "firing", "labels": {"alertname": "Hostile", "instance": "x"},
-             "annotations": {"summary": "bad"}, "startsAt": "2024-05-01T10:00:00Z",
-             "endsAt": "0001-01-01T00:00:00Z"}
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": "Hostile", "instance": "x"},
+        "annotations": {"summary": "bad"},
+        "startsAt": "2024-05-01T10:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+    }
     doc = {"version": "4", "status": "firing", "alerts": [alert] * 20}
     text = json.dumps(doc)
     plain = {"Content-Type": "application/json"}
@@ -45,8 +49,10 @@ def _bodies() -> list[tuple[bytes, dict[str, str]]]:
 async def _stall(host: str, port: int) -> str:
     """A body that stops arriving: held for a second, then dropped."""
     reader, writer = await asyncio.open_connection(host, port)
-    writer.write(b"POST /webhook/alertmanager HTTP/1.1\r\nHost: bench\r\n"
-                 b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"version")
+    writer.write(
+        b"POST /webhook/alertmanager HTTP/1.1\r\nHost: bench\r\n"
+        b'Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"version'
+    )
     await writer.drain()
     await asyncio.sleep(1.0)
     writer.close()

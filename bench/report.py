@@ -14,8 +14,17 @@ STORM_SLACK_S = 10.0
 RATIO_TARGETS = {1: 1.0, 100: 0.8}  # service / baseline (b), by alerts per payload
 SCALE_TARGET = 0.8  # "within 20%"
 HOSTILE_SLACK = 1.2  # the good client's p99 beside a malicious one: within 20% ("noise")
-SECTIONS = ("Machine", "Load generator check", "Ingest", "Storm", "Delivery", "Scale",
-            "Hostile client", "Memory", "Targets")
+SECTIONS = (
+    "Machine",
+    "Load generator check",
+    "Ingest",
+    "Storm",
+    "Delivery",
+    "Scale",
+    "Hostile client",
+    "Memory",
+    "Targets",
+)
 
 
 def _n(value: float, digits: int = 0) -> str:
@@ -75,8 +84,11 @@ class Report:
         lines += self.memory()
         lines += self.profile()
         lines += ["## Targets", ""]
-        lines += _table(["target", "measured", "met"], self.targets) if self.targets else [
-            "No target was measured in this run.", ""]
+        lines += (
+            _table(["target", "measured", "met"], self.targets)
+            if self.targets
+            else ["No target was measured in this run.", ""]
+        )
         return "\n".join(lines)
 
     # -- sections ----------------------------------------------------------------------------
@@ -101,10 +113,16 @@ class Report:
         rows = []
         for row in gen:
             res: LoadResult = row["result"]
-            rows.append([str(row["size"]), _n(res.rps), _n(res.alerts_per_s),
-                         f"{res.generator_cpu:.0%}", f"{res.server_cpu:.0%}"])
-        lines += _table(["alerts/payload", "requests/s", "alerts/s", "wrk CPU", "server CPU"],
-                        rows)
+            rows.append(
+                [
+                    str(row["size"]),
+                    _n(res.rps),
+                    _n(res.alerts_per_s),
+                    f"{res.generator_cpu:.0%}",
+                    f"{res.server_cpu:.0%}",
+                ]
+            )
+        lines += _table(["alerts/payload", "requests/s", "alerts/s", "wrk CPU", "server CPU"], rows)
         sink = self.r.get("sink")
         if sink:
             lines += [
@@ -134,8 +152,11 @@ class Report:
             "other processes disturbs much less than the rate.",
             "",
         ]
-        names = {"a": "(a) aiohttp + JSON", "b": "(b) + SQLite per request",
-                 "service": "Monitor Manager"}
+        names = {
+            "a": "(a) aiohttp + JSON",
+            "b": "(b) + SQLite per request",
+            "service": "Monitor Manager",
+        }
         rows = []
         closed = data["closed"]
         for size in sorted(closed):
@@ -144,19 +165,39 @@ class Report:
                 if not runs:
                     continue
                 aps = [r.alerts_per_s for r in runs]
-                rows.append([
-                    str(size), names[kind], _n(median(aps)), _range(aps),
-                    _n(median(r.rps for r in runs)),
-                    _n(median(r.p50_ms for r in runs), 1), _n(median(r.p99_ms for r in runs), 1),
-                    _n(median(_cpu_us(r) for r in runs), 1),
-                    f"{median(r.server_cpu for r in runs):.2f}",
-                    f"{median(r.generator_cpu for r in runs):.2f}",
-                    f"{median(r.other_cpu for r in runs):.2f}",
-                    str(sum(r.errors for r in runs)),
-                ])
-        lines += _table(["alerts/payload", "server", "alerts/s", "range", "requests/s",
-                         "p50 ms", "p99 ms", "server CPU µs/alert", "server CPU", "wrk CPU",
-                         "other CPU", "errors"], rows)
+                rows.append(
+                    [
+                        str(size),
+                        names[kind],
+                        _n(median(aps)),
+                        _range(aps),
+                        _n(median(r.rps for r in runs)),
+                        _n(median(r.p50_ms for r in runs), 1),
+                        _n(median(r.p99_ms for r in runs), 1),
+                        _n(median(_cpu_us(r) for r in runs), 1),
+                        f"{median(r.server_cpu for r in runs):.2f}",
+                        f"{median(r.generator_cpu for r in runs):.2f}",
+                        f"{median(r.other_cpu for r in runs):.2f}",
+                        str(sum(r.errors for r in runs)),
+                    ]
+                )
+        lines += _table(
+            [
+                "alerts/payload",
+                "server",
+                "alerts/s",
+                "range",
+                "requests/s",
+                "p50 ms",
+                "p99 ms",
+                "server CPU µs/alert",
+                "server CPU",
+                "wrk CPU",
+                "other CPU",
+                "errors",
+            ],
+            rows,
+        )
         ratio_rows = []
         for size in sorted(closed):
             ours = median(r.alerts_per_s for r in closed[size]["service"])
@@ -164,15 +205,25 @@ class Report:
             b = median(r.alerts_per_s for r in closed[size]["b"])
             target = RATIO_TARGETS.get(size)
             ratio_b = ours / b if b else float("nan")
-            ratio_rows.append([str(size), f"{ours / a:.2f}×" if a else "–", f"{ratio_b:.2f}×",
-                               f"≥ {target:.1f}× (b)" if target else "–",
-                               _met(ratio_b >= target) if target else "–"])
+            ratio_rows.append(
+                [
+                    str(size),
+                    f"{ours / a:.2f}×" if a else "–",
+                    f"{ratio_b:.2f}×",
+                    f"≥ {target:.1f}× (b)" if target else "–",
+                    _met(ratio_b >= target) if target else "–",
+                ]
+            )
             if target:
-                self.target(f"ingest at {size} alert{'s' if size > 1 else ''}/payload ≥ "
-                            f"{target:.1f}× baseline (b)",
-                            f"{ratio_b:.2f}× ({_n(ours)} vs {_n(b)} alerts/s)", ratio_b >= target)
-        lines += _table(["alerts/payload", "service / (a)", "service / (b)", "target", "met"],
-                        ratio_rows)
+                self.target(
+                    f"ingest at {size} alert{'s' if size > 1 else ''}/payload ≥ "
+                    f"{target:.1f}× baseline (b)",
+                    f"{ratio_b:.2f}× ({_n(ours)} vs {_n(b)} alerts/s)",
+                    ratio_b >= target,
+                )
+        lines += _table(
+            ["alerts/payload", "service / (a)", "service / (b)", "target", "met"], ratio_rows
+        )
         lines += [
             "### Latency at half the maximum rate",
             "",
@@ -187,15 +238,38 @@ class Report:
             if not runs:
                 continue
             p99 = median(r.p99_ms for r in runs)
-            rows.append([str(size), _n(data["paced_rate"][size]), _n(median(r.rps for r in runs)),
-                         _n(median(r.alerts_per_s for r in runs)),
-                         _n(median(r.p50_ms for r in runs), 1), _n(p99, 1),
-                         _range([r.p99_ms for r in runs], 1),
-                         _n(median(r.max_ms for r in runs), 1), _met(p99 <= P99_LIMIT_MS)])
-            self.target(f"p99 ≤ {P99_LIMIT_MS:g} ms at half the maximum rate, {size}/payload",
-                        f"{p99:.1f} ms", p99 <= P99_LIMIT_MS)
-        lines += _table(["alerts/payload", "paced at req/s", "achieved req/s", "alerts/s",
-                         "p50 ms", "p99 ms", "p99 range", "max ms", "p99 ≤ 50 ms"], rows)
+            rows.append(
+                [
+                    str(size),
+                    _n(data["paced_rate"][size]),
+                    _n(median(r.rps for r in runs)),
+                    _n(median(r.alerts_per_s for r in runs)),
+                    _n(median(r.p50_ms for r in runs), 1),
+                    _n(p99, 1),
+                    _range([r.p99_ms for r in runs], 1),
+                    _n(median(r.max_ms for r in runs), 1),
+                    _met(p99 <= P99_LIMIT_MS),
+                ]
+            )
+            self.target(
+                f"p99 ≤ {P99_LIMIT_MS:g} ms at half the maximum rate, {size}/payload",
+                f"{p99:.1f} ms",
+                p99 <= P99_LIMIT_MS,
+            )
+        lines += _table(
+            [
+                "alerts/payload",
+                "paced at req/s",
+                "achieved req/s",
+                "alerts/s",
+                "p50 ms",
+                "p99 ms",
+                "p99 range",
+                "max ms",
+                "p99 ≤ 50 ms",
+            ],
+            rows,
+        )
         return lines
 
     def storm(self) -> list[str]:
@@ -229,29 +303,54 @@ class Report:
             ph = [run[phase] for run in runs]
             lag = median(p["lag"] for p in ph)
             complete = min(p["complete"] for p in ph)
-            rows.append([
-                phase, _n(median(p["alerts_per_s"] for p in ph)),
-                _n(median(p["post_seconds"] for p in ph), 1), _n(lag, 1),
-                _range([p["lag"] for p in ph], 1),
-                _n(median(p["after_decision"] for p in ph), 2),
-                _n(median(p["mails"] for p in ph)),
-                _n(median(p["digests"] for p in ph)),
-                f"{complete}/{ph[0]['groups']}", str(sum(p["post_failures"] for p in ph)),
-            ])
-            self.target(f"storm ({phase}): last mail ≤ group_wait + {STORM_SLACK_S:g} s after "
-                        "the last POST", f"{lag:.1f} s (group_wait {gw:g} s)",
-                        lag <= gw + STORM_SLACK_S)
-            self.target(f"storm ({phase}): every alert group in a delivered message",
-                        f"{complete}/{ph[0]['groups']}", complete == ph[0]["groups"])
-        lines += _table(["phase", "posted alerts/s", "posting s", "lag s", "lag range",
-                         "last decision → last mail s", "mails", "digests", "groups in mails",
-                         "failed POSTs"], rows)
+            rows.append(
+                [
+                    phase,
+                    _n(median(p["alerts_per_s"] for p in ph)),
+                    _n(median(p["post_seconds"] for p in ph), 1),
+                    _n(lag, 1),
+                    _range([p["lag"] for p in ph], 1),
+                    _n(median(p["after_decision"] for p in ph), 2),
+                    _n(median(p["mails"] for p in ph)),
+                    _n(median(p["digests"] for p in ph)),
+                    f"{complete}/{ph[0]['groups']}",
+                    str(sum(p["post_failures"] for p in ph)),
+                ]
+            )
+            self.target(
+                f"storm ({phase}): last mail ≤ group_wait + {STORM_SLACK_S:g} s after "
+                "the last POST",
+                f"{lag:.1f} s (group_wait {gw:g} s)",
+                lag <= gw + STORM_SLACK_S,
+            )
+            self.target(
+                f"storm ({phase}): every alert group in a delivered message",
+                f"{complete}/{ph[0]['groups']}",
+                complete == ph[0]["groups"],
+            )
+        lines += _table(
+            [
+                "phase",
+                "posted alerts/s",
+                "posting s",
+                "lag s",
+                "lag range",
+                "last decision → last mail s",
+                "mails",
+                "digests",
+                "groups in mails",
+                "failed POSTs",
+            ],
+            rows,
+        )
         most = max(run["max_per_window"] for run in runs)
         most_direct = max(run["max_direct_per_window"] for run in runs)
         most_digests = max(run["max_digests_per_window"] for run in runs)
         undelivered = sum(run["undelivered"] for run in runs)
-        per_cg = ", ".join(f"{address.split('@')[0]} {count}" for address, count in
-                           sorted(runs[0]["mails_per_contact_group"].items()))
+        per_cg = ", ".join(
+            f"{address.split('@')[0]} {count}"
+            for address, count in sorted(runs[0]["mails_per_contact_group"].items())
+        )
         lines += [
             f"Most messages one contact group got in one window on its one channel: {most} "
             f"({most_direct} direct + {most_digests} digest); limit threshold + 1 = {limit}. "
@@ -259,8 +358,11 @@ class Report:
             f"(first run): {per_cg}.",
             "",
         ]
-        self.target("storm: ≤ threshold + one digest per channel per window",
-                    f"{most} ≤ {limit}", most <= limit)
+        self.target(
+            "storm: ≤ threshold + one digest per channel per window",
+            f"{most} ≤ {limit}",
+            most <= limit,
+        )
         return lines
 
     def delivery(self) -> list[str]:
@@ -276,15 +378,26 @@ class Report:
             "first and the last arrival at the sink.",
             "",
         ]
-        rows = [[str(run["received"]), _n(run["seconds"], 2), _n(run["rate"]),
-                 str(run["connections"]), _n(run["mean_bytes"])] for run in runs]
-        lines += _table(["mails received", "seconds", "mails/s", "SMTP connections opened",
-                         "bytes/mail"], rows)
+        rows = [
+            [
+                str(run["received"]),
+                _n(run["seconds"], 2),
+                _n(run["rate"]),
+                str(run["connections"]),
+                _n(run["mean_bytes"]),
+            ]
+            for run in runs
+        ]
+        lines += _table(
+            ["mails received", "seconds", "mails/s", "SMTP connections opened", "bytes/mail"], rows
+        )
         lines += [f"Median: **{_n(rate)} mails/s** (target ≥ {DELIVERY_TARGET:g}/s).", ""]
         conns = max(run["connections"] for run in runs)
-        self.target(f"delivery ≥ {DELIVERY_TARGET:g} emails/s, connections reused",
-                    f"{rate:.0f}/s over {conns} connections",
-                    rate >= DELIVERY_TARGET and conns <= 4)
+        self.target(
+            f"delivery ≥ {DELIVERY_TARGET:g} emails/s, connections reused",
+            f"{rate:.0f}/s over {conns} connections",
+            rate >= DELIVERY_TARGET and conns <= 4,
+        )
         return lines
 
     def scale(self) -> list[str]:
@@ -310,16 +423,38 @@ class Report:
             e = median(r.alerts_per_s for r in empty)
             s = median(r.alerts_per_s for r in stored)
             ratio = s / e if e else float("nan")
-            rows.append([str(size), _n(e), _n(s), f"{ratio:.2f}×",
-                         _n(median(_cpu_us(r) for r in empty), 1),
-                         _n(median(_cpu_us(r) for r in stored), 1),
-                         _n(median(r.p99_ms for r in empty), 1),
-                         _n(median(r.p99_ms for r in stored), 1), _met(ratio >= SCALE_TARGET)])
-            self.target(f"ingest with {pre['alerts']:,} stored within 20% of empty, "
-                        f"{size}/payload", f"{ratio:.2f}×", ratio >= SCALE_TARGET)
-        lines += _table(["alerts/payload", "empty: alerts/s", "stored: alerts/s",
-                         "stored / empty", "CPU µs/alert empty", "CPU µs/alert stored",
-                         "p99 ms empty", "p99 ms stored", "≥ 0.8×"], rows)
+            rows.append(
+                [
+                    str(size),
+                    _n(e),
+                    _n(s),
+                    f"{ratio:.2f}×",
+                    _n(median(_cpu_us(r) for r in empty), 1),
+                    _n(median(_cpu_us(r) for r in stored), 1),
+                    _n(median(r.p99_ms for r in empty), 1),
+                    _n(median(r.p99_ms for r in stored), 1),
+                    _met(ratio >= SCALE_TARGET),
+                ]
+            )
+            self.target(
+                f"ingest with {pre['alerts']:,} stored within 20% of empty, {size}/payload",
+                f"{ratio:.2f}×",
+                ratio >= SCALE_TARGET,
+            )
+        lines += _table(
+            [
+                "alerts/payload",
+                "empty: alerts/s",
+                "stored: alerts/s",
+                "stored / empty",
+                "CPU µs/alert empty",
+                "CPU µs/alert stored",
+                "p99 ms empty",
+                "p99 ms stored",
+                "≥ 0.8×",
+            ],
+            rows,
+        )
         return lines
 
     def hostile(self) -> list[str]:
@@ -335,69 +470,115 @@ class Report:
         for counts in data["bad"]:
             for status, n in counts.items():
                 kinds[status] = kinds.get(status, 0) + n
-        lost = [stored != r.requests for stored, r in zip(
-            data["stored"]["quiet"] + data["stored"]["hostile"], quiet + bad, strict=True)]
+        lost = [
+            stored != r.requests
+            for stored, r in zip(
+                data["stored"]["quiet"] + data["stored"]["hostile"], quiet + bad, strict=True
+            )
+        ]
         errors = sum(r.errors for r in quiet + bad)
         lines += [
             f"A good client (wrk, 1 alert per payload, paced at {data['rate']:g} requests/s) "
             "alone, and beside a malicious one (bench/hostile_client.py, 8 at a time: UTF-16/32, "
             "lone surrogates, broken gzip, deep nesting, bodies over the limit, bodies that "
             "stall). The malicious requests were answered: "
-            + ", ".join(f"{k}: {v:,}" for k, v in sorted(kinds.items())) + ".",
+            + ", ".join(f"{k}: {v:,}" for k, v in sorted(kinds.items()))
+            + ".",
             "",
         ]
         lines += _table(
-            ["", "p50 ms", "p99 ms", "good requests answered", "good errors",
-             "their alerts stored"],
-            [[name, _n(median(r.p50_ms for r in runs), 1), _n(median(r.p99_ms for r in runs), 1),
-              _n(median(r.requests for r in runs)), str(sum(r.errors for r in runs)),
-              _n(median(data["stored"][name]))]
-             for name, runs in (("quiet", quiet), ("hostile", bad))])
-        self.target("good client's p99 beside a malicious one within 20% of alone",
-                    f"{ratio:.2f}× ({p_bad:.1f} / {p_quiet:.1f} ms)", ratio <= HOSTILE_SLACK)
-        self.target("every good request answered 200 and stored, with a malicious client",
-                    f"{errors} errors", errors == 0 and not any(lost))
+            [
+                "",
+                "p50 ms",
+                "p99 ms",
+                "good requests answered",
+                "good errors",
+                "their alerts stored",
+            ],
+            [
+                [
+                    name,
+                    _n(median(r.p50_ms for r in runs), 1),
+                    _n(median(r.p99_ms for r in runs), 1),
+                    _n(median(r.requests for r in runs)),
+                    str(sum(r.errors for r in runs)),
+                    _n(median(data["stored"][name])),
+                ]
+                for name, runs in (("quiet", quiet), ("hostile", bad))
+            ],
+        )
+        self.target(
+            "good client's p99 beside a malicious one within 20% of alone",
+            f"{ratio:.2f}× ({p_bad:.1f} / {p_quiet:.1f} ms)",
+            ratio <= HOSTILE_SLACK,
+        )
+        self.target(
+            "every good request answered 200 and stored, with a malicious client",
+            f"{errors} errors",
+            errors == 0 and not any(lost),
+        )
         return lines
 
     def memory(self) -> list[str]:
-        lines = ["## Memory", "",
-                 "Peak RSS (VmHWM from /proc/PID/status, read before each service process "
-                 "stopped) of the service, the largest over the runs of each scenario.", ""]
+        lines = [
+            "## Memory",
+            "",
+            "Peak RSS (VmHWM from /proc/PID/status, read before each service process "
+            "stopped) of the service, the largest over the runs of each scenario.",
+            "",
+        ]
         memory = self.r.get("memory") or {}
         if not memory:
             return lines + ["Not run.", ""]
-        rows = [[label, _n(kb / 1024), _met(kb / 1024 <= RSS_LIMIT_MB)]
-                for label, kb in memory.items()]
+        rows = [
+            [label, _n(kb / 1024), _met(kb / 1024 <= RSS_LIMIT_MB)] for label, kb in memory.items()
+        ]
         lines += _table(["scenario", "peak RSS MB", f"≤ {RSS_LIMIT_MB} MB"], rows)
         worst_label, worst = max(memory.items(), key=lambda item: item[1])
-        self.target(f"peak RSS ≤ {RSS_LIMIT_MB} MB throughout",
-                    f"{worst / 1024:.0f} MB ({worst_label})", worst / 1024 <= RSS_LIMIT_MB)
+        self.target(
+            f"peak RSS ≤ {RSS_LIMIT_MB} MB throughout",
+            f"{worst / 1024:.0f} MB ({worst_label})",
+            worst / 1024 <= RSS_LIMIT_MB,
+        )
         return lines
 
     def profile(self) -> list[str]:
         prof = self.r.get("profile")
         if not prof:
             return []
-        lines = ["## Profile", "",
-                 "py-spy record (200 Hz, all threads, idle excluded as far as py-spy can tell: "
-                 "a thread blocked in fsync or waiting for the GIL still counts) on the service "
-                 "under the closed-loop ingest load. Percentages are of all samples; the second "
-                 "table lists the project's own functions with everything they call.", ""]
+        lines = [
+            "## Profile",
+            "",
+            "py-spy record (200 Hz, all threads, idle excluded as far as py-spy can tell: "
+            "a thread blocked in fsync or waiting for the GIL still counts) on the service "
+            "under the closed-loop ingest load. Percentages are of all samples; the second "
+            "table lists the project's own functions with everything they call.",
+            "",
+        ]
         for size, data in sorted(prof.items()):
             total = data["samples"] or 1
-            lines += [f"### {size} alert{'s' if int(size) > 1 else ''} per payload "
-                      f"({data['samples']} samples, `{data['file']}`)", ""]
+            lines += [
+                f"### {size} alert{'s' if int(size) > 1 else ''} per payload "
+                f"({data['samples']} samples, `{data['file']}`)",
+                "",
+            ]
             threads = ", ".join(f"{t}: {c / total:.0%}" for t, c in data["threads"])
             lines += [f"Threads: {threads}.", ""]
-            lines += _table(["self %", "function"],
-                            [[f"{c / total:.1%}", f"`{f}`"] for f, c in data["self"]])
+            lines += _table(
+                ["self %", "function"], [[f"{c / total:.1%}", f"`{f}`"] for f, c in data["self"]]
+            )
             # The project's own functions; the event loop and thread frames above them say
             # nothing.
-            interesting = [(f, c) for f, c in data["inclusive"]
-                           if ("monitor_manager/" in f or "channels/" in f)
-                           and not f.endswith(("cli.py)", "__main__.py)"))][:20]
-            lines += _table(["inclusive %", "function"],
-                            [[f"{c / total:.1%}", f"`{f}`"] for f, c in interesting])
+            interesting = [
+                (f, c)
+                for f, c in data["inclusive"]
+                if ("monitor_manager/" in f or "channels/" in f)
+                and not f.endswith(("cli.py)", "__main__.py)"))
+            ][:20]
+            lines += _table(
+                ["inclusive %", "function"],
+                [[f"{c / total:.1%}", f"`{f}`"] for f, c in interesting],
+            )
         return lines
 
 

@@ -36,19 +36,37 @@ OPTIONAL = ("profile",)
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one short run of each figure")
-    parser.add_argument("--smoke", action="store_true",
-                        help="with --quick: tiny sizes, only to show the benchmark runs")
-    parser.add_argument("--out", default=str(BENCH / "results" / "latest.md"),
-                        help="Markdown report (a .json with the raw figures goes beside it)")
-    parser.add_argument("--workdir", default="",
-                        help="where stores and logs go (default: a new folder beside --out)")
-    parser.add_argument("--only", default=",".join(ALL),
-                        help=f"comma-separated subset of {','.join(ALL + OPTIONAL)}")
-    parser.add_argument("--profile", action="store_true",
-                        help="also record py-spy profiles of the service under ingest load")
-    parser.add_argument("--stored", type=int, default=0,
-                        help="alerts in the store for the scale section (default: 200,000; "
-                             "50,000 with --quick)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="with --quick: tiny sizes, only to show the benchmark runs",
+    )
+    parser.add_argument(
+        "--out",
+        default=str(BENCH / "results" / "latest.md"),
+        help="Markdown report (a .json with the raw figures goes beside it)",
+    )
+    parser.add_argument(
+        "--workdir",
+        default="",
+        help="where stores and logs go (default: a new folder beside --out)",
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(ALL),
+        help=f"comma-separated subset of {','.join(ALL + OPTIONAL)}",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also record py-spy profiles of the service under ingest load",
+    )
+    parser.add_argument(
+        "--stored",
+        type=int,
+        default=0,
+        help="alerts in the store for the scale section (default: 200,000; 50,000 with --quick)",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin to cores")
     parser.add_argument("--keep", action="store_true", help="keep stores and logs")
     args = parser.parse_args(argv)
@@ -85,9 +103,12 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     results: dict[str, Any] = {
-        "mode": mode, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "mode": mode,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "command": "python bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "plan": asdict(plan), "machine": machine(workdir, pinning), "memory": peaks,
+        "plan": asdict(plan),
+        "machine": machine(workdir, pinning),
+        "memory": peaks,
     }
     try:
         if "generator" in only:
@@ -104,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         if "hostile" in only:
             results["hostile"] = scenarios.hostile(plan, workdir, pinning, peak)
         if args.profile or "profile" in only:
-            results["profile"] = scenarios.profile(plan, workdir, pinning,
-                                                   out.parent / f"profile-{stamp}")
+            results["profile"] = scenarios.profile(
+                plan, workdir, pinning, out.parent / f"profile-{stamp}"
+            )
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -71,21 +71,45 @@ class Plan:
 
 
 FULL = Plan()
-QUICK = Plan(reps=1, seconds=2.0, storm_alerts=4_000, storm_groups=200, storm_reps=1,
-             delivery_mails=500, delivery_reps=1, scale_stored=50_000, sink_check_mails=500,
-             profile_seconds=8.0)
-SMOKE = Plan(reps=1, seconds=1.0, warmup=0.0, sizes=(1, 100), storm_alerts=200, storm_groups=20,
-             storm_reps=1, storm_group_wait=1.0, storm_window=2.0, storm_threshold=2,
-             delivery_mails=20, delivery_reps=1, scale_stored=2_000, scale_sizes=(100,),
-             sink_check_mails=20, profile_seconds=2.0)
+QUICK = Plan(
+    reps=1,
+    seconds=2.0,
+    storm_alerts=4_000,
+    storm_groups=200,
+    storm_reps=1,
+    delivery_mails=500,
+    delivery_reps=1,
+    scale_stored=50_000,
+    sink_check_mails=500,
+    profile_seconds=8.0,
+)
+SMOKE = Plan(
+    reps=1,
+    seconds=1.0,
+    warmup=0.0,
+    sizes=(1, 100),
+    storm_alerts=200,
+    storm_groups=20,
+    storm_reps=1,
+    storm_group_wait=1.0,
+    storm_window=2.0,
+    storm_threshold=2,
+    delivery_mails=20,
+    delivery_reps=1,
+    scale_stored=2_000,
+    scale_sizes=(100,),
+    sink_check_mails=20,
+    profile_seconds=2.0,
+)
 
 
 def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def _start(kind: str, workdir: Path, pinning: Pinning,
-           settings: ServiceSettings | None = None) -> Server:
+def _start(
+    kind: str, workdir: Path, pinning: Pinning, settings: ServiceSettings | None = None
+) -> Server:
     if kind == "service":
         return start_service(workdir, service_config(settings or ServiceSettings()), pinning)
     return start_baseline(kind, workdir, pinning)
@@ -98,14 +122,21 @@ def _done(server: Server) -> None:
         shutil.rmtree(server.workdir, ignore_errors=True)
 
 
-def _warm_and_measure(server: Server, size: int, plan: Plan, pinning: Pinning,
-                      rate: float | None = None, tag: str = "m") -> LoadResult:
+def _warm_and_measure(
+    server: Server,
+    size: int,
+    plan: Plan,
+    pinning: Pinning,
+    rate: float | None = None,
+    tag: str = "m",
+) -> LoadResult:
     if plan.warmup:
         run_wrk(server, size, f"w{tag}", plan.warmup, pinning, plan.connections)
     return run_wrk(server, size, tag, plan.seconds, pinning, plan.connections, rate=rate)
 
 
 # -- load generator check ------------------------------------------------------------------------
+
 
 def generator_check(plan: Plan, workdir: Path, pinning: Pinning) -> list[dict[str, Any]]:
     """wrk against a server that does nothing: the ceiling of the generator and the loopback."""
@@ -115,8 +146,10 @@ def generator_check(plan: Plan, workdir: Path, pinning: Pinning) -> list[dict[st
         for size in plan.sizes:
             result = run_wrk(server, size, f"g{size}", plan.seconds, pinning, plan.connections)
             rows.append({"size": size, "result": result})
-            _log(f"generator check {size}/payload: {result.rps:,.0f} req/s, "
-                 f"wrk CPU {result.generator_cpu:.0%}")
+            _log(
+                f"generator check {size}/payload: {result.rps:,.0f} req/s, "
+                f"wrk CPU {result.generator_cpu:.0%}"
+            )
     finally:
         server.stop()
     return rows
@@ -136,9 +169,14 @@ def sink_check(plan: Plan, workdir: Path, pinning: Pinning) -> dict[str, Any]:
         seconds = asyncio.run(_blast(sink.port, count, connections=2))
         sink.poll()
         mails = sink.mails()
-        return {"mails": count, "received": len(mails), "seconds": seconds,
-                "bytes": mails[0]["bytes"] if mails else 0,
-                "rate": count / seconds, "connections": sink.connections()}
+        return {
+            "mails": count,
+            "received": len(mails),
+            "seconds": seconds,
+            "bytes": mails[0]["bytes"] if mails else 0,
+            "rate": count / seconds,
+            "connections": sink.connections(),
+        }
     finally:
         pinning.pin_self()
         sink.stop()
@@ -158,8 +196,9 @@ async def _blast(port: int, count: int, connections: int) -> float:
     left = list(range(count))
 
     async def worker() -> None:
-        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False,
-                                 local_hostname="bench")
+        client = aiosmtplib.SMTP(
+            hostname="127.0.0.1", port=port, start_tls=False, local_hostname="bench"
+        )
         await client.connect()
         while left:
             left.pop()
@@ -173,12 +212,15 @@ async def _blast(port: int, count: int, connections: int) -> float:
 
 # -- ingest ------------------------------------------------------------------------------------
 
-def ingest(plan: Plan, workdir: Path, pinning: Pinning,
-           peak: Callable[[str, Server], None]) -> dict[str, Any]:
+
+def ingest(
+    plan: Plan, workdir: Path, pinning: Pinning, peak: Callable[[str, Server], None]
+) -> dict[str, Any]:
     """Closed-loop throughput of (a), (b) and the service per payload size, then the service's
     latency paced at half its own maximum rate."""
     closed: dict[int, dict[str, list[LoadResult]]] = {
-        size: {kind: [] for kind in SERVER_KINDS} for size in plan.sizes}
+        size: {kind: [] for kind in SERVER_KINDS} for size in plan.sizes
+    }
     for rep in range(plan.reps):
         for size in plan.sizes:
             for kind in SERVER_KINDS:
@@ -190,10 +232,12 @@ def ingest(plan: Plan, workdir: Path, pinning: Pinning,
                         peak(f"ingest {size}/payload", server)
                     _done(server)
                 closed[size][kind].append(result)
-                _log(f"ingest rep {rep + 1}/{plan.reps} {size:>3}/payload {kind:>7}: "
-                     f"{result.alerts_per_s:>9,.0f} alerts/s p99 {result.p99_ms:6.1f} ms "
-                     f"server CPU {result.server_cpu:.0%} wrk CPU {result.generator_cpu:.0%} "
-                     f"other {result.other_cpu:.2f} errors {result.errors}")
+                _log(
+                    f"ingest rep {rep + 1}/{plan.reps} {size:>3}/payload {kind:>7}: "
+                    f"{result.alerts_per_s:>9,.0f} alerts/s p99 {result.p99_ms:6.1f} ms "
+                    f"server CPU {result.server_cpu:.0%} wrk CPU {result.generator_cpu:.0%} "
+                    f"other {result.other_cpu:.2f} errors {result.errors}"
+                )
     paced: dict[int, list[LoadResult]] = {size: [] for size in plan.sizes}
     targets: dict[int, float] = {}
     for size in plan.sizes:
@@ -202,54 +246,77 @@ def ingest(plan: Plan, workdir: Path, pinning: Pinning,
         for size in plan.sizes:
             server = _start("service", workdir / f"paced-{rep}-{size}", pinning)
             try:
-                result = _warm_and_measure(server, size, plan, pinning, rate=targets[size],
-                                           tag="p")
+                result = _warm_and_measure(server, size, plan, pinning, rate=targets[size], tag="p")
             finally:
                 peak(f"ingest {size}/payload", server)
                 _done(server)
             paced[size].append(result)
-            _log(f"paced rep {rep + 1}/{plan.reps} {size:>3}/payload at {targets[size]:,.0f} "
-                 f"req/s: got {result.rps:,.0f} req/s p50 {result.p50_ms:.1f} ms "
-                 f"p99 {result.p99_ms:.1f} ms")
+            _log(
+                f"paced rep {rep + 1}/{plan.reps} {size:>3}/payload at {targets[size]:,.0f} "
+                f"req/s: got {result.rps:,.0f} req/s p50 {result.p50_ms:.1f} ms "
+                f"p99 {result.p99_ms:.1f} ms"
+            )
     return {"closed": closed, "paced": paced, "paced_rate": targets}
 
 
 # -- storm -------------------------------------------------------------------------------------
 
-def storm(plan: Plan, workdir: Path, pinning: Pinning,
-          peak: Callable[[str, Server], None]) -> list[dict[str, Any]]:
+
+def storm(
+    plan: Plan, workdir: Path, pinning: Pinning, peak: Callable[[str, Server], None]
+) -> list[dict[str, Any]]:
     runs = []
     for rep in range(plan.storm_reps):
         runs.append(_storm_once(plan, workdir / f"storm-{rep}", pinning, peak))
         r = runs[-1]
-        _log(f"storm rep {rep + 1}/{plan.storm_reps}: firing: posted in "
-             f"{r['firing']['post_seconds']:.1f} s, last mail {r['firing']['lag']:.1f} s "
-             f"after last POST; resolved: last mail "
-             f"{r['resolved']['lag']:.1f} s after last POST; max per window "
-             f"{r['max_per_window']}; complete {r['firing']['complete']}/"
-             f"{r['resolved']['complete']}")
+        _log(
+            f"storm rep {rep + 1}/{plan.storm_reps}: firing: posted in "
+            f"{r['firing']['post_seconds']:.1f} s, last mail {r['firing']['lag']:.1f} s "
+            f"after last POST; resolved: last mail "
+            f"{r['resolved']['lag']:.1f} s after last POST; max per window "
+            f"{r['max_per_window']}; complete {r['firing']['complete']}/"
+            f"{r['resolved']['complete']}"
+        )
     return runs
 
 
-def _storm_once(plan: Plan, workdir: Path, pinning: Pinning,
-                peak: Callable[[str, Server], None]) -> dict[str, Any]:
+def _storm_once(
+    plan: Plan, workdir: Path, pinning: Pinning, peak: Callable[[str, Server], None]
+) -> dict[str, Any]:
     names = [f"cg{i + 1}" for i in range(plan.storm_contact_groups)]
     sink = Sink(workdir, pinning, grep=r"Storm\d{5}")
     settings = ServiceSettings(
-        smtp_port=sink.port, group_wait=f"{plan.storm_group_wait:g}s",
-        group_interval=f"{plan.storm_group_wait:g}s", storm_threshold=plan.storm_threshold,
-        storm_window=f"{plan.storm_window:g}s", contact_groups=tuple(names))
+        smtp_port=sink.port,
+        group_wait=f"{plan.storm_group_wait:g}s",
+        group_interval=f"{plan.storm_group_wait:g}s",
+        storm_threshold=plan.storm_threshold,
+        storm_window=f"{plan.storm_window:g}s",
+        contact_groups=tuple(names),
+    )
     server = _start("service", workdir, pinning, settings)
     per_group = plan.storm_alerts // plan.storm_groups
     groups = [f"Storm{g:05d}" for g in range(plan.storm_groups)]
 
     def bodies(status: str) -> list[bytes]:
         # One payload per alert group, as Alertmanager sends them.
-        return [payload([alert({"alertname": name, "cluster": "bench",
-                                "team": names[g % len(names)], "instance": f"host-{i:03d}:9100",
-                                "severity": "warning"}, status=status)
-                         for i in range(per_group)])
-                for g, name in enumerate(groups)]
+        return [
+            payload(
+                [
+                    alert(
+                        {
+                            "alertname": name,
+                            "cluster": "bench",
+                            "team": names[g % len(names)],
+                            "instance": f"host-{i:03d}:9100",
+                            "severity": "warning",
+                        },
+                        status=status,
+                    )
+                    for i in range(per_group)
+                ]
+            )
+            for g, name in enumerate(groups)
+        ]
 
     try:
         firing = _storm_phase(server, sink, bodies("firing"), set(groups), plan)
@@ -263,19 +330,23 @@ def _storm_once(plan: Plan, workdir: Path, pinning: Pinning,
         sink.stop()
         _done(server)
     return {
-        "firing": firing, "resolved": resolved, "windows": windows,
+        "firing": firing,
+        "resolved": resolved,
+        "windows": windows,
         "max_per_window": max((w["sent"] for w in windows), default=0),
         "max_direct_per_window": max((w["direct"] for w in windows), default=0),
         "max_digests_per_window": max((w["digests"] for w in windows), default=0),
         "notifications": len(notifications),
         "mails_per_contact_group": dict(mails_per_group),
-        "undelivered": sum(1 for n in notifications for d in n["deliveries"]
-                           if d["state"] != "delivered"),
+        "undelivered": sum(
+            1 for n in notifications for d in n["deliveries"] if d["state"] != "delivered"
+        ),
     }
 
 
-def _storm_phase(server: Server, sink: Sink, bodies: list[bytes], groups: set[str],
-                 plan: Plan) -> dict[str, Any]:
+def _storm_phase(
+    server: Server, sink: Sink, bodies: list[bytes], groups: set[str], plan: Plan
+) -> dict[str, Any]:
     started = time.time()
     posted = post_all(server.url, bodies, concurrency=16)
     deadline = time.monotonic() + plan.storm_group_wait + plan.storm_window + 120
@@ -289,18 +360,21 @@ def _storm_phase(server: Server, sink: Sink, bodies: list[bytes], groups: set[st
         time.sleep(0.1)
     last_mail = max((m["t"] for m in mails), default=float("nan"))
     status, body = http("GET", f"{server.url}/api/v1/notifications?limit=10000", timeout=60)
-    decided = [_epoch(n["created_at"]) for n in (body or {}).get("notifications", [])
-               if status == 200]
+    decided = [
+        _epoch(n["created_at"]) for n in (body or {}).get("notifications", []) if status == 200
+    ]
     last_decision = max((t for t in decided if t >= started), default=float("nan"))
     return {
         "after_decision": last_mail - last_decision,
-        "requests": posted.requests, "post_failures": posted.failures,
+        "requests": posted.requests,
+        "post_failures": posted.failures,
         "post_seconds": posted.seconds,
         "alerts_per_s": len(bodies) * (plan.storm_alerts // plan.storm_groups) / posted.seconds,
         "lag": last_mail - posted.last_response,
         "mails": len(mails),
         "digests": sum(1 for m in mails if m.get("subject", "").startswith("[DIGEST]")),
-        "complete": len(groups & seen), "groups": len(groups),
+        "complete": len(groups & seen),
+        "groups": len(groups),
     }
 
 
@@ -336,8 +410,15 @@ def _window_counts(notifications: list[dict[str, Any]], window: float) -> list[d
         for start, members in windows:
             direct = sum(1 for m in members if m["digest_id"] is None)
             digests = len({m["digest_id"] for m in members if m["digest_id"] is not None})
-            out.append({"contact_group": contact_group, "start": start, "direct": direct,
-                        "digests": digests, "sent": direct + digests})
+            out.append(
+                {
+                    "contact_group": contact_group,
+                    "start": start,
+                    "direct": direct,
+                    "digests": digests,
+                    "sent": direct + digests,
+                }
+            )
     return out
 
 
@@ -347,29 +428,37 @@ def _epoch(iso: str) -> float:
 
 # -- delivery ----------------------------------------------------------------------------------
 
-def delivery(plan: Plan, workdir: Path, pinning: Pinning,
-             peak: Callable[[str, Server], None]) -> list[dict[str, Any]]:
+
+def delivery(
+    plan: Plan, workdir: Path, pinning: Pinning, peak: Callable[[str, Server], None]
+) -> list[dict[str, Any]]:
     runs = []
     for rep in range(plan.delivery_reps):
         run = _delivery_once(plan, workdir / f"delivery-{rep}", pinning, peak)
         runs.append(run)
-        _log(f"delivery rep {rep + 1}/{plan.delivery_reps}: {run['received']}/{run['mails']} "
-             f"mails, {run['rate']:.0f}/s over {run['connections']} SMTP connections")
+        _log(
+            f"delivery rep {rep + 1}/{plan.delivery_reps}: {run['received']}/{run['mails']} "
+            f"mails, {run['rate']:.0f}/s over {run['connections']} SMTP connections"
+        )
     return runs
 
 
-def _delivery_once(plan: Plan, workdir: Path, pinning: Pinning,
-                   peak: Callable[[str, Server], None]) -> dict[str, Any]:
+def _delivery_once(
+    plan: Plan, workdir: Path, pinning: Pinning, peak: Callable[[str, Server], None]
+) -> dict[str, Any]:
     sink = Sink(workdir, pinning)
     # One alert group per mail; storm control out of the way, so that every change is a mail.
-    settings = ServiceSettings(smtp_port=sink.port, group_wait="1s",
-                               storm_threshold=10_000_000, storm_window="1m")
+    settings = ServiceSettings(
+        smtp_port=sink.port, group_wait="1s", storm_threshold=10_000_000, storm_window="1m"
+    )
     server = _start("service", workdir, pinning, settings)
     count = plan.delivery_mails
     try:
-        alerts = [alert({"alertname": f"Deliver{i:05d}", "cluster": "bench",
-                         "instance": "host:9100"}) for i in range(count)]
-        bodies = [payload(alerts[i:i + 100]) for i in range(0, count, 100)]
+        alerts = [
+            alert({"alertname": f"Deliver{i:05d}", "cluster": "bench", "instance": "host:9100"})
+            for i in range(count)
+        ]
+        bodies = [payload(alerts[i : i + 100]) for i in range(0, count, 100)]
         started = time.time()
         post_all(server.url, bodies)
         deadline = time.monotonic() + 30 + count / 20
@@ -382,7 +471,9 @@ def _delivery_once(plan: Plan, workdir: Path, pinning: Pinning,
         times = sorted(m["t"] for m in mails)
         seconds = times[-1] - times[0] if len(times) > 1 else float("nan")
         return {
-            "mails": count, "received": len(mails), "seconds": seconds,
+            "mails": count,
+            "received": len(mails),
+            "seconds": seconds,
             "rate": (len(times) - 1) / seconds if len(times) > 1 and seconds > 0 else 0.0,
             "connections": sink.connections(since=started),
             "mean_bytes": sum(m["bytes"] for m in mails) / len(mails) if mails else 0,
@@ -395,13 +486,17 @@ def _delivery_once(plan: Plan, workdir: Path, pinning: Pinning,
 
 # -- scale -------------------------------------------------------------------------------------
 
-def scale(plan: Plan, workdir: Path, pinning: Pinning,
-          peak: Callable[[str, Server], None]) -> dict[str, Any]:
+
+def scale(
+    plan: Plan, workdir: Path, pinning: Pinning, peak: Callable[[str, Server], None]
+) -> dict[str, Any]:
     """Ingest on an empty store and on one holding `scale_stored` alerts, interleaved."""
     template = workdir / "scale-template"
     prepop = _prepopulate(plan, template, pinning, peak)
     results: dict[str, dict[int, list[LoadResult]]] = {
-        "empty": {s: [] for s in plan.scale_sizes}, "stored": {s: [] for s in plan.scale_sizes}}
+        "empty": {s: [] for s in plan.scale_sizes},
+        "stored": {s: [] for s in plan.scale_sizes},
+    }
     startup: dict[str, list[float]] = {"empty": [], "stored": []}
     rss_after_load: list[int] = []
     for rep in range(plan.reps):
@@ -422,14 +517,21 @@ def scale(plan: Plan, workdir: Path, pinning: Pinning,
                     peak(f"scale ({condition} store)", server)
                     _done(server)
                 results[condition][size].append(result)
-                _log(f"scale rep {rep + 1}/{plan.reps} {size:>3}/payload {condition:>6}: "
-                     f"{result.alerts_per_s:,.0f} alerts/s p99 {result.p99_ms:.1f} ms")
-    return {"prepopulate": prepop, "results": results, "startup": startup,
-            "rss_after_load_kb": rss_after_load}
+                _log(
+                    f"scale rep {rep + 1}/{plan.reps} {size:>3}/payload {condition:>6}: "
+                    f"{result.alerts_per_s:,.0f} alerts/s p99 {result.p99_ms:.1f} ms"
+                )
+    return {
+        "prepopulate": prepop,
+        "results": results,
+        "startup": startup,
+        "rss_after_load_kb": rss_after_load,
+    }
 
 
-def _prepopulate(plan: Plan, workdir: Path, pinning: Pinning,
-                 peak: Callable[[str, Server], None]) -> dict[str, Any]:
+def _prepopulate(
+    plan: Plan, workdir: Path, pinning: Pinning, peak: Callable[[str, Server], None]
+) -> dict[str, Any]:
     """Fill a store through the API (100 alerts per payload, in 1,000 alert groups)."""
     server = _start("service", workdir, pinning)
     try:
@@ -437,10 +539,22 @@ def _prepopulate(plan: Plan, workdir: Path, pinning: Pinning,
         bodies = []
         for start in range(0, plan.scale_stored, per_payload):
             name = f"Stored{(start // per_payload) % 1000:04d}"
-            bodies.append(payload([
-                alert({"alertname": name, "cluster": "bench", "instance": f"pre-{i}:9100",
-                       "job": "node", "severity": "warning"})
-                for i in range(start, min(start + per_payload, plan.scale_stored))]))
+            bodies.append(
+                payload(
+                    [
+                        alert(
+                            {
+                                "alertname": name,
+                                "cluster": "bench",
+                                "instance": f"pre-{i}:9100",
+                                "job": "node",
+                                "severity": "warning",
+                            }
+                        )
+                        for i in range(start, min(start + per_payload, plan.scale_stored))
+                    ]
+                )
+            )
         posted = post_all(server.url, bodies)
         status, body = http("GET", f"{server.url}/api/v1/alerts?limit=1", timeout=60)
         stored = body.get("total", 0) if status == 200 else 0
@@ -448,11 +562,18 @@ def _prepopulate(plan: Plan, workdir: Path, pinning: Pinning,
     finally:
         peak("scale (filling the store)", server)
         server.stop()  # SIGTERM: a clean close checkpoints the WAL into service.db
-    _log(f"pre-populated {stored:,} alerts in {posted.seconds:.1f} s "
-         f"({plan.scale_stored / posted.seconds:,.0f} alerts/s), RSS {rss / 1024:.0f} MB")
-    return {"alerts": stored, "seconds": posted.seconds, "failures": posted.failures,
-            "rss_kb": rss, "hwm_kb": hwm,
-            "db_bytes": (workdir / "service.db").stat().st_size}
+    _log(
+        f"pre-populated {stored:,} alerts in {posted.seconds:.1f} s "
+        f"({plan.scale_stored / posted.seconds:,.0f} alerts/s), RSS {rss / 1024:.0f} MB"
+    )
+    return {
+        "alerts": stored,
+        "seconds": posted.seconds,
+        "failures": posted.failures,
+        "rss_kb": rss,
+        "hwm_kb": hwm,
+        "db_bytes": (workdir / "service.db").stat().st_size,
+    }
 
 
 # -- hostile --------------------------------------------------------------------------------------
@@ -460,8 +581,9 @@ def _prepopulate(plan: Plan, workdir: Path, pinning: Pinning,
 HOSTILE_RATE = 500.0  # requests/s of the good client: well inside what one core takes
 
 
-def hostile(plan: Plan, workdir: Path, pinning: Pinning,
-            peak: Callable[[str, Server], None]) -> dict[str, Any]:
+def hostile(
+    plan: Plan, workdir: Path, pinning: Pinning, peak: Callable[[str, Server], None]
+) -> dict[str, Any]:
     """A good client paced at HOSTILE_RATE (1 alert per payload) with and without a malicious
     one beside it (bench/hostile_client.py), interleaved: the good client's p99 and whether
     every one of its alerts was stored."""
@@ -475,11 +597,18 @@ def hostile(plan: Plan, workdir: Path, pinning: Pinning,
             try:
                 if condition == "hostile":
                     attacker = subprocess.Popen(
-                        pinning.load([PYTHON, str(REPO / "bench" / "hostile_client.py"),
-                                      server.url, f"{plan.warmup + plan.seconds + 1:.1f}"]),
-                        stdout=subprocess.PIPE, text=True)
-                result = _warm_and_measure(server, 1, plan, pinning, rate=HOSTILE_RATE,
-                                           tag="h")
+                        pinning.load(
+                            [
+                                PYTHON,
+                                str(REPO / "bench" / "hostile_client.py"),
+                                server.url,
+                                f"{plan.warmup + plan.seconds + 1:.1f}",
+                            ]
+                        ),
+                        stdout=subprocess.PIPE,
+                        text=True,
+                    )
+                result = _warm_and_measure(server, 1, plan, pinning, rate=HOSTILE_RATE, tag="h")
                 if attacker is not None:
                     out, _ = attacker.communicate(timeout=60)
                     bad.append(json.loads(out.strip().splitlines()[-1]))
@@ -491,8 +620,10 @@ def hostile(plan: Plan, workdir: Path, pinning: Pinning,
                 _done(server)
             runs[condition].append(result)
             stored[condition].append(count)
-            _log(f"hostile rep {rep + 1}/{plan.reps} {condition:>7}: p99 {result.p99_ms:.1f} ms, "
-                 f"{result.requests} requests, {result.errors} errors, {count} alerts stored")
+            _log(
+                f"hostile rep {rep + 1}/{plan.reps} {condition:>7}: p99 {result.p99_ms:.1f} ms, "
+                f"{result.requests} requests, {result.errors} errors, {count} alerts stored"
+            )
     return {"rate": HOSTILE_RATE, "runs": runs, "stored": stored, "bad": bad}
 
 
@@ -501,14 +632,19 @@ def _stored_with_tag(db: Path, tag: str) -> int:
     import sqlite3
 
     with sqlite3.connect(db) as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM alerts WHERE labels LIKE ?",
-                                (f'%"instance":"{tag}-%',)).fetchone()[0])
+        return int(
+            conn.execute(
+                "SELECT COUNT(*) FROM alerts WHERE labels LIKE ?", (f'%"instance":"{tag}-%',)
+            ).fetchone()[0]
+        )
 
 
 # -- profile -----------------------------------------------------------------------------------
 
-def profile(plan: Plan, workdir: Path, pinning: Pinning, outdir: Path,
-            sizes: tuple[int, ...] = (1, 100)) -> dict[int, dict[str, Any]]:
+
+def profile(
+    plan: Plan, workdir: Path, pinning: Pinning, outdir: Path, sizes: tuple[int, ...] = (1, 100)
+) -> dict[int, dict[str, Any]]:
     """py-spy record against the service under closed-loop load; top functions by self and
     inclusive samples."""
     py_spy = shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy")
@@ -523,16 +659,47 @@ def profile(plan: Plan, workdir: Path, pinning: Pinning, outdir: Path,
         seconds = plan.profile_seconds
         try:
             wrk = subprocess.Popen(
-                pinning.load([WRK, "-t1", f"-c{plan.connections}", f"-d{seconds + 3:.0f}s",
-                              "-s", str(REPO / "bench" / "wrk" / "webhook.lua"), server.url,
-                              "--", str(size), "prof", ""]),
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                pinning.load(
+                    [
+                        WRK,
+                        "-t1",
+                        f"-c{plan.connections}",
+                        f"-d{seconds + 3:.0f}s",
+                        "-s",
+                        str(REPO / "bench" / "wrk" / "webhook.lua"),
+                        server.url,
+                        "--",
+                        str(size),
+                        "prof",
+                        "",
+                    ]
+                ),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             time.sleep(1.0)
-            subprocess.run(pinning.load([py_spy, "record", "--pid", str(server.pid),
-                                         "--duration", f"{seconds:.0f}", "--rate", "200",
-                                         "--threads",
-                                         "--format", "raw", "--output", str(raw)]),
-                           check=False, capture_output=True, timeout=seconds + 60)
+            subprocess.run(
+                pinning.load(
+                    [
+                        py_spy,
+                        "record",
+                        "--pid",
+                        str(server.pid),
+                        "--duration",
+                        f"{seconds:.0f}",
+                        "--rate",
+                        "200",
+                        "--threads",
+                        "--format",
+                        "raw",
+                        "--output",
+                        str(raw),
+                    ]
+                ),
+                check=False,
+                capture_output=True,
+                timeout=seconds + 60,
+            )
             wrk.wait(seconds + 30)
         finally:
             server.stop()
@@ -579,8 +746,11 @@ def _function(frame: str) -> str:
     parts = path.split("/")
     for anchor in ("site-packages", "monitor_manager", "channels", "python3.11"):
         if anchor in parts:
-            path = "/".join(parts[parts.index(anchor) + (1 if anchor in (
-                "site-packages", "python3.11") else 0):])
+            path = "/".join(
+                parts[
+                    parts.index(anchor) + (1 if anchor in ("site-packages", "python3.11") else 0) :
+                ]
+            )
             break
     return f"{name} ({path})" if path else name
 

@@ -41,8 +41,11 @@ class Recorder:
         raw = envelope.original_content or envelope.content or b""
         assert isinstance(raw, bytes)
         record: dict[str, Any] = {
-            "event": "mail", "t": time.time(), "conn": getattr(server, "conn_id", 0),
-            "rcpt": list(envelope.rcpt_tos), "bytes": len(raw),
+            "event": "mail",
+            "t": time.time(),
+            "conn": getattr(server, "conn_id", 0),
+            "rcpt": list(envelope.rcpt_tos),
+            "bytes": len(raw),
         }
         if self.grep is not None:
             record.update(self._inspect(raw))

@@ -9,8 +9,7 @@ from monitor_manager.channels.wechat import WechatChannel
 from monitor_manager.channels.wechat_robot import WechatRobotChannel
 
 REGISTRY: dict[str, type[Channel]] = {
-    kind.type: kind
-    for kind in (ConsoleChannel, EmailChannel, WechatChannel, WechatRobotChannel)
+    kind.type: kind for kind in (ConsoleChannel, EmailChannel, WechatChannel, WechatRobotChannel)
 }
 
 __all__ = ["REGISTRY", "Channel", "ChannelContext", "ChannelError"]

@@ -23,8 +23,9 @@ from monitor_manager.models import Message
 class ChannelError(Exception):
     """A send failed. `permanent` means retrying the same message cannot succeed."""
 
-    def __init__(self, reason: str, *, permanent: bool = False,
-                 recipients_refused: bool = False) -> None:
+    def __init__(
+        self, reason: str, *, permanent: bool = False, recipients_refused: bool = False
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent
@@ -156,7 +157,8 @@ class SlidingWindowLimiter:
 
 
 _SECRET_PARAMS = re.compile(
-    r"(?i)((?:access_token|corpsecret|secret|key|token|password)=)[^&\s\"']+")
+    r"(?i)((?:access_token|corpsecret|secret|key|token|password)=)[^&\s\"']+"
+)
 
 
 def redact(text: str, *secrets: str) -> str:

@@ -66,8 +66,10 @@ class EmailSettings:
         # fails for good at the first alert.
         problems = []
         if "@" not in parseaddr(self.from_)[1]:
-            problems.append(f"from: {self.from_!r} is not an email address "
-                            '(write e.g. "Monitor Manager <alerts@example.com>")')
+            problems.append(
+                f"from: {self.from_!r} is not an email address "
+                '(write e.g. "Monitor Manager <alerts@example.com>")'
+            )
         if not 0 < self.port < 65536:
             problems.append(f"port: {self.port} is not a TCP port")
         if self.timeout <= 0:
@@ -133,15 +135,21 @@ class EmailChannel(Channel):
         addresses, invalid, configured = _addresses(message.recipients)
         if not addresses:
             problem = f" (invalid: {', '.join(invalid)})" if invalid else ""
-            raise ChannelError(f"contact group {message.contact_group} has no member with an "
-                               f"email address{problem}", permanent=True)
+            raise ChannelError(
+                f"contact group {message.contact_group} has no member with an "
+                f"email address{problem}",
+                permanent=True,
+            )
         mail = self._compose(message, addresses)
         refused = await self._send_pooled(mail, [a.addr_spec for a in addresses])
         later = {addr: r for addr, r in refused.items() if 400 <= r.code < 500}
         notes = []
         if len(later) < len(refused):
-            listed = "; ".join(f"{addr} {_reply(r.code, r.message)}"
-                               for addr, r in refused.items() if addr not in later)
+            listed = "; ".join(
+                f"{addr} {_reply(r.code, r.message)}"
+                for addr, r in refused.items()
+                if addr not in later
+            )
             notes.append(f"refused: {listed}")
         if invalid:
             # One mistyped address in the config must not silence the whole contact group.
@@ -150,8 +158,11 @@ class EmailChannel(Channel):
             listed = "; ".join(f"{addr} {_reply(r.code, r.message)}" for addr, r in later.items())
             sent = len(addresses) - len(refused)
             notes.insert(0, f"sent to {sent} of {len(addresses)}")
-            raise PartlySent(f"deferred: {listed}", note="; ".join(notes),
-                             retry=tuple(configured.get(addr, addr) for addr in later))
+            raise PartlySent(
+                f"deferred: {listed}",
+                note="; ".join(notes),
+                retry=tuple(configured.get(addr, addr) for addr in later),
+            )
         return "; ".join(notes)
 
     async def close(self) -> None:
@@ -209,8 +220,9 @@ class EmailChannel(Channel):
 
     # -- the connection pool -----------------------------------------------------------------
 
-    async def _send_pooled(self, mail: EmailMessage,
-                           recipients: list[str]) -> dict[str, SMTPResponse]:
+    async def _send_pooled(
+        self, mail: EmailMessage, recipients: list[str]
+    ) -> dict[str, SMTPResponse]:
         slot = await self._idle.get()
         try:
             return await self._send_on(slot, mail, recipients)
@@ -220,8 +232,9 @@ class EmailChannel(Channel):
         finally:
             self._idle.put_nowait(slot)
 
-    async def _send_on(self, slot: _Slot, mail: EmailMessage,
-                       recipients: list[str]) -> dict[str, SMTPResponse]:
+    async def _send_on(
+        self, slot: _Slot, mail: EmailMessage, recipients: list[str]
+    ) -> dict[str, SMTPResponse]:
         reused = slot.connected
         try:
             return await self._transmit(slot, mail, recipients)
@@ -237,8 +250,9 @@ class EmailChannel(Channel):
         except _SEND_ERRORS as exc:
             raise self._failure(slot, exc) from exc
 
-    async def _transmit(self, slot: _Slot, mail: EmailMessage,
-                        recipients: list[str]) -> dict[str, SMTPResponse]:
+    async def _transmit(
+        self, slot: _Slot, mail: EmailMessage, recipients: list[str]
+    ) -> dict[str, SMTPResponse]:
         if not slot.connected:
             slot.discard()
             slot.client = await self._connect()
@@ -275,8 +289,9 @@ class EmailChannel(Channel):
                 if self.settings.ca_file:
                     context.load_verify_locations(cafile=self.settings.ca_file)
             except (OSError, ssl.SSLError) as exc:
-                raise ChannelError(f"cannot load ca_file {self.settings.ca_file}: {exc}",
-                                   permanent=True) from exc
+                raise ChannelError(
+                    f"cannot load ca_file {self.settings.ca_file}: {exc}", permanent=True
+                ) from exc
             if not self.settings.validate_certs:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
@@ -290,8 +305,11 @@ class EmailChannel(Channel):
             slot.discard()
         reason, permanent = _classify(exc)
         where = f"smtp {self.settings.host}:{self.settings.port}"
-        return ChannelError(redact(f"{where}: {reason}", *self._secrets), permanent=permanent,
-                            recipients_refused=isinstance(exc, SMTPRecipientsRefused))
+        return ChannelError(
+            redact(f"{where}: {reason}", *self._secrets),
+            permanent=permanent,
+            recipients_refused=isinstance(exc, SMTPRecipientsRefused),
+        )
 
 
 def _classify(exc: BaseException) -> tuple[str, bool]:
@@ -301,8 +319,7 @@ def _classify(exc: BaseException) -> tuple[str, bool]:
         transient = any(400 <= r.code < 500 for r in exc.recipients)
         return f"all recipients refused: {listed}", not transient
     if isinstance(exc, SMTPResponseException):
-        return (f"{_stage(exc)} refused: {_reply(exc.code, exc.message)}",
-                500 <= exc.code < 600)
+        return (f"{_stage(exc)} refused: {_reply(exc.code, exc.message)}", 500 <= exc.code < 600)
     tls = _tls_problem(exc)
     if tls is not None:
         return tls
@@ -318,11 +335,17 @@ def _classify(exc: BaseException) -> tuple[str, bool]:
 def _tls_problem(exc: BaseException) -> tuple[str, bool] | None:
     for cause in _causes(exc):
         if isinstance(cause, ssl.SSLCertVerificationError):
-            return (f"TLS certificate verification failed: {cause.verify_message or cause} "
-                    "(set ca_file for a private CA)", True)
+            return (
+                f"TLS certificate verification failed: {cause.verify_message or cause} "
+                "(set ca_file for a private CA)",
+                True,
+            )
         if isinstance(cause, ssl.SSLError) and cause.reason == "WRONG_VERSION_NUMBER":
-            return ("TLS handshake failed: the server did not answer in TLS "
-                    '(tls = "tls" is implicit TLS, usually port 465)', True)
+            return (
+                "TLS handshake failed: the server did not answer in TLS "
+                '(tls = "tls" is implicit TLS, usually port 465)',
+                True,
+            )
     return None
 
 

@@ -136,11 +136,13 @@ class WechatChannel(Channel):
         # Per member of this application, shared by channels that name the same application.
         app = f"wecom.app.{settings.corp_id}.{settings.agent_id}"
         self._per_minute: SlidingWindowLimiter = shared(
-            ctx, app + ".minute",
+            ctx,
+            app + ".minute",
             lambda: SlidingWindowLimiter(MEMBER_PER_MINUTE, 60.0 + WINDOW_SLACK, ctx.clock),
         )
         self._per_hour: SlidingWindowLimiter = shared(
-            ctx, app + ".hour",
+            ctx,
+            app + ".hour",
             lambda: SlidingWindowLimiter(MEMBER_PER_HOUR, 3600.0 + WINDOW_SLACK, ctx.clock),
         )
         self._parts = ctx.parts
@@ -165,21 +167,26 @@ class WechatChannel(Channel):
         # Alert text is neutralised in every msgtype: WeCom renders <@userid> mentions and
         # <a href> links in text messages too.
         try:
-            text = self.ctx.renderer.render("wechat.md" if markdown else "wechat.txt",
-                                            neutralise_message(message))
+            text = self.ctx.renderer.render(
+                "wechat.md" if markdown else "wechat.txt", neutralise_message(message)
+            )
         except jinja2.TemplateError as exc:
             raise ChannelError(f"template error: {exc}", permanent=True) from None
         text = tidy(text)
         if not text:
             raise ChannelError("the template rendered an empty message", permanent=True)
-        contents = split_content(text, APP_LIMIT, markdown=markdown, overflow=overflow_note(
-            message, self.ctx.renderer.language, markdown=markdown))
+        contents = split_content(
+            text,
+            APP_LIMIT,
+            markdown=markdown,
+            overflow=overflow_note(message, self.ctx.renderer.language, markdown=markdown),
+        )
         self._rendered = (message, contents)
         return contents
 
     def _calls(self, message: Message) -> list[tuple[str, list[str]]]:
         users = self._users(message)
-        batches = [users[i:i + MAX_TOUSER] for i in range(0, len(users), MAX_TOUSER)]
+        batches = [users[i : i + MAX_TOUSER] for i in range(0, len(users), MAX_TOUSER)]
         return [(content, batch) for content in self._contents(message) for batch in batches]
 
     # --- rate limit -------------------------------------------------------------------
@@ -202,9 +209,7 @@ class WechatChannel(Channel):
     def _take_slots(self, users: list[str]) -> None:
         # Checked and recorded with no await in between, so concurrent sends cannot both pass.
         now = self.ctx.clock()
-        ready = max(
-            max(self._per_minute.ready_at(u), self._per_hour.ready_at(u)) for u in users
-        )
+        ready = max(max(self._per_minute.ready_at(u), self._per_hour.ready_at(u)) for u in users)
         if ready > now:
             raise RateLimited(
                 f"holding back: WeCom drops more than {MEMBER_PER_MINUTE} messages a minute "
@@ -232,8 +237,9 @@ class WechatChannel(Channel):
                 # Kept when complete too: should the outbox not get to record the delivery
                 # (a crash), the retry finds every part sent. Expired with the retention.
                 await self._parts.set(key, index + 1)
-        notes = [f"{name}: {'|'.join(dict.fromkeys(found))}"
-                 for name, found in invalid.items() if found]
+        notes = [
+            f"{name}: {'|'.join(dict.fromkeys(found))}" for name, found in invalid.items() if found
+        ]
         if notes:
             log.warning("channel %s: WeCom did not deliver to %s", self.name, "; ".join(notes))
         if len(contents) > 1:
@@ -252,13 +258,17 @@ class WechatChannel(Channel):
         token = await self._token()
         body = await self._post_send(token, payload)
         if body["errcode"] in TOKEN_ERRORS:
-            log.info("channel %s: WeCom rejected the access token (errcode %s); refreshing",
-                     self.name, body["errcode"])
+            log.info(
+                "channel %s: WeCom rejected the access token (errcode %s); refreshing",
+                self.name,
+                body["errcode"],
+            )
             token = await self._token(rejected=token)
             body = await self._post_send(token, payload)
         if body["errcode"] != 0:
-            error = error_for(body["errcode"], str(body.get("errmsg", "")), "message/send",
-                              *self._secrets(token))
+            error = error_for(
+                body["errcode"], str(body.get("errmsg", "")), "message/send", *self._secrets(token)
+            )
             if body["errcode"] in TOKEN_ERRORS:
                 # Even a fresh token was refused: a WeCom hiccup rather than a config error
                 # (that would have failed at gettoken); the next attempt refreshes again.
@@ -268,9 +278,14 @@ class WechatChannel(Channel):
 
     async def _post_send(self, token: str, payload: dict[str, Any]) -> dict[str, Any]:
         return await call_api(
-            self.ctx.session, "POST", self.settings.api_url + "message/send",
-            what="message/send", timeout=self.settings.timeout,
-            secrets=self._secrets(token), params={"access_token": token}, payload=payload,
+            self.ctx.session,
+            "POST",
+            self.settings.api_url + "message/send",
+            what="message/send",
+            timeout=self.settings.timeout,
+            secrets=self._secrets(token),
+            params={"access_token": token},
+            payload=payload,
         )
 
     def _secrets(self, *extra: str) -> tuple[str, ...]:
@@ -296,23 +311,33 @@ class WechatChannel(Channel):
     async def _fetch_token(self) -> tuple[str, float]:
         s = self.settings
         body = await call_api(
-            self.ctx.session, "GET", s.api_url + "gettoken", what="gettoken",
-            timeout=s.timeout, secrets=self._secrets(),
+            self.ctx.session,
+            "GET",
+            s.api_url + "gettoken",
+            what="gettoken",
+            timeout=s.timeout,
+            secrets=self._secrets(),
             params={"corpid": s.corp_id, "corpsecret": s.secret},
         )
         if body["errcode"] != 0:
-            error = error_for(body["errcode"], str(body.get("errmsg", "")), "gettoken",
-                              *self._secrets())
+            error = error_for(
+                body["errcode"], str(body.get("errmsg", "")), "gettoken", *self._secrets()
+            )
             if body["errcode"] in TOKEN_ERRORS:
                 # At gettoken these mean a wrong corp_id/secret pair, not an expired token.
                 error.permanent = True
             raise error
         token = body.get("access_token")
         if not isinstance(token, str) or not token:
-            raise ChannelError(redact("WeCom gettoken: answer without access_token",
-                                      *self._secrets()))
+            raise ChannelError(
+                redact("WeCom gettoken: answer without access_token", *self._secrets())
+            )
         expires_in = body.get("expires_in")
         lifetime = float(expires_in) if isinstance(expires_in, int | float) else 7200.0
-        log.debug("channel %s: fetched a WeCom access token for corp %s, valid %gs",
-                  self.name, s.corp_id, lifetime)
+        log.debug(
+            "channel %s: fetched a WeCom access token for corp %s, valid %gs",
+            self.name,
+            s.corp_id,
+            lifetime,
+        )
         return token, lifetime

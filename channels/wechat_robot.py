@@ -81,7 +81,8 @@ class WechatRobotChannel(Channel):
         # Channels posting through the same robot share its limit.
         self._robot = hashlib.sha256(self._key.encode()).hexdigest()[:16]
         self._limiter: SlidingWindowLimiter = shared(
-            ctx, "wecom.robots",
+            ctx,
+            "wecom.robots",
             lambda: SlidingWindowLimiter(ROBOT_PER_MINUTE, 60.0 + WINDOW_SLACK, ctx.clock),
         )
         self._parts = ctx.parts
@@ -105,8 +106,12 @@ class WechatRobotChannel(Channel):
             # Neutralised in text too: WeCom renders <@userid> mentions there as well.
             text = self._render(("robot.txt", "wechat.txt"), neutralise_message(message))
             limit = ROBOT_TEXT_LIMIT
-        contents = split_content(text, limit, markdown=self._markdown, overflow=overflow_note(
-            message, self.ctx.renderer.language, markdown=self._markdown))
+        contents = split_content(
+            text,
+            limit,
+            markdown=self._markdown,
+            overflow=overflow_note(message, self.ctx.renderer.language, markdown=self._markdown),
+        )
         self._rendered = (message, contents)
         return contents
 
@@ -162,9 +167,9 @@ class WechatRobotChannel(Channel):
         text: dict[str, Any] = {"content": content}
         if mention:
             ids = _wechat_ids(message.recipients)
-            mobiles = list(dict.fromkeys(
-                m.mobile for m in message.recipients if m.mobile and not m.wechat
-            ))
+            mobiles = list(
+                dict.fromkeys(m.mobile for m in message.recipients if m.mobile and not m.wechat)
+            )
             if ids:
                 text["mentioned_list"] = ids
             if mobiles:
@@ -174,8 +179,13 @@ class WechatRobotChannel(Channel):
     async def _post(self, payload: dict[str, Any]) -> None:
         secrets = (self._key, self.settings.webhook_url)
         body = await call_api(
-            self.ctx.session, "POST", self.settings.webhook_url, what="robot webhook/send",
-            timeout=self.settings.timeout, secrets=secrets, payload=payload,
+            self.ctx.session,
+            "POST",
+            self.settings.webhook_url,
+            what="robot webhook/send",
+            timeout=self.settings.timeout,
+            secrets=secrets,
+            payload=payload,
         )
         errcode = body["errcode"]
         if errcode == 0:

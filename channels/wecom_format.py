@@ -120,7 +120,11 @@ async def call_api(
         headers["Content-Type"] = "application/json; charset=utf-8"
     try:
         async with session.request(
-            method, url, params=params, data=data, headers=headers,
+            method,
+            url,
+            params=params,
+            data=data,
+            headers=headers,
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as resp:
             status = resp.status
@@ -180,14 +184,21 @@ def neutralise_message(message: Message) -> Message:
     message = map_text(message, neutralise)
     groups = tuple(
         dataclasses.replace(
-            g, key=neutralise(g.key), contact_group=neutralise(g.contact_group),
+            g,
+            key=neutralise(g.key),
+            contact_group=neutralise(g.contact_group),
             url=safe_url(g.url),
-            alerts=tuple(dataclasses.replace(a, generator_url=safe_url(a.generator_url))
-                         for a in g.alerts))
-        for g in message.groups)
+            alerts=tuple(
+                dataclasses.replace(a, generator_url=safe_url(a.generator_url)) for a in g.alerts
+            ),
+        )
+        for g in message.groups
+    )
     return dataclasses.replace(
-        message, contact_group=neutralise(message.contact_group),
-        instance=neutralise(message.instance), external_url=safe_url(message.external_url),
+        message,
+        contact_group=neutralise(message.contact_group),
+        instance=neutralise(message.instance),
+        external_url=safe_url(message.external_url),
         groups=groups,
     )
 
@@ -229,8 +240,15 @@ _WORD = re.compile(r"\S+\s*|\s+")
 _MIN_BUDGET = 32
 
 
-def split_content(text: str, limit: int, *, markdown: bool, marker: Marker | None = None,
-                  max_parts: int = MAX_PARTS, overflow: Overflow | None = None) -> list[str]:
+def split_content(
+    text: str,
+    limit: int,
+    *,
+    markdown: bool,
+    marker: Marker | None = None,
+    max_parts: int = MAX_PARTS,
+    overflow: Overflow | None = None,
+) -> list[str]:
     """`text` as at most `max_parts` parts of at most `limit` UTF-8 bytes each, markers
     included.
 
@@ -250,8 +268,9 @@ def split_content(text: str, limit: int, *, markdown: bool, marker: Marker | Non
             raise ValueError(f"a limit of {limit} bytes leaves no room for content")
         chunks = _pack(text, budget, markdown)
         if len(chunks) > max_parts:
-            chunks = _capped(chunks, budget, markdown, max_parts, utf8_len(text),
-                             overflow or _default_overflow)
+            chunks = _capped(
+                chunks, budget, markdown, max_parts, utf8_len(text), overflow or _default_overflow
+            )
         if len(chunks) <= total:
             break
         # More parts than the markers were sized for: wider numbers, a smaller budget.
@@ -261,8 +280,14 @@ def split_content(text: str, limit: int, *, markdown: bool, marker: Marker | Non
     return [mark(i, len(chunks)) + chunk for i, chunk in enumerate(chunks, 1)]
 
 
-def _capped(chunks: list[str], budget: int, markdown: bool, max_parts: int, total_bytes: int,
-            overflow: Overflow) -> list[str]:
+def _capped(
+    chunks: list[str],
+    budget: int,
+    markdown: bool,
+    max_parts: int,
+    total_bytes: int,
+    overflow: Overflow,
+) -> list[str]:
     """The first `max_parts` chunks, the last shortened to make room for the overflow note."""
     kept = chunks[:max_parts]
     last = kept[-1]
@@ -273,8 +298,11 @@ def _capped(chunks: list[str], budget: int, markdown: bool, max_parts: int, tota
             break
         lines = last.split("\n")
         # Whole lines go first; a single line left is cut between characters.
-        last = ("\n".join(lines[:-1]) if len(lines) > 1
-                else _split_chars(last, max(budget - utf8_len(note) - 1, 1))[0])
+        last = (
+            "\n".join(lines[:-1])
+            if len(lines) > 1
+            else _split_chars(last, max(budget - utf8_len(note) - 1, 1))[0]
+        )
         if markdown and last.count("<font") != last.count("</font>"):
             last = re.sub(r"<font\b[^>]*>[^<]*$", "", last)
     kept[-1] = f"{last}\n{note}" if last else note
@@ -291,8 +319,9 @@ _OVERFLOW_LINK = {"en": "the whole message", "zh": "查看完整内容"}
 
 def overflow_note(message: Message, language: str, *, markdown: bool) -> Overflow:
     """The note ending a message cut at MAX_PARTS: how much is missing, and where it is."""
-    url = safe_url(message.groups[0].url if message.groups and message.groups[0].url
-                   else message.external_url)
+    url = safe_url(
+        message.groups[0].url if message.groups and message.groups[0].url else message.external_url
+    )
     head = _OVERFLOW.get(language, _OVERFLOW["en"])
     link = _OVERFLOW_LINK.get(language, _OVERFLOW_LINK["en"])
 
@@ -350,7 +379,7 @@ class _Packer:
                 continue
             head = self.lines[:j]
             if utf8_len("\n".join(head)) >= self.budget // 2:
-                tail = self.lines[j + 1:]
+                tail = self.lines[j + 1 :]
                 self.lines = head
                 self.flush()
                 self.lines = tail
@@ -386,7 +415,7 @@ def _tokens(unit: str, markdown: bool) -> list[str]:
     pos = 0
     atoms = _ATOM.finditer(unit) if markdown else iter(())
     for m in atoms:
-        tokens += _WORD.findall(unit[pos:m.start()])
+        tokens += _WORD.findall(unit[pos : m.start()])
         tokens.append(m.group())
         pos = m.end()
     tokens += _WORD.findall(unit[pos:])

@@ -45,15 +45,22 @@ def build_channels(config: Config, ctx: ChannelContext) -> dict[str, Channel]:
     return {c.name: REGISTRY[c.type](c.name, c.settings, ctx) for c in config.channels}
 
 
-def create_app(config: Config, *, clock: Clock = system_clock, stdout: TextIO | None = None,
-               metrics: Metrics | None = None, scheduler: bool = True) -> web.Application:
+def create_app(
+    config: Config,
+    *,
+    clock: Clock = system_clock,
+    stdout: TextIO | None = None,
+    metrics: Metrics | None = None,
+    scheduler: bool = True,
+) -> web.Application:
     """`scheduler=False` leaves timers and the delivery worker to the caller (timeline tests)."""
     app = web.Application(client_max_size=config.server.max_body_bytes + 1024 * 1024)
     app[keys.CONFIG] = config
     app[keys.CLOCK] = clock
     app[keys.METRICS] = metrics or Metrics(channels=[c.name for c in config.channels])
-    app[keys.RENDERER] = Renderer(config.templates.language, config.templates.dir or None,
-                                  config.templates.max_alerts)
+    app[keys.RENDERER] = Renderer(
+        config.templates.language, config.templates.dir or None, config.templates.max_alerts
+    )
     out = stdout or sys.stdout
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -73,8 +80,14 @@ def create_app(config: Config, *, clock: Clock = system_clock, stdout: TextIO | 
         parts = StoredPartsLog(app[keys.STORE], clock)
         await parts.load()
         app[keys.PARTS] = parts
-        ctx = ChannelContext(session=app[keys.SESSION], renderer=app[keys.RENDERER], clock=clock,
-                             stdout=out, instance=config.server.instance, parts=parts)
+        ctx = ChannelContext(
+            session=app[keys.SESSION],
+            renderer=app[keys.RENDERER],
+            clock=clock,
+            stdout=out,
+            instance=config.server.instance,
+            parts=parts,
+        )
         channels = build_channels(config, ctx)
         app[keys.CHANNELS] = channels
         yield
@@ -85,10 +98,12 @@ def create_app(config: Config, *, clock: Clock = system_clock, stdout: TextIO | 
                 log.exception("closing channel %s", channel.name)
 
     async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
-        outbox = Outbox(app[keys.STORE], app[keys.CHANNELS], config.delivery, clock,
-                        app[keys.METRICS])
-        pipeline = Pipeline(config, app[keys.STORE], clock, app[keys.METRICS],
-                            on_enqueued=outbox.wake)
+        outbox = Outbox(
+            app[keys.STORE], app[keys.CHANNELS], config.delivery, clock, app[keys.METRICS]
+        )
+        pipeline = Pipeline(
+            config, app[keys.STORE], clock, app[keys.METRICS], on_enqueued=outbox.wake
+        )
         outbox.observer = pipeline.watchdog
         peers = Peers(config, app[keys.SESSION], clock, app[keys.METRICS], pipeline.is_firing)
         ha = HighAvailability(config, peers, app[keys.SESSION], clock, app[keys.METRICS])
@@ -100,8 +115,9 @@ def create_app(config: Config, *, clock: Clock = system_clock, stdout: TextIO | 
         await app[keys.STORE].write(await ha.pull())  # what peers sent while we were away
         recovered = await outbox.recover()
         if recovered:
-            log.warning("%d deliveries were interrupted by a restart; sending them again",
-                        recovered)
+            log.warning(
+                "%d deliveries were interrupted by a restart; sending them again", recovered
+            )
         app[keys.PIPELINE] = pipeline
         app[keys.OUTBOX] = outbox
         app[keys.PEERS] = peers
@@ -118,17 +134,38 @@ def create_app(config: Config, *, clock: Clock = system_clock, stdout: TextIO | 
     async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
         sched = AsyncIOScheduler(timezone="UTC")
         pipeline = app[keys.PIPELINE]
-        sched.add_job(_quiet(pipeline.tick), "interval", seconds=TICK_SECONDS, id="tick",
-                      max_instances=1, coalesce=True, misfire_grace_time=None)
-        sched.add_job(_quiet(pipeline.purge), "interval", hours=1, id="purge",
-                      max_instances=1, coalesce=True)
-        sched.add_job(_quiet(partial(watch, app)), "interval", seconds=1.0, id="watchdog",
-                      max_instances=1, coalesce=True, misfire_grace_time=None)
+        sched.add_job(
+            _quiet(pipeline.tick),
+            "interval",
+            seconds=TICK_SECONDS,
+            id="tick",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
+        sched.add_job(
+            _quiet(pipeline.purge), "interval", hours=1, id="purge", max_instances=1, coalesce=True
+        )
+        sched.add_job(
+            _quiet(partial(watch, app)),
+            "interval",
+            seconds=1.0,
+            id="watchdog",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
         if config.peers:
-            sched.add_job(_quiet(partial(probe_peers, app)), "interval",
-                          seconds=config.watchdog.peer_interval, id="peers", max_instances=1,
-                          coalesce=True, misfire_grace_time=None,
-                          next_run_time=datetime.now(UTC))
+            sched.add_job(
+                _quiet(partial(probe_peers, app)),
+                "interval",
+                seconds=config.watchdog.peer_interval,
+                id="peers",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+                next_run_time=datetime.now(UTC),
+            )
         sched.start()
         app[keys.SCHEDULER] = sched
         yield

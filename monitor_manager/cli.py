@@ -35,8 +35,9 @@ log = logging.getLogger("monitor_manager")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="monitor-manager", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the service")
     serve.add_argument("--config", help="TOML config file (default: embedded defaults)")
@@ -46,8 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     test.add_argument("--config", required=True)
     test.add_argument("--group", required=True, help="contact group name")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
@@ -89,14 +93,27 @@ def serve_forever(config: Config) -> int:
     app = create_app(config)
     for problem in serve_anyway_problems(config):
         log.error("CONFIG PROBLEM, running degraded: %s", problem)
-    log.info("monitor-manager %s (instance %s) listening on %s, store %s", __version__,
-             config.server.instance, config.server.listen, config.storage.path)
+    log.info(
+        "monitor-manager %s (instance %s) listening on %s, store %s",
+        __version__,
+        config.server.instance,
+        config.server.listen,
+        config.storage.path,
+    )
     # run_app stops on SIGTERM and SIGINT: it closes the listener, lets in-flight requests
     # finish within shutdown_timeout, then runs the cleanup contexts in reverse order.
     app.on_shutdown.append(_exit_on_second_signal)
-    web.run_app(app, host=host, port=int(port), shutdown_timeout=10.0, print=None,
-                access_log=None, handle_signals=True, handler_args=SERVER_ARGS,
-                ssl_context=server_ssl_context(config.server))
+    web.run_app(
+        app,
+        host=host,
+        port=int(port),
+        shutdown_timeout=10.0,
+        print=None,
+        access_log=None,
+        handle_signals=True,
+        handler_args=SERVER_ARGS,
+        ssl_context=server_ssl_context(config.server),
+    )
     return 0
 
 
@@ -107,8 +124,9 @@ async def _exit_on_second_signal(app: web.Application) -> None:
     loop = asyncio.get_running_loop()
 
     def exit_now(name: str) -> None:
-        log.warning("second %s during shutdown: exiting now; unsent notifications stay in the "
-                    "outbox", name)
+        log.warning(
+            "second %s during shutdown: exiting now; unsent notifications stay in the outbox", name
+        )
         logging.shutdown()
         os._exit(1)
 
@@ -127,17 +145,27 @@ async def send_test(config: Config, group_name: str) -> int:
         print(f"no contact group {group_name!r} (have: {names})", file=sys.stderr)
         return 1
     message = Message(
-        id=0, kind="test", contact_group=group.name,
+        id=0,
+        kind="test",
+        contact_group=group.name,
         recipients=tuple(Member(m.name, m.email, m.wechat, m.mobile) for m in group.members),
-        groups=(), created_at=time.time(), instance=config.server.instance,
+        groups=(),
+        created_at=time.time(),
+        instance=config.server.instance,
         external_url=config.server.external_url,
     )
-    renderer = Renderer(config.templates.language, config.templates.dir or None,
-                        config.templates.max_alerts)
+    renderer = Renderer(
+        config.templates.language, config.templates.dir or None, config.templates.max_alerts
+    )
     failed = 0
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        ctx = ChannelContext(session=session, renderer=renderer, clock=time.time,
-                             stdout=sys.stdout, instance=config.server.instance)
+        ctx = ChannelContext(
+            session=session,
+            renderer=renderer,
+            clock=time.time,
+            stdout=sys.stdout,
+            instance=config.server.instance,
+        )
         channels = build_channels(config, ctx)
         for name in group.channels:
             channel = channels[name]

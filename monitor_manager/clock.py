@@ -36,5 +36,8 @@ def iso(ts: float | None) -> str | None:
     """Unix seconds as RFC 3339 UTC with milliseconds, as the JSON API shows times."""
     if ts is None:
         return None
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    return (
+        dt.datetime.fromtimestamp(ts, dt.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )

@@ -15,14 +15,15 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 def parse_duration(text: str) -> float:
     """Seconds in `text`; ValueError with a readable reason when it is not a duration."""
     if not isinstance(text, str):
-        raise ValueError(f"expected a duration string such as \"30s\", got {text!r}")
+        raise ValueError(f'expected a duration string such as "30s", got {text!r}')
     s = text.strip()
     pos, total = 0, 0.0
     while pos < len(s):
         m = _PART.match(s, pos)
         if not m:
             raise ValueError(
-                f'{text!r} is not a duration (use e.g. "500ms", "30s", "5m", "4h", "1d")')
+                f'{text!r} is not a duration (use e.g. "500ms", "30s", "5m", "4h", "1d")'
+            )
         total += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
     if not s:

@@ -22,8 +22,9 @@ RESULTS = ("delivered", "failed", "retried")
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None,
-                 channels: Iterable[str] = ()) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, channels: Iterable[str] = ()
+    ) -> None:
         if registry is None:
             registry = CollectorRegistry()
             ProcessCollector(registry=registry)
@@ -33,77 +34,119 @@ class Metrics:
         r = registry
         self.alerts_received = Counter(
             "monitor_manager_alerts_received_total",
-            "Alerts received in webhook payloads, by their status.", ["status"], registry=r)
+            "Alerts received in webhook payloads, by their status.",
+            ["status"],
+            registry=r,
+        )
         self.alerts_duplicate = Counter(
             "monitor_manager_alerts_duplicate_total",
-            "Received alerts whose state was already known (nothing changed).", registry=r)
+            "Received alerts whose state was already known (nothing changed).",
+            registry=r,
+        )
         self.alerts_rejected = Counter(
             "monitor_manager_alerts_rejected_total",
             "Received alerts dropped (internal_identity: claimed an internal alert's identity) "
             "or stored with their times clamped (future_time: dated beyond now plus a skew).",
-            ["reason"], registry=r)
+            ["reason"],
+            registry=r,
+        )
         self.alerts_stale = Counter(
             "monitor_manager_alerts_stale_total",
             "Firing alerts closed as stale: no sender re-sent them for convergence.stale_after.",
-            registry=r)
+            registry=r,
+        )
         self.webhook_requests = Counter(
             "monitor_manager_webhook_requests_total",
-            "Webhook requests by HTTP response code.", ["code"], registry=r)
+            "Webhook requests by HTTP response code.",
+            ["code"],
+            registry=r,
+        )
         self.notifications = Counter(
             "monitor_manager_notifications_total",
             "Delivery attempts by channel and result (delivered, failed for good, retried).",
-            ["channel", "result"], registry=r)
+            ["channel", "result"],
+            registry=r,
+        )
         self.notifications_decided = Counter(
             "monitor_manager_notifications_decided_total",
             "Notifications decided (one per alert group change, digest or merge).",
-            registry=r)
+            registry=r,
+        )
         self.outbox_pending = Gauge(
-            "monitor_manager_outbox_pending",
-            "Deliveries not yet delivered or failed.", registry=r)
+            "monitor_manager_outbox_pending", "Deliveries not yet delivered or failed.", registry=r
+        )
         self.outbox_oldest = Gauge(
             "monitor_manager_outbox_oldest_pending_seconds",
-            "Age of the oldest delivery not yet delivered or failed.", registry=r)
+            "Age of the oldest delivery not yet delivered or failed.",
+            registry=r,
+        )
         self.delivery_latency = Histogram(
             "monitor_manager_delivery_latency_seconds",
-            "Time from a notification's decision to its delivery, by channel.", ["channel"],
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600), registry=r)
+            "Time from a notification's decision to its delivery, by channel.",
+            ["channel"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+            registry=r,
+        )
         self.store_commit_failures = Counter(
             "monitor_manager_store_commit_failures_total",
-            "Store transactions that could not commit.", registry=r)
+            "Store transactions that could not commit.",
+            registry=r,
+        )
         self.alert_groups_open = Gauge(
-            "monitor_manager_alert_groups_open", "Alert groups with alerts in them.", registry=r)
+            "monitor_manager_alert_groups_open", "Alert groups with alerts in them.", registry=r
+        )
         self.heartbeat_last_seen = Gauge(
             "monitor_manager_heartbeat_last_seen_timestamp_seconds",
-            "When the heartbeat last arrived (Unix time; 0 never).", ["heartbeat"], registry=r)
+            "When the heartbeat last arrived (Unix time; 0 never).",
+            ["heartbeat"],
+            registry=r,
+        )
         self.heartbeat_missing = Gauge(
             "monitor_manager_heartbeat_missing",
-            "1 while the heartbeat is missing.", ["heartbeat"], registry=r)
+            "1 while the heartbeat is missing.",
+            ["heartbeat"],
+            registry=r,
+        )
         self.peer_up = Gauge(
             "monitor_manager_peer_up",
-            "0 once peer_failures probes in a row failed.", ["peer"], registry=r)
+            "0 once peer_failures probes in a row failed.",
+            ["peer"],
+            registry=r,
+        )
         self.peer_probe_duration = Gauge(
             "monitor_manager_peer_probe_duration_seconds",
-            "Duration of the last probe of the peer's /healthz.", ["peer"], registry=r)
+            "Duration of the last probe of the peer's /healthz.",
+            ["peer"],
+            registry=r,
+        )
         self.ha_position = Gauge(
             "monitor_manager_ha_position",
             "This instance's position among the reachable instances (0 sends first).",
-            registry=r)
+            registry=r,
+        )
         self.ha_suppressed = Counter(
             "monitor_manager_ha_suppressed_total",
             "Deliveries not sent because a peer had already sent the same content.",
-            registry=r)
+            registry=r,
+        )
         self.ha_rejected = Counter(
             "monitor_manager_ha_nflog_rejected_total",
             "Notification log entries from peers dropped: unknown instance, contact group or "
-            "channel, or dated beyond now plus ha.max_clock_skew.", registry=r)
+            "channel, or dated beyond now plus ha.max_clock_skew.",
+            registry=r,
+        )
         self.ha_pushes = Counter(
             "monitor_manager_ha_nflog_pushes_total",
-            "Notification log pushes to peers, by peer and result.", ["peer", "result"],
-            registry=r)
+            "Notification log pushes to peers, by peer and result.",
+            ["peer", "result"],
+            registry=r,
+        )
         self.ha_pulls = Counter(
             "monitor_manager_ha_nflog_pulls_total",
-            "Notification log pulls from peers, by peer and result.", ["peer", "result"],
-            registry=r)
+            "Notification log pulls from peers, by peer and result.",
+            ["peer", "result"],
+            registry=r,
+        )
         for status in ("firing", "resolved"):
             self.alerts_received.labels(status)
         for reason in ("internal_identity", "future_time"):

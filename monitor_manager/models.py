@@ -153,10 +153,16 @@ def map_text(message: Message, fn: Callable[[str], str]) -> Message:
         return {fn(k): fn(v) for k, v in d.items()}
 
     groups = tuple(
-        replace(g, group_labels=values(g.group_labels),
-                alerts=tuple(replace(a, labels=values(a.labels),
-                                     annotations=values(a.annotations)) for a in g.alerts))
-        for g in message.groups)
+        replace(
+            g,
+            group_labels=values(g.group_labels),
+            alerts=tuple(
+                replace(a, labels=values(a.labels), annotations=values(a.annotations))
+                for a in g.alerts
+            ),
+        )
+        for g in message.groups
+    )
     return replace(message, groups=groups)
 
 

@@ -35,8 +35,14 @@ STALE_CHECK_SECONDS = 60.0
 
 
 class Pipeline:
-    def __init__(self, config: Config, store: Store, clock: Clock, metrics: Metrics,
-                 on_enqueued: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        clock: Clock,
+        metrics: Metrics,
+        on_enqueued: Callable[[], None] = lambda: None,
+    ) -> None:
         self.config = config
         self.store = store
         self.clock = clock
@@ -87,8 +93,9 @@ class Pipeline:
         screened = screen(payload.alerts, now)
         # Heartbeats are taken out next: they record "seen" and are never notified.
         alerts, heartbeats = self.watchdog.observe(payload.external_url, screened.alerts, now)
-        result = await self.ingest(alerts, source=payload.external_url,
-                                   extra_ops=self.watchdog.heartbeat_ops())
+        result = await self.ingest(
+            alerts, source=payload.external_url, extra_ops=self.watchdog.heartbeat_ops()
+        )
         result.accepted += heartbeats
         result.rejected = screened.rejected
         if screened.rejected:
@@ -97,9 +104,14 @@ class Pipeline:
             self.metrics.alerts_rejected.labels("future_time").inc(screened.clamped)
         return result
 
-    async def ingest(self, alerts: Iterable[IncomingAlert], source: str = "",
-                     groups: list[str] | None = None, wait: float | None = None,
-                     extra_ops: list[Op] | None = None) -> IngestResult:
+    async def ingest(
+        self,
+        alerts: Iterable[IncomingAlert],
+        source: str = "",
+        groups: list[str] | None = None,
+        wait: float | None = None,
+        extra_ops: list[Op] | None = None,
+    ) -> IngestResult:
         await self.load()
         alerts = list(alerts)
         try:
@@ -132,19 +144,31 @@ class Pipeline:
     async def raise_internal(self, alerts: list[IncomingAlert]) -> None:
         """Internal alerts: to the watchdog groups, without group_wait, otherwise as any alert."""
         if alerts:
-            await self.ingest(alerts, source=SOURCE_LABEL[1],
-                              groups=list(self.config.watchdog_groups), wait=0.0)
+            await self.ingest(
+                alerts, source=SOURCE_LABEL[1], groups=list(self.config.watchdog_groups), wait=0.0
+            )
 
     def store_failing_messages(self, alert: IncomingAlert) -> list[Message]:
         """StoreFailing, one message per watchdog group, outside any alert group: its page
         cannot be stored, so it never joins one (the caller sends it)."""
-        view = AlertView("store", alert.status, alert.labels,  # type: ignore[arg-type]
-                         alert.annotations, alert.starts_at, alert.ends_at)
+        view = AlertView(
+            "store",
+            alert.status,  # type: ignore[arg-type]
+            alert.labels,
+            alert.annotations,
+            alert.starts_at,
+            alert.ends_at,
+        )
         now = self.clock()
-        return [self.convergence.new_message(
-                    "group", name, (GroupView(STORE_FAILING, name, {"alertname": STORE_FAILING},
-                                              (view,)),), now)
-                for name in self.config.watchdog_groups]
+        return [
+            self.convergence.new_message(
+                "group",
+                name,
+                (GroupView(STORE_FAILING, name, {"alertname": STORE_FAILING}, (view,)),),
+                now,
+            )
+            for name in self.config.watchdog_groups
+        ]
 
     async def enqueue_store_failing(self, alert: IncomingAlert) -> None:
         """StoreFailing's resolution, through the outbox: the store takes writes again."""
@@ -153,8 +177,9 @@ class Pipeline:
         for message in self.store_failing_messages(alert):
             result.ops.append(insert_notification(message, None, None))
             result.notifications += 1
-            self.convergence.enqueue(message.id, message.contact_group, set(), message.created_at,
-                                     result)
+            self.convergence.enqueue(
+                message.id, message.contact_group, set(), message.created_at, result
+            )
         await self.store.write(result.ops)
         self.on_enqueued()
 

@@ -20,12 +20,21 @@ T0 = 1_800_000_000.0
 
 
 def rfc3339(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    return (
+        dt.datetime.fromtimestamp(ts, dt.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
-def incoming(name: str = "HighLatency", status: str = "firing", starts: float = T0,
-             ends: float | None = None, summary: str = "", **labels: str) -> IncomingAlert:
+def incoming(
+    name: str = "HighLatency",
+    status: str = "firing",
+    starts: float = T0,
+    ends: float | None = None,
+    summary: str = "",
+    **labels: str,
+) -> IncomingAlert:
     return IncomingAlert(
         status=status,
         labels={"alertname": name, **labels},
@@ -36,8 +45,13 @@ def incoming(name: str = "HighLatency", status: str = "firing", starts: float = 
     )
 
 
-def alert_json(name: str = "HighLatency", status: str = "firing", starts: float = T0,
-               ends: float | None = None, **labels: str) -> dict[str, Any]:
+def alert_json(
+    name: str = "HighLatency",
+    status: str = "firing",
+    starts: float = T0,
+    ends: float | None = None,
+    **labels: str,
+) -> dict[str, Any]:
     return {
         "status": status,
         "labels": {"alertname": name, **labels},
@@ -52,10 +66,17 @@ def alert_json(name: str = "HighLatency", status: str = "firing", starts: float 
 def payload(*alerts: dict[str, Any], **extra: Any) -> dict[str, Any]:
     status = "firing" if any(a["status"] == "firing" for a in alerts) else "resolved"
     return {
-        "version": "4", "receiver": "monitor-manager", "status": status, "alerts": list(alerts),
-        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
-        "externalURL": "http://alertmanager-az1:9093", "groupKey": "{}:{}",
-        "truncatedAlerts": 0, **extra,
+        "version": "4",
+        "receiver": "monitor-manager",
+        "status": status,
+        "alerts": list(alerts),
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager-az1:9093",
+        "groupKey": "{}:{}",
+        "truncatedAlerts": 0,
+        **extra,
     }
 
 
@@ -77,7 +98,8 @@ def make_config(tmp_path: Any = None, **sections: Any) -> Config:
 def groups(*names: str, channels: tuple[str, ...] = ("console",)) -> tuple[ContactGroupConfig, ...]:
     return tuple(
         ContactGroupConfig(name, channels, (MemberConfig(f"{name}-oncall", f"{name}@example.com"),))
-        for name in names)
+        for name in names
+    )
 
 
 def routes(*specs: dict[str, Any]) -> tuple[RouteConfig, ...]:
@@ -88,4 +110,3 @@ def console_channels() -> tuple[ChannelConfig, ...]:
     from monitor_manager.channels.console import ConsoleSettings
 
     return (ChannelConfig("console", "console", ConsoleSettings()),)
-

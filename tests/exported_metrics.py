@@ -27,14 +27,24 @@ def exported_series() -> dict[str, set[str]]:
             (family,) = metric.describe()
             for suffix in _SUFFIXES[family.type]:
                 extra = {"le"} if suffix == "_bucket" else set()
-                out.setdefault(family.name + suffix, set()).update(
-                    set(metric._labelnames) | extra)
+                out.setdefault(family.name + suffix, set()).update(set(metric._labelnames) | extra)
     return out
 
 
 _PROMQL_WORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
-    "unless", "offset", "inf", "nan",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "inf",
+    "nan",
 }
 
 

@@ -90,8 +90,10 @@ ERRMSG = {
 def errmsg(code: int, text: str = "") -> str:
     """The shape real errmsgs have: text, hint, caller IP, help link."""
     text = text or ERRMSG.get(code, "error")
-    return (f"{text}, hint: [{secrets.token_hex(8)}], from ip: 127.0.0.1, "
-            f"more info at https://open.work.weixin.qq.com/devtool/query?e={code}")
+    return (
+        f"{text}, hint: [{secrets.token_hex(8)}], from ip: 127.0.0.1, "
+        f"more info at https://open.work.weixin.qq.com/devtool/query?e={code}"
+    )
 
 
 @dataclass
@@ -194,8 +196,15 @@ class FakeWeCom:
         for token in self.tokens.values():
             token.revoked_with = errcode
 
-    def fail_next(self, errcode: int, n: int = 1, *, on: Target = "messages",
-                  after: int = 0, echo: bool = False) -> None:
+    def fail_next(
+        self,
+        errcode: int,
+        n: int = 1,
+        *,
+        on: Target = "messages",
+        after: int = 0,
+        echo: bool = False,
+    ) -> None:
         """The next `n` requests to `on` answer `errcode` (HTTP 200), before any other check.
 
         `on`: "send", "robot", "gettoken", "messages" (send or robot) or "any". `after`
@@ -204,8 +213,16 @@ class FakeWeCom:
         """
         self._failures.append(_Failure(errcode, n, on, echo, after=after))
 
-    def http_error_next(self, status: int = 502, n: int = 1, *, on: Target = "messages",
-                        text: str = "Bad Gateway", after: int = 0, echo: bool = False) -> None:
+    def http_error_next(
+        self,
+        status: int = 502,
+        n: int = 1,
+        *,
+        on: Target = "messages",
+        text: str = "Bad Gateway",
+        after: int = 0,
+        echo: bool = False,
+    ) -> None:
         """The next `n` requests to `on` answer a non-JSON body with HTTP `status`."""
         self._failures.append(_Failure(0, n, on, echo, status=status, text=text, after=after))
 
@@ -266,12 +283,14 @@ class FakeWeCom:
 
     # --- helpers ----------------------------------------------------------------------
 
-    def _answer(self, endpoint: Endpoint, code: int, body: Any = None, text: str = "",
-                **extra: Any) -> web.Response:
+    def _answer(
+        self, endpoint: Endpoint, code: int, body: Any = None, text: str = "", **extra: Any
+    ) -> web.Response:
         if code != 0:
             self.rejected.append(Rejected(endpoint, code, self.clock(), body))
-        return web.json_response({"errcode": code, "errmsg": errmsg(code, text) if code else "ok",
-                                  **extra})
+        return web.json_response(
+            {"errcode": code, "errmsg": errmsg(code, text) if code else "ok", **extra}
+        )
 
     async def _forced(self, endpoint: Endpoint, request: web.Request) -> web.Response | None:
         for failure in self._failures:
@@ -294,8 +313,9 @@ class FakeWeCom:
         if failure.status != 200:
             self.rejected.append(Rejected(endpoint, -failure.status, self.clock()))
             return web.Response(status=failure.status, text=failure.text + echoed)
-        return self._answer(endpoint, failure.errcode,
-                            text=ERRMSG.get(failure.errcode, "error") + echoed)
+        return self._answer(
+            endpoint, failure.errcode, text=ERRMSG.get(failure.errcode, "error") + echoed
+        )
 
     @staticmethod
     async def _json(request: web.Request) -> dict[str, Any] | None:
@@ -372,11 +392,13 @@ class FakeWeCom:
             return self._answer("send", 44004, body)
         size = len(content.encode())
         if msgtype == "markdown" and size > APP_MARKDOWN_LIMIT:
-            return self._answer("send", 40058, body,
-                                f"markdown.content exceed max length {APP_MARKDOWN_LIMIT}")
+            return self._answer(
+                "send", 40058, body, f"markdown.content exceed max length {APP_MARKDOWN_LIMIT}"
+            )
         if msgtype == "text" and size > TEXT_HARD_LIMIT:
-            return self._answer("send", 40058, body,
-                                f"text.content exceed max length {TEXT_HARD_LIMIT}")
+            return self._answer(
+                "send", 40058, body, f"text.content exceed max length {TEXT_HARD_LIMIT}"
+            )
         users = [u for u in str(body.get("touser") or "").split("|") if u]
         if not users and not body.get("toparty") and not body.get("totag"):
             return self._answer("send", 82001, body)
@@ -388,14 +410,28 @@ class FakeWeCom:
             return self._answer("send", 81013, body)
         truncated = msgtype == "text" and size > TEXT_LIMIT
         accepted = Accepted(
-            endpoint="app", msgtype=msgtype, sent_bytes=size, truncated=truncated,
+            endpoint="app",
+            msgtype=msgtype,
+            sent_bytes=size,
+            truncated=truncated,
             content=self._truncate(content, TEXT_LIMIT) if truncated else content,
-            at=self.clock(), touser=valid, invaliduser=invalid, agentid=agentid, body=body,
+            at=self.clock(),
+            touser=valid,
+            invaliduser=invalid,
+            agentid=agentid,
+            body=body,
             dropped_for=self._over_member_limit(agentid, valid),
         )
         self.accepted.append(accepted)
-        return self._answer("send", 0, invaliduser="|".join(invalid), invalidparty="",
-                            invalidtag="", unlicenseduser="", msgid=f"msg{next(self._msgids)}")
+        return self._answer(
+            "send",
+            0,
+            invaliduser="|".join(invalid),
+            invalidparty="",
+            invalidtag="",
+            unlicenseduser="",
+            msgid=f"msg{next(self._msgids)}",
+        )
 
     def _over_member_limit(self, agentid: int, users: list[str]) -> list[str]:
         # WeCom discards messages beyond 30/min and 1000/h per member without an error.
@@ -404,8 +440,10 @@ class FakeWeCom:
         for user in users:
             minute = self._member_minute.setdefault((agentid, user), collections.deque())
             hour = self._member_hour.setdefault((agentid, user), collections.deque())
-            if (self._within(minute, now, 60) >= MEMBER_PER_MINUTE
-                    or self._within(hour, now, 3600) >= MEMBER_PER_HOUR):
+            if (
+                self._within(minute, now, 60) >= MEMBER_PER_MINUTE
+                or self._within(hour, now, 3600) >= MEMBER_PER_HOUR
+            ):
                 dropped.append(user)
                 continue
             minute.append(now)
@@ -430,11 +468,13 @@ class FakeWeCom:
             return self._answer("robot", 44004, body)
         size = len(content.encode())
         if msgtype != "text" and size > ROBOT_MARKDOWN_LIMIT:
-            return self._answer("robot", 40058, body,
-                                f"{msgtype}.content exceed max length {ROBOT_MARKDOWN_LIMIT}")
+            return self._answer(
+                "robot", 40058, body, f"{msgtype}.content exceed max length {ROBOT_MARKDOWN_LIMIT}"
+            )
         if msgtype == "text" and size > TEXT_HARD_LIMIT:
-            return self._answer("robot", 40058, body,
-                                f"text.content exceed max length {TEXT_HARD_LIMIT}")
+            return self._answer(
+                "robot", 40058, body, f"text.content exceed max length {TEXT_HARD_LIMIT}"
+            )
         window = self._robot_sends.setdefault(key, collections.deque())
         now = self.clock()
         if self._within(window, now, 60) >= ROBOT_PER_MINUTE:
@@ -442,13 +482,20 @@ class FakeWeCom:
         window.append(now)
         part = body[msgtype]
         truncated = msgtype == "text" and size > TEXT_LIMIT
-        self.accepted.append(Accepted(
-            endpoint="robot", msgtype=msgtype, sent_bytes=size, truncated=truncated,
-            content=self._truncate(content, TEXT_LIMIT) if truncated else content,
-            at=now, robot_key=key, body=body,
-            mentioned_list=list(part.get("mentioned_list") or []),
-            mentioned_mobile_list=list(part.get("mentioned_mobile_list") or []),
-        ))
+        self.accepted.append(
+            Accepted(
+                endpoint="robot",
+                msgtype=msgtype,
+                sent_bytes=size,
+                truncated=truncated,
+                content=self._truncate(content, TEXT_LIMIT) if truncated else content,
+                at=now,
+                robot_key=key,
+                body=body,
+                mentioned_list=list(part.get("mentioned_list") or []),
+                mentioned_mobile_list=list(part.get("mentioned_mobile_list") or []),
+            )
+        )
         return self._answer("robot", 0)
 
 
@@ -474,8 +521,9 @@ def wecom_clock(fake_wecom: FakeWeCom) -> ManualClock:
 @pytest.fixture(name="ctx")
 def wecom_ctx(session: aiohttp.ClientSession, clock: ManualClock) -> ChannelContext:
     """A channel context on the fake's clock, with a real HTTP session and English templates."""
-    return ChannelContext(session=session, renderer=Renderer("en"), clock=clock,
-                          stdout=io.StringIO())
+    return ChannelContext(
+        session=session, renderer=Renderer("en"), clock=clock, stdout=io.StringIO()
+    )
 
 
 def assert_no_secrets(text: str, *secret_values: str) -> None:
@@ -498,16 +546,28 @@ MEMBERS = (
 )
 
 
-def alert(n: int = 1, status: AlertStatus = "firing", *, summary: str = "",
-          labels: dict[str, str] | None = None,
-          annotations: dict[str, str] | None = None) -> AlertView:
+def alert(
+    n: int = 1,
+    status: AlertStatus = "firing",
+    *,
+    summary: str = "",
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> AlertView:
     return AlertView(
         fingerprint=f"fp{n}",
         status=status,
-        labels={"alertname": "HighLatency", "cluster": "prod", "severity": "critical",
-                "instance": f"api-{n}", **(labels or {})},
-        annotations={"summary": summary or f"p99 latency above 2s on api-{n}",
-                     **(annotations or {})},
+        labels={
+            "alertname": "HighLatency",
+            "cluster": "prod",
+            "severity": "critical",
+            "instance": f"api-{n}",
+            **(labels or {}),
+        },
+        annotations={
+            "summary": summary or f"p99 latency above 2s on api-{n}",
+            **(annotations or {}),
+        },
         starts_at=T0 - 600,
         ends_at=T0 if status == "resolved" else None,
         generator_url=f"http://prometheus.example.com:9090/graph?g0.expr=up&n={n}",
@@ -517,17 +577,28 @@ def alert(n: int = 1, status: AlertStatus = "firing", *, summary: str = "",
 def group(key: str = "g1", *alerts: AlertView, alertname: str = "HighLatency") -> GroupView:
     alerts = alerts or (alert(1),)
     return GroupView(
-        key=key, contact_group="sre",
+        key=key,
+        contact_group="sre",
         group_labels={"alertname": alertname, "cluster": "prod"},
-        alerts=alerts, url=f"http://mm-az1.example.com:9095/api/v1/alert-groups?key={key}",
+        alerts=alerts,
+        url=f"http://mm-az1.example.com:9095/api/v1/alert-groups?key={key}",
     )
 
 
-def message(*groups: GroupView, kind: MessageKind = "group", msg_id: int = 1,
-            recipients: tuple[Member, ...] = MEMBERS) -> Message:
+def message(
+    *groups: GroupView,
+    kind: MessageKind = "group",
+    msg_id: int = 1,
+    recipients: tuple[Member, ...] = MEMBERS,
+) -> Message:
     return Message(
-        id=msg_id, kind=kind, contact_group="sre", recipients=recipients,
-        groups=groups or (group(),), created_at=T0, instance="mm-az1",
+        id=msg_id,
+        kind=kind,
+        contact_group="sre",
+        recipients=recipients,
+        groups=groups or (group(),),
+        created_at=T0,
+        instance="mm-az1",
         external_url="http://mm-az1.example.com:9095",
     )
 
@@ -537,8 +608,9 @@ LONG_SUMMARY = "数据库主库连接池耗尽，应用请求排队超过三十�
 
 def long_message(alerts: int = 10, msg_id: int = 1) -> Message:
     """Long enough to be split into several parts, in CJK (3 UTF-8 bytes a character)."""
-    return message(group("g1", *(alert(i, summary=LONG_SUMMARY) for i in range(alerts))),
-                   msg_id=msg_id)
+    return message(
+        group("g1", *(alert(i, summary=LONG_SUMMARY) for i in range(alerts))), msg_id=msg_id
+    )
 
 
 async def send_when_ready(ch: Channel, clock: ManualClock, msg: Message) -> str:

@@ -78,8 +78,9 @@ class Harness:
         assert self.pipeline is not None
         return await self.pipeline.ingest(alerts, source=source)
 
-    async def receive(self, *alerts: IncomingAlert, source: str = "http://am1:9093"
-                      ) -> IngestResult:
+    async def receive(
+        self, *alerts: IncomingAlert, source: str = "http://am1:9093"
+    ) -> IngestResult:
         """As the webhook does: heartbeats taken out, the rest ingested."""
         assert self.pipeline is not None
         return await self.pipeline.receive(Payload(list(alerts), source, "mm", "{}"))
@@ -99,7 +100,8 @@ class Harness:
     async def _collect(self) -> list[Decided]:
         assert self.store is not None
         rows = await self.store.query(
-            "SELECT id, message, digest_id, created_at FROM notifications ORDER BY created_at, id")
+            "SELECT id, message, digest_id, created_at FROM notifications ORDER BY created_at, id"
+        )
         out = []
         for row in rows:
             if row["id"] in self._seen:
@@ -129,12 +131,24 @@ class OutboxHarness(Harness):
         assert self.store is not None
         parts = StoredPartsLog(self.store, self.clock)  # as the service has it
         await parts.load()
-        ctx = ChannelContext(session=self.session, renderer=Renderer(), clock=self.clock,
-                             stdout=self.stdout, instance="mm-test", parts=parts)
+        ctx = ChannelContext(
+            session=self.session,
+            renderer=Renderer(),
+            clock=self.clock,
+            stdout=self.stdout,
+            instance="mm-test",
+            parts=parts,
+        )
         self.channels = build_channels(self.config, ctx)
         assert self.store is not None and self.pipeline is not None
-        self.outbox = Outbox(self.store, self.channels, self.config.delivery, self.clock,
-                             self.pipeline.metrics, rng=lambda: 1.0)
+        self.outbox = Outbox(
+            self.store,
+            self.channels,
+            self.config.delivery,
+            self.clock,
+            self.pipeline.metrics,
+            rng=lambda: 1.0,
+        )
         self.outbox.observer = self.pipeline.watchdog
         await self.outbox.recover()
         return self

@@ -22,8 +22,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http(method: str, url: str, body: Any = None, token: str = "",
-         timeout: float = 5.0) -> tuple[int, Any]:
+def http(
+    method: str, url: str, body: Any = None, token: str = "", timeout: float = 5.0
+) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)
     if data is not None:
@@ -40,9 +41,15 @@ def http(method: str, url: str, body: Any = None, token: str = "",
 class ServeProcess:
     """One service process on a config file; stdout/stderr go to files for the assertions."""
 
-    def __init__(self, workdir: Path, config_text: str, name: str = "mm",
-                 port: int | None = None, command_prefix: Sequence[str] = (),
-                 code: Path | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config_text: str,
+        name: str = "mm",
+        port: int | None = None,
+        command_prefix: Sequence[str] = (),
+        code: Path | None = None,
+    ) -> None:
         self.workdir = workdir
         self.code = code  # where the monitor_manager package comes from (an older release)
         self.command_prefix = list(command_prefix)  # e.g. a wrapper that execs the rest
@@ -68,9 +75,20 @@ class ServeProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
         with open(self.stdout, "ab") as out, open(self.stderr, "ab") as err:
             self.proc = subprocess.Popen(
-                [*self.command_prefix, sys.executable, "-m", "monitor_manager", "serve",
-                 "--config", str(self.config)],
-                cwd=self.workdir, stdout=out, stderr=err, env=env)
+                [
+                    *self.command_prefix,
+                    sys.executable,
+                    "-m",
+                    "monitor_manager",
+                    "serve",
+                    "--config",
+                    str(self.config),
+                ],
+                cwd=self.workdir,
+                stdout=out,
+                stderr=err,
+                env=env,
+            )
         return self
 
     def wait_healthy(self, wait: float = 15.0) -> ServeProcess:

@@ -59,8 +59,12 @@ class Received:
 
 
 class SMTPTestServer:
-    def __init__(self, *, tls: Literal["none", "starttls", "tls"] = "none",
-                 auth: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        tls: Literal["none", "starttls", "tls"] = "none",
+        auth: dict[str, str] | None = None,
+    ) -> None:
         self.host = "127.0.0.1"
         self.port = _free_port()
         self.tls = tls
@@ -159,7 +163,8 @@ class SMTPTestServer:
         while len(self.messages) < count:
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"expected {count} mails within {timeout}s, got {len(self.messages)}")
+                    f"expected {count} mails within {timeout}s, got {len(self.messages)}"
+                )
             await asyncio.sleep(0.01)
         return list(self.messages)
 
@@ -176,17 +181,21 @@ class SMTPTestServer:
         assert isinstance(raw, bytes)
         parsed = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
-        login = session.auth_data.login.decode() if isinstance(session.auth_data,
-                                                                LoginPassword) else ""
+        login = (
+            session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else ""
+        )
         received = Received(envelope.mail_from or "", tuple(envelope.rcpt_tos), tls, login)
         with self._lock:
             self.messages.append(parsed)
             self.envelopes.append(received)
 
-    def _authenticate(self, server: SMTP, session: Session, envelope: Envelope,
-                      mechanism: str, auth_data: Any) -> AuthResult:
-        ok = (isinstance(auth_data, LoginPassword)
-              and self.auth.get(auth_data.login.decode()) == auth_data.password.decode())
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and self.auth.get(auth_data.login.decode()) == auth_data.password.decode()
+        )
         if not ok:
             with self._lock:
                 self.failed_logins += 1
@@ -206,8 +215,14 @@ class _Handler:
     def __init__(self, owner: SMTPTestServer) -> None:
         self.owner = owner
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
-                          address: str, rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
         reply = self.owner._rcpt_reply(address)
         if reply:
             return reply
@@ -290,26 +305,42 @@ def _write_certificate(directory: Path) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(hours=1))
         .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"),
-        ]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.DNSName("localhost"),
+                ]
+            ),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, key_cert_sign=True, crl_sign=False,
-            content_commitment=False, key_encipherment=False, data_encipherment=False,
-            key_agreement=False, encipher_only=False, decipher_only=False,
-        ), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                       critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_path, key_path
 
 

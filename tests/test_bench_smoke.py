@@ -15,8 +15,17 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SECTIONS = ("Machine", "Load generator check", "Ingest", "Storm", "Delivery", "Scale",
-            "Hostile client", "Memory", "Targets")
+SECTIONS = (
+    "Machine",
+    "Load generator check",
+    "Ingest",
+    "Storm",
+    "Delivery",
+    "Scale",
+    "Hostile client",
+    "Memory",
+    "Targets",
+)
 
 
 @pytest.mark.slow
@@ -27,7 +36,11 @@ def test_the_benchmark_runs_at_a_tiny_size_and_writes_every_section(tmp_path: Pa
     out = tmp_path / "report.md"
     done = subprocess.run(
         [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--smoke", "--out", str(out)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=145)
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=145,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = out.read_text()
     for section in SECTIONS:

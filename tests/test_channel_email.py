@@ -32,8 +32,12 @@ def alert(i: int, status: str = "firing", alertname: str = "HighLatency") -> Ale
     return AlertView(
         fingerprint=f"{alertname}-{i}",
         status=status,  # type: ignore[arg-type]
-        labels={"alertname": alertname, "cluster": "prod", "instance": f"web-{i}",
-                "severity": "critical"},
+        labels={
+            "alertname": alertname,
+            "cluster": "prod",
+            "instance": f"web-{i}",
+            "severity": "critical",
+        },
         annotations={"summary": f"{alertname} on web-{i}", "description": "p99 above 2s"},
         starts_at=T0 + i,
         ends_at=T0 + 600 if status == "resolved" else None,
@@ -41,32 +45,54 @@ def alert(i: int, status: str = "firing", alertname: str = "HighLatency") -> Ale
     )
 
 
-def group(key: str = "sre/high-latency", firing: int = 2, resolved: int = 0,
-          alertname: str = "HighLatency") -> GroupView:
+def group(
+    key: str = "sre/high-latency",
+    firing: int = 2,
+    resolved: int = 0,
+    alertname: str = "HighLatency",
+) -> GroupView:
     alerts = [alert(i, "firing", alertname) for i in range(firing)]
     alerts += [alert(firing + i, "resolved", alertname) for i in range(resolved)]
-    return GroupView(key=key, contact_group="sre",
-                     group_labels={"alertname": alertname, "cluster": "prod"},
-                     alerts=tuple(alerts), url=f"http://mm.example.com:9095/groups/{key}")
+    return GroupView(
+        key=key,
+        contact_group="sre",
+        group_labels={"alertname": alertname, "cluster": "prod"},
+        alerts=tuple(alerts),
+        url=f"http://mm.example.com:9095/groups/{key}",
+    )
 
 
-def message(*groups: GroupView, kind: str = "group", id: int = 1,
-            recipients: tuple[Member, ...] = MEMBERS) -> Message:
-    return Message(id=id, kind=kind, contact_group="sre",  # type: ignore[arg-type]
-                   recipients=recipients, groups=groups or (group(),), created_at=T0 + 900,
-                   instance="mm-az1", external_url="http://mm.example.com:9095")
+def message(
+    *groups: GroupView, kind: str = "group", id: int = 1, recipients: tuple[Member, ...] = MEMBERS
+) -> Message:
+    return Message(
+        id=id,
+        kind=kind,
+        contact_group="sre",  # type: ignore[arg-type]
+        recipients=recipients,
+        groups=groups or (group(),),
+        created_at=T0 + 900,
+        instance="mm-az1",
+        external_url="http://mm.example.com:9095",
+    )
 
 
-def make_channel(server: SMTPTestServer | int, language: str = "en", max_alerts: int = 10,
-                 **settings: Any) -> EmailChannel:
+def make_channel(
+    server: SMTPTestServer | int, language: str = "en", max_alerts: int = 10, **settings: Any
+) -> EmailChannel:
     """A channel for the server (or a bare port on 127.0.0.1), plain SMTP unless told."""
     port = server if isinstance(server, int) else server.port
     options: dict[str, Any] = {"tls": "none", "timeout": 5.0}
     options.update(settings)
-    ctx = ChannelContext(session=None, renderer=Renderer(language, max_alerts=max_alerts),
-                         clock=time.time, stdout=sys.stdout)
-    config = EmailSettings(host="127.0.0.1", port=port,
-                           from_="Monitor Manager <alerts@example.com>", **options)
+    ctx = ChannelContext(
+        session=None,
+        renderer=Renderer(language, max_alerts=max_alerts),
+        clock=time.time,
+        stdout=sys.stdout,
+    )
+    config = EmailSettings(
+        host="127.0.0.1", port=port, from_="Monitor Manager <alerts@example.com>", **options
+    )
     return EmailChannel("mail", config, ctx)
 
 
@@ -99,32 +125,40 @@ def test_the_channel_registers_as_email() -> None:
 
 def test_settings_report_every_bad_value_at_once() -> None:
     with pytest.raises(ValueError) as caught:
-        EmailSettings(host="smtp.example.com", from_="Monitor Manager", connections=0,
-                      timeout=0.0, ca_file="/nonexistent/ca.pem")
+        EmailSettings(
+            host="smtp.example.com",
+            from_="Monitor Manager",
+            connections=0,
+            timeout=0.0,
+            ca_file="/nonexistent/ca.pem",
+        )
 
     for key in ("from:", "connections:", "timeout:", "ca_file:"):
         assert key in str(caught.value)
 
 
 def test_settings_keep_the_password_out_of_their_repr() -> None:
-    settings = EmailSettings(host="smtp.example.com", from_="alerts@example.com",
-                             username="alerts", password="s3cret-pw")
+    settings = EmailSettings(
+        host="smtp.example.com", from_="alerts@example.com", username="alerts", password="s3cret-pw"
+    )
 
     assert "s3cret-pw" not in repr(settings)
 
 
 async def test_accepted_mail_is_one_multipart_message_to_every_member_with_an_address(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
+    channel: EmailChannel, smtp_server: SMTPTestServer
+) -> None:
     note = await channel.send(message())
 
     assert note == ""
     [mail] = await smtp_server.wait_for(1)
     assert mail.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in mail.iter_parts()] == ["text/plain", "text/html"]
-    assert {a.addr_spec for a in mail["To"].addresses} == {"zhangsan@example.com",
-                                                            "lisi@example.com"}
-    assert set(smtp_server.envelopes[0].rcpt_tos) == {"zhangsan@example.com",
-                                                       "lisi@example.com"}
+    assert {a.addr_spec for a in mail["To"].addresses} == {
+        "zhangsan@example.com",
+        "lisi@example.com",
+    }
+    assert set(smtp_server.envelopes[0].rcpt_tos) == {"zhangsan@example.com", "lisi@example.com"}
     assert smtp_server.envelopes[0].mail_from == "alerts@example.com"
     assert mail["Subject"].startswith("[FIRING:2] HighLatency prod")
     assert mail["Date"] and mail["Message-ID"].endswith("@example.com>")
@@ -137,7 +171,8 @@ async def test_accepted_mail_is_one_multipart_message_to_every_member_with_an_ad
 
 
 async def test_mails_about_one_alert_group_thread_together_and_other_groups_do_not(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
+    channel: EmailChannel, smtp_server: SMTPTestServer
+) -> None:
     await channel.send(message(group(firing=2), id=1))
     await channel.send(message(group(firing=0, resolved=2), id=2))
     await channel.send(message(group(key="sre/disk-full", alertname="DiskFull"), id=3))
@@ -152,7 +187,8 @@ async def test_mails_about_one_alert_group_thread_together_and_other_groups_do_n
 
 
 async def test_a_group_key_that_is_no_valid_message_id_is_hashed_into_the_thread_root(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
+    channel: EmailChannel, smtp_server: SMTPTestServer
+) -> None:
     key = 'sre/{alertname="High Latency", cluster="prod"}'
     await channel.send(message(group(key=key), id=1))
     await channel.send(message(group(key=key), id=2))
@@ -165,18 +201,32 @@ async def test_a_group_key_that_is_no_valid_message_id_is_hashed_into_the_thread
     assert first["X-Monitor-Manager-Group"] == key
 
 
-@pytest.mark.parametrize(("setup", "permanent", "expected"), [
-    ({"mode": "451"}, False, "451 4.3.0 Temporary failure"),
-    ({"mode": "550"}, True, "550 5.1.1 No such user"),
-    ({"reject_rcpt": {"zhangsan@example.com": "451 4.2.1 Mailbox busy",
-                      "lisi@example.com": "550 5.1.1 No such user"}},
-     False, "zhangsan@example.com 451 4.2.1 Mailbox busy; lisi@example.com 550"),
-    ({"data_reply": "451 4.3.0 try later"}, False, "DATA refused: 451 4.3.0 try later"),
-    ({"data_reply": "554 5.7.1 Message rejected"}, True, "DATA refused: 554"),
-])
+@pytest.mark.parametrize(
+    ("setup", "permanent", "expected"),
+    [
+        ({"mode": "451"}, False, "451 4.3.0 Temporary failure"),
+        ({"mode": "550"}, True, "550 5.1.1 No such user"),
+        (
+            {
+                "reject_rcpt": {
+                    "zhangsan@example.com": "451 4.2.1 Mailbox busy",
+                    "lisi@example.com": "550 5.1.1 No such user",
+                }
+            },
+            False,
+            "zhangsan@example.com 451 4.2.1 Mailbox busy; lisi@example.com 550",
+        ),
+        ({"data_reply": "451 4.3.0 try later"}, False, "DATA refused: 451 4.3.0 try later"),
+        ({"data_reply": "554 5.7.1 Message rejected"}, True, "DATA refused: 554"),
+    ],
+)
 async def test_refusals_are_transient_for_4xx_and_permanent_for_5xx(
-        channel: EmailChannel, smtp_server: SMTPTestServer,
-        setup: dict[str, Any], permanent: bool, expected: str) -> None:
+    channel: EmailChannel,
+    smtp_server: SMTPTestServer,
+    setup: dict[str, Any],
+    permanent: bool,
+    expected: str,
+) -> None:
     for name, value in setup.items():
         setattr(smtp_server, name, value)
 
@@ -189,7 +239,8 @@ async def test_refusals_are_transient_for_4xx_and_permanent_for_5xx(
 
 
 async def test_after_a_refusal_the_same_connection_sends_the_next_mail(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
+    channel: EmailChannel, smtp_server: SMTPTestServer
+) -> None:
     smtp_server.mode = "550"
     with pytest.raises(ChannelError):
         await channel.send(message())
@@ -202,7 +253,8 @@ async def test_after_a_refusal_the_same_connection_sends_the_next_mail(
 
 
 async def test_partial_refusal_is_a_success_whose_note_names_the_refused_address(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
+    channel: EmailChannel, smtp_server: SMTPTestServer
+) -> None:
     smtp_server.reject_rcpt = {"lisi@example.com": "550 5.1.1 No such user"}
 
     note = await channel.send(message())
@@ -212,7 +264,8 @@ async def test_partial_refusal_is_a_success_whose_note_names_the_refused_address
 
 
 async def test_a_recipient_deferred_with_4xx_is_to_be_retried_while_the_others_have_it(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
+    channel: EmailChannel, smtp_server: SMTPTestServer
+) -> None:
     smtp_server.reject_rcpt = {"lisi@example.com": "451 4.7.1 Greylisted, try again later"}
 
     with pytest.raises(PartlySent) as caught:
@@ -226,7 +279,8 @@ async def test_a_recipient_deferred_with_4xx_is_to_be_retried_while_the_others_h
 
 
 async def test_a_group_without_email_addresses_is_a_permanent_failure_without_connecting(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
+    channel: EmailChannel, smtp_server: SMTPTestServer
+) -> None:
     with pytest.raises(ChannelError) as caught:
         await channel.send(message(recipients=(Member("Wang Wu", wechat="wangwu"),)))
 
@@ -236,7 +290,8 @@ async def test_a_group_without_email_addresses_is_a_permanent_failure_without_co
 
 
 async def test_an_invalid_address_is_skipped_and_named_in_the_note(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
+    channel: EmailChannel, smtp_server: SMTPTestServer
+) -> None:
     members = (Member("Zhang San", "zhangsan@example.com"), Member("Typo", "typo.example.com"))
 
     note = await channel.send(message(recipients=members))
@@ -246,7 +301,8 @@ async def test_an_invalid_address_is_skipped_and_named_in_the_note(
 
 
 async def test_a_stopped_server_is_a_transient_failure_and_sending_resumes_after_restart(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
+    channel: EmailChannel, smtp_server: SMTPTestServer
+) -> None:
     await channel.send(message(id=1))  # leaves a warm connection in the pool
     smtp_server.stop()
 
@@ -262,8 +318,8 @@ async def test_a_stopped_server_is_a_transient_failure_and_sending_resumes_after
 
 @pytest.mark.parametrize("goodbye", [None, "421 4.4.2 Idle timeout, closing connection"])
 async def test_a_connection_the_server_closed_while_idle_is_replaced_within_the_same_send(
-        channel: EmailChannel, smtp_server: SMTPTestServer,
-        goodbye: str | None) -> None:
+    channel: EmailChannel, smtp_server: SMTPTestServer, goodbye: str | None
+) -> None:
     await channel.send(message(id=1))
     # The event loop does not run between the drop and the send, so the pool still believes
     # the connection is open: the send itself meets the closed connection.
@@ -276,7 +332,8 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced_within_the_
 
 
 async def test_sequential_sends_reuse_one_connection(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
+    channel: EmailChannel, smtp_server: SMTPTestServer
+) -> None:
     for i in range(20):
         await channel.send(message(id=i))
 
@@ -285,7 +342,8 @@ async def test_sequential_sends_reuse_one_connection(
 
 
 async def test_concurrent_sends_share_at_most_the_configured_connections(
-        smtp_server: SMTPTestServer, channels: list[EmailChannel]) -> None:
+    smtp_server: SMTPTestServer, channels: list[EmailChannel]
+) -> None:
     channel = make_channel(smtp_server, connections=2)
     channels.append(channel)
 
@@ -296,8 +354,7 @@ async def test_concurrent_sends_share_at_most_the_configured_connections(
     assert smtp_server.connections == 2
 
 
-async def test_close_quits_the_open_connections(
-        smtp_server: SMTPTestServer) -> None:
+async def test_close_quits_the_open_connections(smtp_server: SMTPTestServer) -> None:
     channel = make_channel(smtp_server)
     await channel.send(message())
     assert smtp_server.open_connections == 1
@@ -312,8 +369,8 @@ async def test_close_quits_the_open_connections(
 
 @pytest.mark.parametrize("tls", ["starttls", "tls"])
 async def test_tls_with_the_servers_ca_delivers_encrypted(
-        smtp_server_factory: ServerFactory, channels: list[EmailChannel],
-        tls: str) -> None:
+    smtp_server_factory: ServerFactory, channels: list[EmailChannel], tls: str
+) -> None:
     server = smtp_server_factory(tls=tls)
     channel = make_channel(server, tls=tls, ca_file=server.ca_file)
     channels.append(channel)
@@ -325,8 +382,8 @@ async def test_tls_with_the_servers_ca_delivers_encrypted(
 
 @pytest.mark.parametrize("tls", ["starttls", "tls"])
 async def test_an_untrusted_certificate_is_a_permanent_failure(
-        smtp_server_factory: ServerFactory, channels: list[EmailChannel],
-        tls: str) -> None:
+    smtp_server_factory: ServerFactory, channels: list[EmailChannel], tls: str
+) -> None:
     server = smtp_server_factory(tls=tls)
     channel = make_channel(server, tls=tls)  # no ca_file: the self-signed cert is unknown
     channels.append(channel)
@@ -340,7 +397,8 @@ async def test_an_untrusted_certificate_is_a_permanent_failure(
 
 
 async def test_validate_certs_false_accepts_a_self_signed_certificate(
-        smtp_server_factory: ServerFactory, channels: list[EmailChannel]) -> None:
+    smtp_server_factory: ServerFactory, channels: list[EmailChannel]
+) -> None:
     server = smtp_server_factory(tls="starttls")
     channel = make_channel(server, tls="starttls", validate_certs=False)
     channels.append(channel)
@@ -349,7 +407,8 @@ async def test_validate_certs_false_accepts_a_self_signed_certificate(
 
 
 async def test_starttls_required_but_not_offered_is_a_permanent_failure(
-        smtp_server: SMTPTestServer, channels: list[EmailChannel]) -> None:
+    smtp_server: SMTPTestServer, channels: list[EmailChannel]
+) -> None:
     channel = make_channel(smtp_server, tls="starttls")
     channels.append(channel)
 
@@ -361,7 +420,8 @@ async def test_starttls_required_but_not_offered_is_a_permanent_failure(
 
 
 async def test_login_with_the_right_password_delivers(
-        smtp_server_factory: ServerFactory, channels: list[EmailChannel]) -> None:
+    smtp_server_factory: ServerFactory, channels: list[EmailChannel]
+) -> None:
     server = smtp_server_factory(auth={"alerts": "s3cret-pw"})
     channel = make_channel(server, username="alerts", password="s3cret-pw")
     channels.append(channel)
@@ -372,7 +432,8 @@ async def test_login_with_the_right_password_delivers(
 
 
 async def test_a_wrong_password_is_permanent_and_never_appears_in_the_reason(
-        smtp_server_factory: ServerFactory, channels: list[EmailChannel]) -> None:
+    smtp_server_factory: ServerFactory, channels: list[EmailChannel]
+) -> None:
     server = smtp_server_factory(auth={"alerts": "s3cret-pw"})
     channel = make_channel(server, username="alerts", password="wr0ng-pw")
     channels.append(channel)
@@ -387,7 +448,8 @@ async def test_a_wrong_password_is_permanent_and_never_appears_in_the_reason(
 
 
 async def test_a_server_that_never_greets_is_a_transient_timeout(
-        channels: list[EmailChannel]) -> None:
+    channels: list[EmailChannel],
+) -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # say nothing until the client gives up
         writer.close()
@@ -408,15 +470,24 @@ async def test_a_server_that_never_greets_is_a_transient_timeout(
 
 
 async def test_the_chinese_templates_render_into_valid_utf8_mail(
-        smtp_server: SMTPTestServer, channels: list[EmailChannel]) -> None:
+    smtp_server: SMTPTestServer, channels: list[EmailChannel]
+) -> None:
     channel = make_channel(smtp_server, language="zh")
     channels.append(channel)
     members = (Member("张三", email="zhangsan@example.com"),)
-    chinese = AlertView(fingerprint="cn", status="firing",
-                        labels={"alertname": "磁盘已满", "cluster": "生产"},
-                        annotations={"summary": "数据盘使用率超过 95%"}, starts_at=T0)
-    g = GroupView(key="sre/disk", contact_group="sre",
-                  group_labels={"alertname": "磁盘已满", "cluster": "生产"}, alerts=(chinese,))
+    chinese = AlertView(
+        fingerprint="cn",
+        status="firing",
+        labels={"alertname": "磁盘已满", "cluster": "生产"},
+        annotations={"summary": "数据盘使用率超过 95%"},
+        starts_at=T0,
+    )
+    g = GroupView(
+        key="sre/disk",
+        contact_group="sre",
+        group_labels={"alertname": "磁盘已满", "cluster": "生产"},
+        alerts=(chinese,),
+    )
 
     await channel.send(message(g, recipients=members))
 
@@ -434,7 +505,8 @@ async def test_the_chinese_templates_render_into_valid_utf8_mail(
 
 
 async def test_a_big_group_lists_max_alerts_in_full_and_counts_the_rest(
-        smtp_server: SMTPTestServer, channels: list[EmailChannel]) -> None:
+    smtp_server: SMTPTestServer, channels: list[EmailChannel]
+) -> None:
     channel = make_channel(smtp_server, max_alerts=10)
     channels.append(channel)
 
@@ -450,7 +522,8 @@ async def test_a_big_group_lists_max_alerts_in_full_and_counts_the_rest(
 
 
 async def test_a_resolved_group_is_green_and_shows_when_each_alert_ended(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
+    channel: EmailChannel, smtp_server: SMTPTestServer
+) -> None:
     await channel.send(message(group(firing=0, resolved=1)))
 
     [mail] = await smtp_server.wait_for(1)
@@ -461,9 +534,13 @@ async def test_a_resolved_group_is_green_and_shows_when_each_alert_ended(
 
 
 async def test_a_digest_renders_every_group_it_stands_for(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
-    groups = (group("sre/a", alertname="HighLatency"), group("sre/b", alertname="DiskFull"),
-              group("sre/c", firing=0, resolved=1, alertname="NodeDown"))
+    channel: EmailChannel, smtp_server: SMTPTestServer
+) -> None:
+    groups = (
+        group("sre/a", alertname="HighLatency"),
+        group("sre/b", alertname="DiskFull"),
+        group("sre/c", firing=0, resolved=1, alertname="NodeDown"),
+    )
 
     await channel.send(message(*groups, kind="digest"))
 
@@ -471,15 +548,22 @@ async def test_a_digest_renders_every_group_it_stands_for(
     assert mail["Subject"].startswith("[DIGEST] 3 alert groups for sre")
     assert mail["X-Monitor-Manager-Group"] == "digest-sre"
     text, html = parts(mail)
-    for title in ("[FIRING:2] HighLatency prod", "[FIRING:2] DiskFull prod",
-                  "[RESOLVED] NodeDown prod"):
+    for title in (
+        "[FIRING:2] HighLatency prod",
+        "[FIRING:2] DiskFull prod",
+        "[RESOLVED] NodeDown prod",
+    ):
         assert title in html and title in text
 
 
 async def test_a_test_message_is_delivered(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
-    await channel.send(Message(id=9, kind="test", contact_group="sre", recipients=MEMBERS,
-                               groups=(), created_at=T0))
+    channel: EmailChannel, smtp_server: SMTPTestServer
+) -> None:
+    await channel.send(
+        Message(
+            id=9, kind="test", contact_group="sre", recipients=MEMBERS, groups=(), created_at=T0
+        )
+    )
 
     [mail] = await smtp_server.wait_for(1)
     assert mail["Subject"].startswith("[TEST]")
@@ -487,10 +571,16 @@ async def test_a_test_message_is_delivered(
 
 
 async def test_label_values_are_escaped_in_the_html_part(
-        channel: EmailChannel, smtp_server: SMTPTestServer) -> None:
-    evil = AlertView(fingerprint="x", status="firing", labels={"alertname": "<script>x</script>"},
-                     annotations={"summary": "<img src=x onerror=alert(1)>"}, starts_at=T0,
-                     generator_url="javascript:alert(1)")
+    channel: EmailChannel, smtp_server: SMTPTestServer
+) -> None:
+    evil = AlertView(
+        fingerprint="x",
+        status="firing",
+        labels={"alertname": "<script>x</script>"},
+        annotations={"summary": "<img src=x onerror=alert(1)>"},
+        starts_at=T0,
+        generator_url="javascript:alert(1)",
+    )
     g = GroupView(key="sre/x", contact_group="sre", group_labels={}, alerts=(evil,))
 
     await channel.send(message(g))

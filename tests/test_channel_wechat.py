@@ -31,16 +31,22 @@ from monitor_manager.models import Member
 
 
 def channel(ctx: ChannelContext, fake: FakeWeCom, **settings: object) -> WechatChannel:
-    values: dict[str, object] = {"corp_id": CORP_ID, "agent_id": AGENT_ID, "secret": SECRET,
-                                 "api_url": fake.api_url, **settings}
+    values: dict[str, object] = {
+        "corp_id": CORP_ID,
+        "agent_id": AGENT_ID,
+        "secret": SECRET,
+        "api_url": fake.api_url,
+        **settings,
+    }
     return WechatChannel("wecom", WechatSettings(**values), ctx)  # type: ignore[arg-type]
 
 
 # --- delivery -------------------------------------------------------------------------------
 
 
-async def test_a_message_reaches_the_members_as_markdown(fake_wecom: FakeWeCom,
-                                                         ctx: ChannelContext) -> None:
+async def test_a_message_reaches_the_members_as_markdown(
+    fake_wecom: FakeWeCom, ctx: ChannelContext
+) -> None:
     note = await channel(ctx, fake_wecom).send(message())
     assert note == ""
     [sent] = fake_wecom.accepted
@@ -53,8 +59,9 @@ async def test_a_message_reaches_the_members_as_markdown(fake_wecom: FakeWeCom,
     assert "Started 2027-01-15 07:50:00 UTC" in sent.content
 
 
-async def test_a_resolved_group_shows_green_with_its_end_time(fake_wecom: FakeWeCom,
-                                                             ctx: ChannelContext) -> None:
+async def test_a_resolved_group_shows_green_with_its_end_time(
+    fake_wecom: FakeWeCom, ctx: ChannelContext
+) -> None:
     await channel(ctx, fake_wecom).send(message(group("g1", alert(1, "resolved"))))
     content = fake_wecom.accepted[0].content
     assert '<font color="info">[RESOLVED] HighLatency prod</font>' in content
@@ -79,9 +86,9 @@ async def test_chinese_templates_are_used_when_the_language_is_zh(
 
 
 @pytest.mark.parametrize("language", ["en", "zh"])
-async def test_a_digest_names_every_group_it_stands_for(fake_wecom: FakeWeCom,
-                                                        ctx: ChannelContext,
-                                                        language: str) -> None:
+async def test_a_digest_names_every_group_it_stands_for(
+    fake_wecom: FakeWeCom, ctx: ChannelContext, language: str
+) -> None:
     ctx.renderer = Renderer(language)
     groups = [group(f"g{i}", alert(i), alertname=f"Alert{i}") for i in range(6)]
     await channel(ctx, fake_wecom).send(message(*groups, kind="digest"))
@@ -92,8 +99,9 @@ async def test_a_digest_names_every_group_it_stands_for(fake_wecom: FakeWeCom,
         assert f"alert-groups?key=g{i})" in content
 
 
-async def test_the_api_url_gets_its_trailing_slash(fake_wecom: FakeWeCom,
-                                                  ctx: ChannelContext) -> None:
+async def test_the_api_url_gets_its_trailing_slash(
+    fake_wecom: FakeWeCom, ctx: ChannelContext
+) -> None:
     ch = channel(ctx, fake_wecom, api_url=fake_wecom.api_url.rstrip("/"))
     assert ch.settings.api_url == fake_wecom.api_url
     await ch.send(message())
@@ -139,8 +147,9 @@ async def test_a_rejected_token_is_replaced_and_the_send_retried_once(
     assert len(fake_wecom.accepted) == 2
 
 
-async def test_a_token_refused_twice_fails_instead_of_looping(fake_wecom: FakeWeCom,
-                                                              ctx: ChannelContext) -> None:
+async def test_a_token_refused_twice_fails_instead_of_looping(
+    fake_wecom: FakeWeCom, ctx: ChannelContext
+) -> None:
     fake_wecom.fail_next(42001, 3, on="send")
     with pytest.raises(ChannelError) as caught:
         await channel(ctx, fake_wecom).send(message())
@@ -165,9 +174,9 @@ async def test_concurrent_sends_fetch_one_token_and_one_refresh(
     ("settings", "errcode"),
     [({"corp_id": "wwunknown"}, 40013), ({"secret": "wrong-secret"}, 40001)],
 )
-async def test_wrong_credentials_fail_for_good(fake_wecom: FakeWeCom, ctx: ChannelContext,
-                                               settings: dict[str, object],
-                                               errcode: int) -> None:
+async def test_wrong_credentials_fail_for_good(
+    fake_wecom: FakeWeCom, ctx: ChannelContext, settings: dict[str, object], errcode: int
+) -> None:
     with pytest.raises(ChannelError) as caught:
         await channel(ctx, fake_wecom, **settings).send(message())
     assert caught.value.permanent
@@ -179,9 +188,9 @@ async def test_wrong_credentials_fail_for_good(fake_wecom: FakeWeCom, ctx: Chann
 
 
 @pytest.mark.parametrize("errcode", [-1, 45009, 45033])
-async def test_busy_and_frequency_errors_are_transient(fake_wecom: FakeWeCom,
-                                                       ctx: ChannelContext,
-                                                       errcode: int) -> None:
+async def test_busy_and_frequency_errors_are_transient(
+    fake_wecom: FakeWeCom, ctx: ChannelContext, errcode: int
+) -> None:
     fake_wecom.fail_next(errcode)
     ch = channel(ctx, fake_wecom)
     with pytest.raises(ChannelError) as caught:
@@ -194,9 +203,9 @@ async def test_busy_and_frequency_errors_are_transient(fake_wecom: FakeWeCom,
 
 
 @pytest.mark.parametrize("errcode", [60020, 40058, 81013, 40003, 40056, 48002, 82001, 45002])
-async def test_configuration_and_content_errors_are_permanent(fake_wecom: FakeWeCom,
-                                                              ctx: ChannelContext,
-                                                              errcode: int) -> None:
+async def test_configuration_and_content_errors_are_permanent(
+    fake_wecom: FakeWeCom, ctx: ChannelContext, errcode: int
+) -> None:
     fake_wecom.fail_next(errcode)
     with pytest.raises(ChannelError) as caught:
         await channel(ctx, fake_wecom).send(message())
@@ -204,17 +213,22 @@ async def test_configuration_and_content_errors_are_permanent(fake_wecom: FakeWe
     assert f"errcode {errcode}" in caught.value.reason
 
 
-async def test_some_invalid_users_are_a_delivery_with_a_note(fake_wecom: FakeWeCom,
-                                                            ctx: ChannelContext) -> None:
-    recipients = (Member("Zhang San", wechat="zhangsan"), Member("Ghost", wechat="Ghost"),
-                  Member("Gone", wechat="gone"))
+async def test_some_invalid_users_are_a_delivery_with_a_note(
+    fake_wecom: FakeWeCom, ctx: ChannelContext
+) -> None:
+    recipients = (
+        Member("Zhang San", wechat="zhangsan"),
+        Member("Ghost", wechat="Ghost"),
+        Member("Gone", wechat="gone"),
+    )
     note = await channel(ctx, fake_wecom).send(message(recipients=recipients))
     assert note == "invaliduser: ghost|gone"
     assert fake_wecom.accepted[0].touser == ["zhangsan"]
 
 
-async def test_more_than_1000_members_are_sent_in_batches_of_1000(fake_wecom: FakeWeCom,
-                                                                  ctx: ChannelContext) -> None:
+async def test_more_than_1000_members_are_sent_in_batches_of_1000(
+    fake_wecom: FakeWeCom, ctx: ChannelContext
+) -> None:
     ids = [f"user{i}" for i in range(1500)]
     fake_wecom.add_users(*ids)
     await channel(ctx, fake_wecom).send(message(recipients=tuple(Member(u, wechat=u) for u in ids)))
@@ -222,8 +236,7 @@ async def test_more_than_1000_members_are_sent_in_batches_of_1000(fake_wecom: Fa
     assert [u for a in fake_wecom.accepted for u in a.touser] == ids
 
 
-async def test_only_invalid_users_fail_for_good(fake_wecom: FakeWeCom,
-                                                ctx: ChannelContext) -> None:
+async def test_only_invalid_users_fail_for_good(fake_wecom: FakeWeCom, ctx: ChannelContext) -> None:
     with pytest.raises(ChannelError) as caught:
         await channel(ctx, fake_wecom).send(message(recipients=(Member("G", wechat="ghost"),)))
     assert caught.value.permanent
@@ -250,8 +263,9 @@ async def test_http_errors_and_bodies_that_are_not_json_are_transient(
     assert f"HTTP {status}" in caught.value.reason
 
 
-async def test_a_slow_api_times_out_as_a_transient_failure(fake_wecom: FakeWeCom,
-                                                           ctx: ChannelContext) -> None:
+async def test_a_slow_api_times_out_as_a_transient_failure(
+    fake_wecom: FakeWeCom, ctx: ChannelContext
+) -> None:
     fake_wecom.slow_next(0.5, on="gettoken")
     with pytest.raises(ChannelError) as caught:
         await channel(ctx, fake_wecom, timeout=0.05).send(message())
@@ -259,8 +273,7 @@ async def test_a_slow_api_times_out_as_a_transient_failure(fake_wecom: FakeWeCom
     assert "no answer within 0.05s" in caught.value.reason
 
 
-async def test_an_unreachable_api_is_transient(fake_wecom: FakeWeCom,
-                                               ctx: ChannelContext) -> None:
+async def test_an_unreachable_api_is_transient(fake_wecom: FakeWeCom, ctx: ChannelContext) -> None:
     ch = channel(ctx, fake_wecom)
     await fake_wecom.close()
     with pytest.raises(ChannelError) as caught:
@@ -308,10 +321,14 @@ async def test_a_retry_after_a_failed_part_sends_only_the_missing_parts(
     assert parts[0].startswith('<font color="comment">(1/')
 
 
-async def test_label_values_cannot_break_the_markdown(fake_wecom: FakeWeCom,
-                                                      ctx: ChannelContext) -> None:
-    evil = alert(1, labels={"job": '<font color="info">ok</font>'},
-                 annotations={"summary": "see [here](http://evil.example.com) `x` <@all>"})
+async def test_label_values_cannot_break_the_markdown(
+    fake_wecom: FakeWeCom, ctx: ChannelContext
+) -> None:
+    evil = alert(
+        1,
+        labels={"job": '<font color="info">ok</font>'},
+        annotations={"summary": "see [here](http://evil.example.com) `x` <@all>"},
+    )
     await channel(ctx, fake_wecom).send(message(group("g1", evil)))
     content = fake_wecom.accepted[0].content
     assert "evil.example.com)" not in content.replace("(http://evil.example.com)", "")
@@ -327,14 +344,22 @@ async def test_the_fake_drops_the_31st_message_a_minute_to_one_member(
     fake_wecom: FakeWeCom, session: aiohttp.ClientSession
 ) -> None:
     # The check the channel tests rely on: a client that ignores the limit loses messages.
-    async with session.get(fake_wecom.api_url + "gettoken",
-                           params={"corpid": CORP_ID, "corpsecret": SECRET}) as resp:
+    async with session.get(
+        fake_wecom.api_url + "gettoken", params={"corpid": CORP_ID, "corpsecret": SECRET}
+    ) as resp:
         token = (await resp.json())["access_token"]
     for i in range(31):
-        body = {"touser": "zhangsan", "agentid": AGENT_ID, "msgtype": "text",
-                "text": {"content": f"m{i}"}}
-        async with session.post(fake_wecom.api_url + "message/send",
-                                params={"access_token": token}, data=json.dumps(body)) as resp:
+        body = {
+            "touser": "zhangsan",
+            "agentid": AGENT_ID,
+            "msgtype": "text",
+            "text": {"content": f"m{i}"},
+        }
+        async with session.post(
+            fake_wecom.api_url + "message/send",
+            params={"access_token": token},
+            data=json.dumps(body),
+        ) as resp:
             assert (await resp.json())["errcode"] == 0
     assert [(user, a.content) for user, a in fake_wecom.dropped] == [("zhangsan", "m30")]
 

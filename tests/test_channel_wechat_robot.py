@@ -28,8 +28,13 @@ from monitor_manager.deliver.render import Renderer
 from monitor_manager.models import Member
 
 
-def robot(ctx: ChannelContext, fake: FakeWeCom, msgtype: str = "markdown",
-          key: str = ROBOT_KEY, name: str = "dba-robot") -> WechatRobotChannel:
+def robot(
+    ctx: ChannelContext,
+    fake: FakeWeCom,
+    msgtype: str = "markdown",
+    key: str = ROBOT_KEY,
+    name: str = "dba-robot",
+) -> WechatRobotChannel:
     settings = WechatRobotSettings(webhook_url=fake.robot_url(key), msgtype=msgtype)  # type: ignore[arg-type]
     return WechatRobotChannel(name, settings, ctx)
 
@@ -48,8 +53,9 @@ async def test_markdown_posts_to_the_group_and_mentions_members_by_userid(
     assert sent.mentioned_list == [] and sent.mentioned_mobile_list == []
 
 
-async def test_text_mentions_members_by_userid_and_by_mobile(fake_wecom: FakeWeCom,
-                                                             ctx: ChannelContext) -> None:
+async def test_text_mentions_members_by_userid_and_by_mobile(
+    fake_wecom: FakeWeCom, ctx: ChannelContext
+) -> None:
     await robot(ctx, fake_wecom, "text").send(message())
     [sent] = fake_wecom.accepted
     assert sent.msgtype == "text"
@@ -59,14 +65,16 @@ async def test_text_mentions_members_by_userid_and_by_mobile(fake_wecom: FakeWeC
     assert sent.mentioned_mobile_list == ["13900000000"]
 
 
-async def test_a_group_without_members_posts_without_mentions(fake_wecom: FakeWeCom,
-                                                              ctx: ChannelContext) -> None:
+async def test_a_group_without_members_posts_without_mentions(
+    fake_wecom: FakeWeCom, ctx: ChannelContext
+) -> None:
     await robot(ctx, fake_wecom).send(message(recipients=()))
     assert "<@" not in fake_wecom.accepted[0].content
 
 
-async def test_mentions_come_only_with_the_last_part(fake_wecom: FakeWeCom,
-                                                     ctx: ChannelContext) -> None:
+async def test_mentions_come_only_with_the_last_part(
+    fake_wecom: FakeWeCom, ctx: ChannelContext
+) -> None:
     await robot(ctx, fake_wecom, "text").send(long_message(alerts=10))
     mentions = [a.mentioned_list for a in fake_wecom.accepted]
     assert len(mentions) > 1
@@ -83,8 +91,9 @@ async def test_a_robot_template_overrides_the_application_template(
 
 
 @pytest.mark.parametrize("language", ["en", "zh"])
-async def test_a_merged_digest_carries_every_group(fake_wecom: FakeWeCom, ctx: ChannelContext,
-                                                   language: str) -> None:
+async def test_a_merged_digest_carries_every_group(
+    fake_wecom: FakeWeCom, ctx: ChannelContext, language: str
+) -> None:
     ctx.renderer = Renderer(language)
     groups = [group(f"g{i}", alert(i), alertname=f"Alert{i}") for i in range(8)]
     await robot(ctx, fake_wecom).send(message(*groups, kind="digest"))
@@ -97,18 +106,21 @@ async def test_a_merged_digest_carries_every_group(fake_wecom: FakeWeCom, ctx: C
 # --- errors ---------------------------------------------------------------------------------
 
 
-async def test_an_unknown_robot_key_fails_for_good(fake_wecom: FakeWeCom,
-                                                   ctx: ChannelContext) -> None:
+async def test_an_unknown_robot_key_fails_for_good(
+    fake_wecom: FakeWeCom, ctx: ChannelContext
+) -> None:
     with pytest.raises(ChannelError) as caught:
         await robot(ctx, fake_wecom, key="no-such-robot").send(message())
     assert caught.value.permanent
     assert "errcode 93000" in caught.value.reason
 
 
-@pytest.mark.parametrize(("errcode", "permanent"),
-                         [(-1, False), (45033, False), (40058, True), (93004, True)])
-async def test_robot_errcodes_are_classified(fake_wecom: FakeWeCom, ctx: ChannelContext,
-                                             errcode: int, permanent: bool) -> None:
+@pytest.mark.parametrize(
+    ("errcode", "permanent"), [(-1, False), (45033, False), (40058, True), (93004, True)]
+)
+async def test_robot_errcodes_are_classified(
+    fake_wecom: FakeWeCom, ctx: ChannelContext, errcode: int, permanent: bool
+) -> None:
     fake_wecom.fail_next(errcode, on="robot")
     with pytest.raises(ChannelError) as caught:
         await robot(ctx, fake_wecom).send(message())
@@ -156,7 +168,8 @@ async def test_a_long_message_arrives_in_numbered_parts_within_the_robot_limit(
 
 
 async def test_a_message_too_long_for_five_parts_ends_with_what_was_left_out_and_a_link(
-        fake_wecom: FakeWeCom, ctx: ChannelContext) -> None:
+    fake_wecom: FakeWeCom, ctx: ChannelContext
+) -> None:
     ctx.renderer = Renderer("zh", max_alerts=60)
     message = long_message(alerts=60)
     await robot(ctx, fake_wecom, "markdown").send(message)
@@ -167,8 +180,9 @@ async def test_a_message_too_long_for_five_parts_ends_with_what_was_left_out_and
     assert "api-0" in parts[0] and "api-59" not in "\n".join(parts)
 
 
-async def test_the_fake_refuses_markdown_over_4096_bytes(fake_wecom: FakeWeCom,
-                                                         session: aiohttp.ClientSession) -> None:
+async def test_the_fake_refuses_markdown_over_4096_bytes(
+    fake_wecom: FakeWeCom, session: aiohttp.ClientSession
+) -> None:
     body = {"msgtype": "markdown", "markdown": {"content": "告" * 1366}}  # 4098 bytes
     async with session.post(fake_wecom.robot_url(), json=body) as resp:
         answer = await resp.json()
@@ -179,9 +193,9 @@ async def test_the_fake_refuses_markdown_over_4096_bytes(fake_wecom: FakeWeCom,
 # --- rate limit -----------------------------------------------------------------------------
 
 
-async def test_the_fake_refuses_the_21st_message_in_a_minute(fake_wecom: FakeWeCom,
-                                                             session: aiohttp.ClientSession,
-                                                             clock: ManualClock) -> None:
+async def test_the_fake_refuses_the_21st_message_in_a_minute(
+    fake_wecom: FakeWeCom, session: aiohttp.ClientSession, clock: ManualClock
+) -> None:
     # The check the limiter tests rely on: a client that ignores the limit gets 45009.
     codes = []
     for i in range(21):
@@ -190,8 +204,9 @@ async def test_the_fake_refuses_the_21st_message_in_a_minute(fake_wecom: FakeWeC
             codes.append((await resp.json())["errcode"])
     assert codes == [0] * 20 + [45009]
     clock.advance(60)
-    async with session.post(fake_wecom.robot_url(),
-                            json={"msgtype": "text", "text": {"content": "later"}}) as resp:
+    async with session.post(
+        fake_wecom.robot_url(), json={"msgtype": "text", "text": {"content": "later"}}
+    ) as resp:
         assert (await resp.json())["errcode"] == 0
 
 
@@ -222,8 +237,9 @@ async def test_concurrent_sends_never_exceed_the_robot_limit(
     fake_wecom: FakeWeCom, ctx: ChannelContext
 ) -> None:
     ch = robot(ctx, fake_wecom)
-    results = await asyncio.gather(*(ch.send(message(msg_id=i)) for i in range(25)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(ch.send(message(msg_id=i)) for i in range(25)), return_exceptions=True
+    )
     held = [r for r in results if isinstance(r, ChannelError)]
     assert len(fake_wecom.accepted) == 20 and len(held) == 5
     assert all(not e.permanent and getattr(e, "retry_after", 0) > 0 for e in held)
@@ -257,11 +273,12 @@ async def test_the_robot_key_appears_in_no_error_log_note_or_repr(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     ch = robot(ctx, fake_wecom)
-    seen = [repr(ch.settings), repr(ch.settings.__dict__.keys()),
-            await ch.send(message(msg_id=1))]
-    for fail in (lambda: fake_wecom.fail_next(40058, on="robot", echo=True),
-                 lambda: fake_wecom.http_error_next(502, on="robot", echo=True),
-                 lambda: fake_wecom.fail_next(45009, on="robot", echo=True)):
+    seen = [repr(ch.settings), repr(ch.settings.__dict__.keys()), await ch.send(message(msg_id=1))]
+    for fail in (
+        lambda: fake_wecom.fail_next(40058, on="robot", echo=True),
+        lambda: fake_wecom.http_error_next(502, on="robot", echo=True),
+        lambda: fake_wecom.fail_next(45009, on="robot", echo=True),
+    ):
         fail()
         with pytest.raises(ChannelError) as caught:
             await ch.send(message(msg_id=2))
@@ -273,8 +290,9 @@ async def test_the_robot_key_appears_in_no_error_log_note_or_repr(
     assert_no_secrets("\n".join(seen + [caplog.text]), ROBOT_KEY, "unknown-key-123")
 
 
-async def test_members_are_taken_from_the_message_recipients(fake_wecom: FakeWeCom,
-                                                             ctx: ChannelContext) -> None:
+async def test_members_are_taken_from_the_message_recipients(
+    fake_wecom: FakeWeCom, ctx: ChannelContext
+) -> None:
     recipients = (Member("A", wechat="a1"), Member("A again", wechat="a1"), Member("B"))
     await robot(ctx, fake_wecom, "text").send(message(recipients=recipients))
     assert fake_wecom.accepted[0].mentioned_list == ["a1"]

@@ -12,9 +12,17 @@ from harness import Harness
 
 @pytest.fixture
 async def harness(tmp_path):  # type: ignore[no-untyped-def]
-    h = await Harness(make_config(tmp_path, convergence={
-        "group_wait": 30.0, "group_interval": 300.0, "repeat_interval": 3600.0,
-        "group_by": ("alertname",)})).start()
+    h = await Harness(
+        make_config(
+            tmp_path,
+            convergence={
+                "group_wait": 30.0,
+                "group_interval": 300.0,
+                "repeat_interval": 3600.0,
+                "group_by": ("alertname",),
+            },
+        )
+    ).start()
     yield h
     await h.stop()
 
@@ -71,8 +79,12 @@ async def test_all_resolved_sends_one_resolved_message_and_closes(harness: Harne
 
 
 async def test_send_resolved_false_stays_quiet_on_resolution(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    h = await Harness(make_config(tmp_path, convergence={
-        "group_wait": 30.0, "group_interval": 300.0, "send_resolved": False})).start()
+    h = await Harness(
+        make_config(
+            tmp_path,
+            convergence={"group_wait": 30.0, "group_interval": 300.0, "send_resolved": False},
+        )
+    ).start()
     await h.push(incoming("A"))
     await h.run_until(100)
     await h.push(incoming("A", "resolved", ends=T0 + 100))
@@ -99,12 +111,18 @@ async def test_stale_firing_from_a_lagging_sender_changes_nothing(harness: Harne
     assert (fresh.accepted, fresh.duplicates) == (1, 0)
     await harness.run_until(1000)
     assert [(round(d.at), d.message.status) for d in harness.decided] == [
-        (30, "firing"), (330, "resolved"), (430, "firing")]
+        (30, "firing"),
+        (330, "resolved"),
+        (430, "firing"),
+    ]
 
 
 async def test_replicas_differing_only_in_ignored_labels_are_one_alert(harness: Harness) -> None:
-    r = await harness.push(incoming("A", replica="0"), incoming("A", replica="1"),
-                           incoming("A", prometheus_replica="x"))
+    r = await harness.push(
+        incoming("A", replica="0"),
+        incoming("A", replica="1"),
+        incoming("A", prometheus_replica="x"),
+    )
     assert (r.accepted, r.duplicates) == (1, 2)
     decided = await harness.run_until(100)
     assert len(decided) == 1
@@ -149,20 +167,30 @@ async def test_routing_first_match_wins_unless_continue(tmp_path) -> None:  # ty
         convergence={"group_wait": 1.0, "group_by": ("alertname",)},
     )
     h = await Harness(cfg).start()
-    await h.push(incoming("DbDown", team="db", severity="critical"),
-                 incoming("DbSlow", team="db", severity="warning"),
-                 incoming("Disk", severity="critical"),
-                 incoming("Other", severity="info"))
+    await h.push(
+        incoming("DbDown", team="db", severity="critical"),
+        incoming("DbSlow", team="db", severity="warning"),
+        incoming("Disk", severity="critical"),
+        incoming("Other", severity="info"),
+    )
     decided = await h.run_until(5)
     by_group = sorted((d.message.contact_group, d.names[0]) for d in decided)
-    assert by_group == [("dba", "DbDown"), ("dba", "DbSlow"), ("default", "Other"),
-                        ("sre", "DbDown"), ("sre", "Disk")]
+    assert by_group == [
+        ("dba", "DbDown"),
+        ("dba", "DbSlow"),
+        ("default", "Other"),
+        ("sre", "DbDown"),
+        ("sre", "Disk"),
+    ]
     await h.stop()
 
 
 async def test_storm_sends_threshold_then_one_digest_naming_every_group(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    cfg = make_config(tmp_path, storm={"threshold": 3, "window": 60.0},
-                      convergence={"group_wait": 1.0, "group_by": ("alertname",)})
+    cfg = make_config(
+        tmp_path,
+        storm={"threshold": 3, "window": 60.0},
+        convergence={"group_wait": 1.0, "group_by": ("alertname",)},
+    )
     h = await Harness(cfg).start()
     await h.push(*(incoming(f"Alert{i}") for i in range(10)))
     decided = await h.run_until(120)
@@ -174,13 +202,17 @@ async def test_storm_sends_threshold_then_one_digest_naming_every_group(tmp_path
     assert named == {f"Alert{i}" for i in range(10)} - set(d.names[0] for d in direct)
     deliveries = await h.rows("SELECT notification_id FROM deliveries")
     assert sorted(r["notification_id"] for r in deliveries) == sorted(
-        [d.message.id for d in direct] + [digests[0].message.id])
+        [d.message.id for d in direct] + [digests[0].message.id]
+    )
     await h.stop()
 
 
 async def test_storm_digest_being_collected_survives_a_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    cfg = make_config(tmp_path, storm={"threshold": 1, "window": 60.0},
-                      convergence={"group_wait": 1.0, "group_by": ("alertname",)})
+    cfg = make_config(
+        tmp_path,
+        storm={"threshold": 1, "window": 60.0},
+        convergence={"group_wait": 1.0, "group_by": ("alertname",)},
+    )
     h = await Harness(cfg).start()
     await h.push(*(incoming(f"Alert{i}") for i in range(4)))
     await h.run_until(10)
@@ -192,7 +224,8 @@ async def test_storm_digest_being_collected_survives_a_restart(tmp_path) -> None
 
 
 async def test_a_message_shows_its_alerts_as_they_stood_when_it_was_decided(
-        harness: Harness) -> None:
+    harness: Harness,
+) -> None:
     """Labels and annotations are read from the store when the message is written; a change
     queued behind the decision must not leak into it, and the next message shows it."""
     assert harness.pipeline is not None
@@ -200,14 +233,19 @@ async def test_a_message_shows_its_alerts_as_they_stood_when_it_was_decided(
     harness.clock.advance(30)
     await asyncio.gather(
         harness.pipeline.tick(),  # decides the first message, then the resolution arrives
-        harness.pipeline.ingest([incoming("A", "resolved", ends=T0 + 30, summary="second",
-                                          instance="a")]))
+        harness.pipeline.ingest(
+            [incoming("A", "resolved", ends=T0 + 30, summary="second", instance="a")]
+        ),
+    )
     await harness.restart()  # the next message is built from the stored row alone
     first, resolved = await harness.run_until(400)
     assert (first.at, resolved.at) == (30, 330)
     alert = first.message.groups[0].alerts[0]
     assert (alert.status, alert.annotations, alert.labels) == (
-        "firing", {"summary": "first"}, {"alertname": "A", "instance": "a"})
+        "firing",
+        {"summary": "first"},
+        {"alertname": "A", "instance": "a"},
+    )
     assert alert.generator_url == "http://prometheus.example/graph"
     alert = resolved.message.groups[0].alerts[0]
     assert (alert.status, alert.annotations["summary"]) == ("resolved", "second")

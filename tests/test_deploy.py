@@ -70,8 +70,10 @@ HARDENING = {
 def _systemd_analyze() -> str:
     path = shutil.which("systemd-analyze")
     if path is None:
-        pytest.fail("systemd-analyze is missing: install the Debian package systemd "
-                    "(scripts/test.sh does)", pytrace=False)
+        pytest.fail(
+            "systemd-analyze is missing: install the Debian package systemd (scripts/test.sh does)",
+            pytrace=False,
+        )
     return path
 
 
@@ -115,8 +117,9 @@ def _testable_unit(tmp_path: Path) -> Path:
     the file name, which systemd takes as the unit name."""
     binary = Path(sys.executable).parent / "monitor-manager"
     if not binary.exists():
-        pytest.fail(f"{binary} is missing: install the package (pip install -e '.[test]')",
-                    pytrace=False)
+        pytest.fail(
+            f"{binary} is missing: install the package (pip install -e '.[test]')", pytrace=False
+        )
     text = UNIT.read_text()
     assert text.count(INSTALLED_BINARY) == 1, "ExecStart should name the binary once"
     copy = tmp_path / UNIT.name
@@ -126,24 +129,32 @@ def _testable_unit(tmp_path: Path) -> Path:
 
 def test_unit_passes_systemd_analyze_verify_without_a_warning(tmp_path: Path) -> None:
     # verify exits 0 on an unknown key or a bad value, printing a warning: any output fails.
-    result = subprocess.run([_systemd_analyze(), "verify", str(_testable_unit(tmp_path))],
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [_systemd_analyze(), "verify", str(_testable_unit(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert (result.returncode, result.stdout + result.stderr) == (0, ""), (
-        f"systemd-analyze verify exited {result.returncode}:\n{result.stdout}{result.stderr}")
+        f"systemd-analyze verify exited {result.returncode}:\n{result.stdout}{result.stderr}"
+    )
 
 
 def test_unit_has_every_hardening_setting() -> None:
     service = _service()
-    wrong = {key: service.get(key) for key, value in HARDENING.items()
-             if service.get(key) != [value]}
+    wrong = {
+        key: service.get(key) for key, value in HARDENING.items() if service.get(key) != [value]
+    }
     assert not wrong, f"settings missing or different (want {HARDENING}): {wrong}"
     assert "@system-service" in service["SystemCallFilter"]
     assert "ProcSubset" not in service, "ProcSubset=pid hides /proc/stat: no process_* metrics"
 
 
 def test_unit_runs_as_the_user_that_sysusers_creates() -> None:
-    (user,) = [line.split()[1] for line in SYSUSERS.read_text().splitlines()
-               if line.startswith("u ")]
+    (user,) = [
+        line.split()[1] for line in SYSUSERS.read_text().splitlines() if line.startswith("u ")
+    ]
     assert user == HARDENING["User"]
 
 
@@ -170,9 +181,13 @@ def test_unit_security_exposure_is_low(tmp_path: Path) -> None:
     usage = subprocess.run([analyze, "--help"], capture_output=True, text=True, check=False)
     if "--offline" not in usage.stdout:
         pytest.skip("this systemd-analyze has no `security --offline` (systemd < 250)")
-    result = subprocess.run([analyze, "security", "--offline=yes", "--no-pager",
-                             str(_testable_unit(tmp_path))],
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [analyze, "security", "--offline=yes", "--no-pager", str(_testable_unit(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
     assert match is not None, f"no exposure level in:\n{result.stdout}{result.stderr}"
     exposure = float(match.group(1))
@@ -228,8 +243,13 @@ def _delivered(proc: ServeProcess) -> bool:
 def test_service_runs_under_write_xor_execute_memory(tmp_path: Path) -> None:
     if not sys.platform.startswith("linux"):
         pytest.skip("PR_SET_MDWE is Linux only")
-    probe = subprocess.run([*MDWE_PREFIX, sys.executable, "-c", MDWE_PROBE],
-                           capture_output=True, text=True, timeout=30, check=False)
+    probe = subprocess.run(
+        [*MDWE_PREFIX, sys.executable, "-c", MDWE_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     if "PR_SET_MDWE failed" in probe.stderr:
         pytest.skip(f"kernel without PR_SET_MDWE (Linux < 6.3): {probe.stderr.strip()}")
     assert probe.stdout.strip() == "mdwe=1 wx=refused", probe.stdout + probe.stderr
@@ -237,8 +257,11 @@ def test_service_runs_under_write_xor_execute_memory(tmp_path: Path) -> None:
     proc = ServeProcess(tmp_path, CONSOLE_CONFIG, command_prefix=MDWE_PREFIX)
     try:
         proc.start()
-        status, answer = http("POST", f"{proc.url}/webhook/alertmanager",
-                              payload(alert_json("DeployCheck", cluster="prod")))
+        status, answer = http(
+            "POST",
+            f"{proc.url}/webhook/alertmanager",
+            payload(alert_json("DeployCheck", cluster="prod")),
+        )
         assert status == 200, answer
         proc.wait_for(lambda: _delivered(proc), what="a delivery through the console")
         assert http("GET", f"{proc.url}/readyz")[0] == 200
@@ -292,7 +315,8 @@ def test_containerfile_runs_as_a_non_root_user_it_creates() -> None:
     uid = user.split(":")[0]
     assert uid not in ("root", "0"), user
     assert any(c.cmd == "RUN" and f"--uid {uid}" in c.value[0] for c in stage), (
-        f"no RUN in the final stage creates uid {uid}")
+        f"no RUN in the final stage creates uid {uid}"
+    )
 
 
 def test_containerfile_keeps_the_store_on_a_volume_and_reads_config_from_etc() -> None:
@@ -321,19 +345,26 @@ def test_containerfile_copies_only_files_the_repository_has() -> None:
     # The build context is the repository root (docker build -f deploy/Containerfile .).
     for command in _instructions():
         if command.cmd in ("COPY", "ADD") and not any(
-                f.startswith("--from") for f in command.flags):
+            f.startswith("--from") for f in command.flags
+        ):
             for source in command.value[:-1]:
                 assert (REPO / source).exists(), f"line {command.start_line}: no {source}"
 
 
 def test_containerfile_healthcheck_passes_on_a_healthy_service_and_fails_otherwise(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     # The HEALTHCHECK command exactly as the container runs it, python being this one.
     _, _, *argv = _one(_final_stage(), "HEALTHCHECK").value
 
     def check(url: str) -> int:
-        return subprocess.run([sys.executable, *argv], env={"MM_HEALTHCHECK_URL": url},
-                              capture_output=True, timeout=30, check=False).returncode
+        return subprocess.run(
+            [sys.executable, *argv],
+            env={"MM_HEALTHCHECK_URL": url},
+            capture_output=True,
+            timeout=30,
+            check=False,
+        ).returncode
 
     proc = ServeProcess(tmp_path, CONSOLE_CONFIG)
     try:

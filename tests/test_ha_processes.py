@@ -47,17 +47,25 @@ token = "%(token)s"
 """
 
 
-def cluster(tmp_path: Path, smtp_port: int, partitioned: bool = False,
-            extra: str = "") -> list[ServeProcess]:
+def cluster(
+    tmp_path: Path, smtp_port: int, partitioned: bool = False, extra: str = ""
+) -> list[ServeProcess]:
     ports = {name: free_port() for name in NAMES}
     procs = []
     for me in NAMES:
         peers = "".join(
             f'[[peers]]\nname = "{other}"\nurl = "http://127.0.0.1:'
             f'{free_port() if partitioned else ports[other]}"\n'
-            for other in NAMES if other != me)
-        text = CONFIG % {"me": me, "smtp": smtp_port, "wait": PEER_WAIT, "token": TOKEN,
-                         "peers": peers}
+            for other in NAMES
+            if other != me
+        )
+        text = CONFIG % {
+            "me": me,
+            "smtp": smtp_port,
+            "wait": PEER_WAIT,
+            "token": TOKEN,
+            "peers": peers,
+        }
         procs.append(ServeProcess(tmp_path, text + extra, name=me, port=ports[me]))
     return procs
 
@@ -95,14 +103,17 @@ def subjects(server: SMTPTestServer) -> list[str]:
 
 @pytest.mark.slow
 def test_the_same_webhook_to_three_instances_sends_one_email(
-        three: list[ServeProcess], smtp_server: SMTPTestServer) -> None:
+    three: list[ServeProcess], smtp_server: SMTPTestServer
+) -> None:
     started = time.time() - 60
     post_to(three, payload(alert_json("HADisk", starts=started, instance="db1")))
     assert settle(smtp_server, 1, quiet=3 * PEER_WAIT) == 1, subjects(smtp_server)
     assert smtp_server.messages[0]["X-Monitor-Manager-Group"]
     # The resolution is one email too.
-    post_to(three, payload(alert_json("HADisk", "resolved", starts=started, ends=time.time(),
-                                        instance="db1")))
+    post_to(
+        three,
+        payload(alert_json("HADisk", "resolved", starts=started, ends=time.time(), instance="db1")),
+    )
     assert settle(smtp_server, 2, quiet=3 * PEER_WAIT) == 2
     assert smtp_server.messages[1]["Subject"].startswith("[RESOLVED]")
     status, body = http("GET", f"{three[1].url}/api/v1/notifications", token="")
@@ -112,7 +123,8 @@ def test_the_same_webhook_to_three_instances_sends_one_email(
 
 @pytest.mark.slow
 def test_a_storm_digest_is_sent_once_by_the_cluster(
-        tmp_path: Path, smtp_server: SMTPTestServer) -> None:
+    tmp_path: Path, smtp_server: SMTPTestServer
+) -> None:
     procs = cluster(tmp_path, smtp_server.port, extra='[storm]\nthreshold = 1\nwindow = "4s"\n')
     try:
         for proc in procs:
@@ -128,9 +140,13 @@ def test_a_storm_digest_is_sent_once_by_the_cluster(
         first, digest = subjects(smtp_server)
         assert first.startswith("[FIRING:1] Storm")
         assert digest.startswith("[DIGEST] 2 alert groups")
-        notes = [d["note"] for proc in procs[1:]
-                 for n in http("GET", f"{proc.url}/api/v1/notifications")[1]["notifications"]
-                 if n["kind"] == "digest" for d in n["deliveries"]]
+        notes = [
+            d["note"]
+            for proc in procs[1:]
+            for n in http("GET", f"{proc.url}/api/v1/notifications")[1]["notifications"]
+            if n["kind"] == "digest"
+            for d in n["deliveries"]
+        ]
         assert notes and all("already sent it" in note for note in notes), notes
     finally:
         for proc in procs:
@@ -139,7 +155,8 @@ def test_a_storm_digest_is_sent_once_by_the_cluster(
 
 @pytest.mark.slow
 def test_when_position_zero_is_killed_the_next_instance_sends_after_its_wait(
-        three: list[ServeProcess], smtp_server: SMTPTestServer) -> None:
+    three: list[ServeProcess], smtp_server: SMTPTestServer
+) -> None:
     three[0].kill()
     started = time.monotonic()
     post_to(three[1:], payload(alert_json("HANet")))
@@ -153,7 +170,8 @@ def test_when_position_zero_is_killed_the_next_instance_sends_after_its_wait(
 
 @pytest.mark.slow
 def test_a_partition_sends_from_every_side_and_loses_nothing(
-        tmp_path: Path, smtp_server: SMTPTestServer) -> None:
+    tmp_path: Path, smtp_server: SMTPTestServer
+) -> None:
     procs = cluster(tmp_path, smtp_server.port, partitioned=True)
     try:
         for proc in procs:
@@ -171,7 +189,8 @@ def test_a_partition_sends_from_every_side_and_loses_nothing(
 
 @pytest.mark.slow
 def test_a_restarted_instance_pulls_the_log_and_does_not_resend(
-        three: list[ServeProcess], smtp_server: SMTPTestServer) -> None:
+    three: list[ServeProcess], smtp_server: SMTPTestServer
+) -> None:
     a, b, c = three
     c.kill()
     post_to([a, b], payload(alert_json("HARestart")))
@@ -188,7 +207,8 @@ def test_a_restarted_instance_pulls_the_log_and_does_not_resend(
 
 @pytest.mark.slow
 def test_the_peer_api_requires_the_token_and_rejects_bad_input_without_change(
-        three: list[ServeProcess]) -> None:
+    three: list[ServeProcess],
+) -> None:
     url = f"{three[0].url}/api/v1/peer/nflog"
     assert http("GET", url)[0] == 401
     assert http("GET", url, token="wrong")[0] == 401
@@ -199,8 +219,19 @@ def test_the_peer_api_requires_the_token_and_rejects_bad_input_without_change(
         {"version": 3, "instance": "mm-b", "entries": []},
         {"version": 1, "entries": "nope"},
         {"version": 1, "entries": [{"contact_group": "default"}]},
-        {"version": 1, "entries": [{"contact_group": "d", "group_key": "k", "channel": "c",
-                                    "content_hash": "h", "sent_at": "later", "instance": "i"}]},
+        {
+            "version": 1,
+            "entries": [
+                {
+                    "contact_group": "d",
+                    "group_key": "k",
+                    "channel": "c",
+                    "content_hash": "h",
+                    "sent_at": "later",
+                    "instance": "i",
+                }
+            ],
+        },
         [1, 2, 3],
     ]
     for body_ in bad:

@@ -18,17 +18,23 @@ from smtp_server import SMTPTestServer
 
 
 def mail_config(tmp_path: Any, server: SMTPTestServer, **sections: Any) -> Any:
-    mail = ChannelConfig("mail", "email", EmailSettings(
-        host=server.host, port=server.port, tls="none", from_="MM <mm@example.com>",
-        timeout=5.0))
+    mail = ChannelConfig(
+        "mail",
+        "email",
+        EmailSettings(
+            host=server.host, port=server.port, tls="none", from_="MM <mm@example.com>", timeout=5.0
+        ),
+    )
     from builders import console_channels
 
     return make_config(
-        tmp_path, channels=(mail, *console_channels()),
+        tmp_path,
+        channels=(mail, *console_channels()),
         contact_groups=groups("default", channels=("mail",)),
         convergence={"group_wait": 1.0, "group_by": ("alertname",)},
         delivery={"retry_initial": 10.0, "retry_max": 40.0, "give_up_after": 200.0},
-        **sections)
+        **sections,
+    )
 
 
 @pytest.fixture
@@ -39,19 +45,22 @@ async def box(tmp_path: Any, smtp_server: SMTPTestServer) -> AsyncIterator[Outbo
 
 
 async def test_delivered_mail_is_recorded_with_its_latency(
-        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:
+    box: OutboxHarness, smtp_server: SMTPTestServer
+) -> None:
     await box.push(incoming("DiskFull", instance="a"))
     rows = await box.step(1)
     assert [(r["channel"], r["state"], r["attempts"]) for r in rows] == [("mail", "delivered", 1)]
     mails = await smtp_server.wait_for(1)
     assert mails[0]["Subject"].startswith("[FIRING:1] DiskFull")
     samples = box.pipeline.metrics.registry.get_sample_value(  # type: ignore[union-attr]
-        "monitor_manager_notifications_total", {"channel": "mail", "result": "delivered"})
+        "monitor_manager_notifications_total", {"channel": "mail", "result": "delivered"}
+    )
     assert samples == 1
 
 
 async def test_transient_failure_backs_off_exponentially_then_delivers(
-        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:
+    box: OutboxHarness, smtp_server: SMTPTestServer
+) -> None:
     smtp_server.mode = "451"
     await box.push(incoming("DiskFull"))
     rows = await box.step(1)
@@ -70,7 +79,8 @@ async def test_transient_failure_backs_off_exponentially_then_delivers(
 
 
 async def test_backoff_is_capped_at_retry_max_and_gives_up_after_give_up_after(
-        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:
+    box: OutboxHarness, smtp_server: SMTPTestServer
+) -> None:
     smtp_server.stop()
     await box.push(incoming("DiskFull"))
     rows = await box.step(1)
@@ -83,7 +93,8 @@ async def test_backoff_is_capped_at_retry_max_and_gives_up_after_give_up_after(
 
 
 async def test_permanent_failure_stops_at_once(
-        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:
+    box: OutboxHarness, smtp_server: SMTPTestServer
+) -> None:
     smtp_server.mode = "550"
     await box.push(incoming("DiskFull"))
     rows = await box.step(1)
@@ -94,12 +105,14 @@ async def test_permanent_failure_stops_at_once(
     # The DeliveryFailed page had no other channel to take, so it failed through mail too.
     assert [r["state"] for r in rows] == ["failed", "failed"]
     failed = box.pipeline.metrics.registry.get_sample_value(  # type: ignore[union-attr]
-        "monitor_manager_notifications_total", {"channel": "mail", "result": "failed"})
+        "monitor_manager_notifications_total", {"channel": "mail", "result": "failed"}
+    )
     assert failed == 2
 
 
 async def test_stopped_server_is_retried_until_it_is_back(
-        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:
+    box: OutboxHarness, smtp_server: SMTPTestServer
+) -> None:
     smtp_server.stop()
     await box.push(incoming("DiskFull"))
     rows = await box.step(1)
@@ -110,14 +123,23 @@ async def test_stopped_server_is_retried_until_it_is_back(
 
 
 async def test_partial_recipient_refusal_is_a_delivery_with_a_note(
-        tmp_path: Any, smtp_server: SMTPTestServer) -> None:
+    tmp_path: Any, smtp_server: SMTPTestServer
+) -> None:
     from monitor_manager.config import ContactGroupConfig, MemberConfig
 
     cfg = mail_config(tmp_path, smtp_server)
     import dataclasses
 
-    cfg = dataclasses.replace(cfg, contact_groups=(ContactGroupConfig("default", ("mail",), (
-        MemberConfig("ok", "ok@example.com"), MemberConfig("gone", "gone@example.com"))),))
+    cfg = dataclasses.replace(
+        cfg,
+        contact_groups=(
+            ContactGroupConfig(
+                "default",
+                ("mail",),
+                (MemberConfig("ok", "ok@example.com"), MemberConfig("gone", "gone@example.com")),
+            ),
+        ),
+    )
     smtp_server.reject_rcpt = {"gone@example.com": "550 5.1.1 No such user"}
     h = await OutboxHarness(cfg).start()
     await h.push(incoming("DiskFull"))
@@ -128,17 +150,30 @@ async def test_partial_recipient_refusal_is_a_delivery_with_a_note(
 
 
 async def test_a_recipient_deferred_with_4xx_gets_the_mail_alone_on_the_retry(
-        tmp_path: Any, smtp_server: SMTPTestServer) -> None:
+    tmp_path: Any, smtp_server: SMTPTestServer
+) -> None:
     import dataclasses
 
     from monitor_manager.config import ContactGroupConfig, MemberConfig
 
-    cfg = dataclasses.replace(mail_config(tmp_path, smtp_server), contact_groups=(
-        ContactGroupConfig("default", ("mail",), (
-            MemberConfig("ok", "ok@example.com"), MemberConfig("grey", "grey@example.com"),
-            MemberConfig("gone", "gone@example.com"))),))
-    smtp_server.reject_rcpt = {"grey@example.com": "451 4.7.1 Greylisted",
-                               "gone@example.com": "550 5.1.1 No such user"}
+    cfg = dataclasses.replace(
+        mail_config(tmp_path, smtp_server),
+        contact_groups=(
+            ContactGroupConfig(
+                "default",
+                ("mail",),
+                (
+                    MemberConfig("ok", "ok@example.com"),
+                    MemberConfig("grey", "grey@example.com"),
+                    MemberConfig("gone", "gone@example.com"),
+                ),
+            ),
+        ),
+    )
+    smtp_server.reject_rcpt = {
+        "grey@example.com": "451 4.7.1 Greylisted",
+        "gone@example.com": "550 5.1.1 No such user",
+    }
     h = await OutboxHarness(cfg).start()
     await h.push(incoming("DiskFull"))
     [row] = await h.step(1)
@@ -154,7 +189,9 @@ async def test_a_recipient_deferred_with_4xx_gets_the_mail_alone_on_the_retry(
     assert row["state"] == "delivered" and row["attempts"] == 2
     assert row["note"].startswith("sent to 1 of 3; refused: gone@example.com")
     assert [e.rcpt_tos for e in smtp_server.envelopes] == [
-        ("ok@example.com",), ("grey@example.com",)]
+        ("ok@example.com",),
+        ("grey@example.com",),
+    ]
     await h.stop()
 
 
@@ -162,28 +199,41 @@ def greylisting_config(tmp_path: Any, server: SMTPTestServer, **delivery: float)
     from builders import console_channels
     from monitor_manager.config import ContactGroupConfig, MemberConfig
 
-    mail = ChannelConfig("mail", "email", EmailSettings(
-        host=server.host, port=server.port, tls="none", from_="MM <mm@example.com>",
-        timeout=5.0))
+    mail = ChannelConfig(
+        "mail",
+        "email",
+        EmailSettings(
+            host=server.host, port=server.port, tls="none", from_="MM <mm@example.com>", timeout=5.0
+        ),
+    )
     # grey's address as configured has spaces around it: retries name members as configured
     members = (MemberConfig("ok", "ok@example.com"), MemberConfig("grey", " grey@example.com "))
     return make_config(
-        tmp_path, channels=(mail, *console_channels()),
+        tmp_path,
+        channels=(mail, *console_channels()),
         contact_groups=(ContactGroupConfig("default", ("mail",), members),),
         convergence={"group_wait": 1.0, "group_interval": 60.0, "group_by": ("alertname",)},
-        delivery={"retry_initial": 10.0, "retry_max": 40.0, "give_up_after": 200.0, **delivery})
+        delivery={"retry_initial": 10.0, "retry_max": 40.0, "give_up_after": 200.0, **delivery},
+    )
 
 
 def mails_to(server: SMTPTestServer, address: str) -> list[str]:
-    return [str(m["Subject"]).split(" ")[0] for m, e in zip(server.messages, server.envelopes,
-                                                           strict=True) if address in e.rcpt_tos]
+    return [
+        str(m["Subject"]).split(" ")[0]
+        for m, e in zip(server.messages, server.envelopes, strict=True)
+        if address in e.rcpt_tos
+    ]
 
 
 async def test_a_newer_state_supersedes_an_older_message_still_owed_to_a_recipient(
-        tmp_path: Any, smtp_server: SMTPTestServer) -> None:
+    tmp_path: Any, smtp_server: SMTPTestServer
+) -> None:
     smtp_server.reject_rcpt = {"grey@example.com": "451 4.7.1 Greylisted"}
-    h = await OutboxHarness(greylisting_config(
-        tmp_path, smtp_server, retry_initial=600.0, retry_max=600.0, give_up_after=3600.0)).start()
+    h = await OutboxHarness(
+        greylisting_config(
+            tmp_path, smtp_server, retry_initial=600.0, retry_max=600.0, give_up_after=3600.0
+        )
+    ).start()
     await h.push(incoming("DiskFull"))
     [firing] = await h.step(1)
     assert json.loads(firing["only_to"]) == [" grey@example.com "]
@@ -192,11 +242,14 @@ async def test_a_newer_state_supersedes_an_older_message_still_owed_to_a_recipie
     assert [r["state"] for r in rows] == ["delivered", "retrying"]
     assert rows[0]["note"] == (
         f"sent to 1 of 2; then not sent: notification {rows[1]['notification_id']} with a "
-        "newer state of the alert group went out first")
+        "newer state of the alert group went out first"
+    )
     smtp_server.reject_rcpt = {}
     # A retry of it in flight when the resolution went out is caught before it is sent.
-    await h.rows("UPDATE deliveries SET state = 'retrying', note = '', next_attempt_at = ? "
-                 "WHERE id = ?", (h.clock.now, firing["id"]))
+    await h.rows(
+        "UPDATE deliveries SET state = 'retrying', note = '', next_attempt_at = ? WHERE id = ?",
+        (h.clock.now, firing["id"]),
+    )
     rows = await h.step(600)
     assert [r["state"] for r in rows] == ["delivered", "delivered"]
     assert rows[0]["note"].startswith("not sent: notification 2 with a newer state")
@@ -206,9 +259,13 @@ async def test_a_newer_state_supersedes_an_older_message_still_owed_to_a_recipie
 
 
 async def test_an_older_message_with_news_the_newer_lacks_is_still_sent(
-        tmp_path: Any, smtp_server: SMTPTestServer) -> None:
-    h = await OutboxHarness(greylisting_config(
-        tmp_path, smtp_server, retry_initial=600.0, retry_max=600.0, give_up_after=3600.0)).start()
+    tmp_path: Any, smtp_server: SMTPTestServer
+) -> None:
+    h = await OutboxHarness(
+        greylisting_config(
+            tmp_path, smtp_server, retry_initial=600.0, retry_max=600.0, give_up_after=3600.0
+        )
+    ).start()
     await h.push(incoming("DiskFull", instance="host1"), incoming("DiskFull", instance="host2"))
     await h.step(1)
     smtp_server.reject_rcpt = {"grey@example.com": "451 4.7.1 Greylisted"}
@@ -221,14 +278,18 @@ async def test_an_older_message_with_news_the_newer_lacks_is_still_sent(
     assert [r["state"] for r in rows] == ["delivered", "retrying", "delivered"]
     rows = await h.step(600)
     assert rows[1]["state"] == "delivered" and "not sent" not in rows[1]["note"]
-    grey = [m for m, e in zip(smtp_server.messages, smtp_server.envelopes, strict=True)
-            if e.rcpt_tos == ("grey@example.com",)]
+    grey = [
+        m
+        for m, e in zip(smtp_server.messages, smtp_server.envelopes, strict=True)
+        if e.rcpt_tos == ("grey@example.com",)
+    ]
     assert len(grey) == 1 and "host1" in grey[0].get_body(("plain",)).get_content()
     await h.stop()
 
 
 async def test_a_channel_error_on_the_retry_of_deferred_recipients_is_a_failure(
-        tmp_path: Any, smtp_server: SMTPTestServer) -> None:
+    tmp_path: Any, smtp_server: SMTPTestServer
+) -> None:
     smtp_server.reject_rcpt = {"grey@example.com": "451 4.7.1 Greylisted"}
     h = await OutboxHarness(greylisting_config(tmp_path, smtp_server)).start()
     await h.push(incoming("DiskFull"))
@@ -244,7 +305,8 @@ async def test_a_channel_error_on_the_retry_of_deferred_recipients_is_a_failure(
 
 
 async def test_giving_up_on_a_deferred_recipient_is_a_note_not_a_failing_channel(
-        tmp_path: Any, smtp_server: SMTPTestServer) -> None:
+    tmp_path: Any, smtp_server: SMTPTestServer
+) -> None:
     smtp_server.reject_rcpt = {"grey@example.com": "451 4.7.1 Greylisted"}
     h = await OutboxHarness(greylisting_config(tmp_path, smtp_server)).start()
     await h.push(incoming("DiskFull"))
@@ -262,7 +324,8 @@ async def test_giving_up_on_a_deferred_recipient_is_a_note_not_a_failing_channel
 
 
 async def test_two_workers_never_send_the_same_row(
-        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:
+    box: OutboxHarness, smtp_server: SMTPTestServer
+) -> None:
     await box.push(*(incoming(f"Alert{i}") for i in range(12)))
     box.clock.advance(1)
     await box.pipeline.tick()  # type: ignore[union-attr]
@@ -277,7 +340,8 @@ async def test_two_workers_never_send_the_same_row(
 
 
 async def test_a_send_interrupted_by_a_crash_is_sent_again_after_restart(
-        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:
+    box: OutboxHarness, smtp_server: SMTPTestServer
+) -> None:
     await box.push(incoming("DiskFull"))
     box.clock.advance(1)
     await box.pipeline.tick()  # type: ignore[union-attr]
@@ -294,7 +358,8 @@ async def test_a_send_interrupted_by_a_crash_is_sent_again_after_restart(
 
 
 async def test_a_channel_removed_from_the_config_fails_visibly(
-        box: OutboxHarness, smtp_server: SMTPTestServer) -> None:
+    box: OutboxHarness, smtp_server: SMTPTestServer
+) -> None:
     await box.push(incoming("DiskFull"))
     box.channels.pop("mail")
     rows = await box.step(1)

@@ -34,10 +34,18 @@ def pages(proc: ServeProcess, kind: str) -> int:
 @pytest.mark.slow
 def test_a_killed_peer_is_paged_once_and_resolved_when_it_returns(tmp_path: Path) -> None:
     port_a, port_b = free_port(), free_port()
-    a = ServeProcess(tmp_path, CONFIG % {"me": "mm-az1", "peer": "mm-az2", "peer_port": port_b},
-                     name="a", port=port_a)
-    b = ServeProcess(tmp_path, CONFIG % {"me": "mm-az2", "peer": "mm-az1", "peer_port": port_a},
-                     name="b", port=port_b)
+    a = ServeProcess(
+        tmp_path,
+        CONFIG % {"me": "mm-az1", "peer": "mm-az2", "peer_port": port_b},
+        name="a",
+        port=port_a,
+    )
+    b = ServeProcess(
+        tmp_path,
+        CONFIG % {"me": "mm-az2", "peer": "mm-az1", "peer_port": port_a},
+        name="b",
+        port=port_b,
+    )
     try:
         a.start()
         b.start()
@@ -47,8 +55,11 @@ def test_a_killed_peer_is_paged_once_and_resolved_when_it_returns(tmp_path: Path
             assert status == 200
             return str(body["peers"][0]["state"])
 
-        a.wait_for(lambda: peer_state(a) == "up" and peer_state(b) == "up", timeout=10,
-                   what="both peers up")
+        a.wait_for(
+            lambda: peer_state(a) == "up" and peer_state(b) == "up",
+            timeout=10,
+            what="both peers up",
+        )
         b.kill()
         a.wait_for(lambda: pages(a, "[FIRING:1]") == 1, timeout=15, what="PeerDown page")
         assert peer_state(a) == "down"

@@ -249,7 +249,8 @@ def test_monitor_manager_rules_use_metrics_and_labels_the_service_exports() -> N
         printed = set(re.findall(r"\$labels\.(\w+)", text))
         assert printed <= available, (
             f"{rule['alert']}: annotations print labels its result lacks: "
-            f"{sorted(printed - available)} (has {sorted(available)})")
+            f"{sorted(printed - available)} (has {sorted(available)})"
+        )
 
 
 def test_metric_name_extraction_ignores_functions_labels_and_keywords() -> None:

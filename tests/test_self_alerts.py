@@ -12,14 +12,19 @@ from smtp_server import SMTPTestServer
 
 
 def two_channel_config(tmp_path: Any, server: SMTPTestServer, **watchdog: Any) -> Any:
-    mail = ChannelConfig("mail", "email", EmailSettings(
-        host=server.host, port=server.port, tls="none", from_="MM <mm@example.com>"))
+    mail = ChannelConfig(
+        "mail",
+        "email",
+        EmailSettings(host=server.host, port=server.port, tls="none", from_="MM <mm@example.com>"),
+    )
     return make_config(
-        tmp_path, channels=(mail, *console_channels()),
+        tmp_path,
+        channels=(mail, *console_channels()),
         contact_groups=groups("default", channels=("mail", "console")),
         convergence={"group_wait": 1.0, "group_by": ("alertname",)},
         delivery={"retry_initial": 10.0, "retry_max": 60.0, "give_up_after": 3600.0},
-        watchdog=WatchdogConfig(**watchdog))
+        watchdog=WatchdogConfig(**watchdog),
+    )
 
 
 def delivered_console_pages(box: OutboxHarness, alertname: str) -> list[str]:
@@ -28,7 +33,8 @@ def delivered_console_pages(box: OutboxHarness, alertname: str) -> list[str]:
 
 
 async def test_a_channel_failing_for_good_is_paged_through_the_other_channel(
-        tmp_path: Any, smtp_server: SMTPTestServer) -> None:
+    tmp_path: Any, smtp_server: SMTPTestServer
+) -> None:
     smtp_server.mode = "550"
     box = await OutboxHarness(two_channel_config(tmp_path, smtp_server)).start()
     await box.push(incoming("DiskFull"))
@@ -37,10 +43,11 @@ async def test_a_channel_failing_for_good_is_paged_through_the_other_channel(
     rows = await box.step(1)
     by_notification: dict[int, list[str]] = {}
     for r in rows:
-        by_notification.setdefault(r["notification_id"], []).append(
-            f'{r["channel"]}:{r["state"]}')
-    assert list(by_notification.values()) == [["mail:failed", "console:delivered"],
-                                              ["console:delivered"]]
+        by_notification.setdefault(r["notification_id"], []).append(f"{r['channel']}:{r['state']}")
+    assert list(by_notification.values()) == [
+        ["mail:failed", "console:delivered"],
+        ["console:delivered"],
+    ]
     page = delivered_console_pages(box, "DeliveryFailed")
     assert len(page) == 1 and "550" in page[0] and 'channel="mail"' in page[0]
     # The channel works again: the next delivery through it resolves the page.
@@ -54,10 +61,12 @@ async def test_a_channel_failing_for_good_is_paged_through_the_other_channel(
 
 
 async def test_a_channel_failing_longer_than_channel_failing_after_is_paged(
-        tmp_path: Any, smtp_server: SMTPTestServer) -> None:
+    tmp_path: Any, smtp_server: SMTPTestServer
+) -> None:
     smtp_server.mode = "451"
     box = await OutboxHarness(
-        two_channel_config(tmp_path, smtp_server, channel_failing_after=120.0)).start()
+        two_channel_config(tmp_path, smtp_server, channel_failing_after=120.0)
+    ).start()
     await box.push(incoming("DiskFull"))
     await box.step(1)
     for _ in range(10):
@@ -71,7 +80,8 @@ async def test_a_channel_failing_longer_than_channel_failing_after_is_paged(
 
 
 async def test_a_store_refusing_writes_is_paged_straight_to_the_channels_once(
-        tmp_path: Any, aiohttp_client: Any) -> None:
+    tmp_path: Any, aiohttp_client: Any
+) -> None:
     import io
 
     from builders import alert_json, payload

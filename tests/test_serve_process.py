@@ -44,14 +44,20 @@ def test_alerts_accepted_before_sigkill_are_all_notified_after_restart(tmp_path:
     try:
         count = 30
         for i in range(count):
-            status, body = http("POST", f"{proc.url}/webhook/alertmanager",
-                                payload(alert_json(f"Crash{i}", instance="a")))
+            status, body = http(
+                "POST",
+                f"{proc.url}/webhook/alertmanager",
+                payload(alert_json(f"Crash{i}", instance="a")),
+            )
             assert (status, body["accepted"]) == (200, 1)
         proc.kill()  # well before group_wait: nothing was notified yet
         assert "[FIRING" not in proc.stdout.read_text()
         proc.start()
-        groups = proc.wait_for(lambda: len(delivered_alerts(proc)) >= count and
-                               delivered_alerts(proc), timeout=30, what="all groups delivered")
+        groups = proc.wait_for(
+            lambda: len(delivered_alerts(proc)) >= count and delivered_alerts(proc),
+            timeout=30,
+            what="all groups delivered",
+        )
         assert len(groups) == count
         out = proc.stdout.read_text()
         for i in range(count):
@@ -72,28 +78,40 @@ def test_serve_stops_cleanly_on_signal_and_keeps_pending_work(tmp_path: Path, si
         assert time.monotonic() - started < 15
         assert "Traceback" not in proc.stderr.read_text()
         proc.start()  # the group timer was stored; the notification still comes
-        proc.wait_for(lambda: "[FIRING:1] Later" in proc.stdout.read_text(), timeout=20,
-                      what="notification after restart")
+        proc.wait_for(
+            lambda: "[FIRING:1] Later" in proc.stdout.read_text(),
+            timeout=20,
+            what="notification after restart",
+        )
     finally:
         proc.stop()
 
 
 @pytest.mark.slow
 def test_serve_without_config_uses_embedded_defaults_and_check_config_reports(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     import subprocess
     import sys
 
     bad = tmp_path / "bad.toml"
     bad.write_text('[server]\nlisten = "nowhere"\n[[routes]]\ngroups = ["ghost"]\n')
-    result = subprocess.run([sys.executable, "-m", "monitor_manager", "check-config",
-                             "--config", str(bad)], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "monitor_manager", "check-config", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 1
     assert "server.listen" in result.stderr and "routes[0].groups" in result.stderr
     good = tmp_path / "good.toml"
     good.write_text('[server]\nlisten = "127.0.0.1:9999"\n')
-    result = subprocess.run([sys.executable, "-m", "monitor_manager", "check-config",
-                             "--config", str(good)], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "monitor_manager", "check-config", "--config", str(good)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0 and result.stdout.count("\n") == 1
 
 
@@ -103,7 +121,9 @@ def test_a_second_signal_ends_a_shutdown_that_waits_for_a_send(tmp_path: Path) -
     # stop would wait the send grace period for it.
     with socket.create_server(("127.0.0.1", 0)) as silent:
         port = silent.getsockname()[1]
-        config = CONFIG % "0s" + f"""
+        config = (
+            CONFIG % "0s"
+            + f"""
 [channels.mail]
 type = "email"
 host = "127.0.0.1"
@@ -116,10 +136,12 @@ name = "default"
 channels = ["mail"]
 members = [{{ name = "ops", email = "ops@example.com" }}]
 """
+        )
         proc = ServeProcess(tmp_path, config).start()
         try:
-            status, _ = http("POST", f"{proc.url}/webhook/alertmanager",
-                             payload(alert_json("Stuck")))
+            status, _ = http(
+                "POST", f"{proc.url}/webhook/alertmanager", payload(alert_json("Stuck"))
+            )
             assert status == 200
             connection, _ = silent.accept()  # the send has begun
             assert proc.proc is not None

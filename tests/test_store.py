@@ -24,11 +24,13 @@ def test_memberships_move_from_the_old_table_into_alert_rows(tmp_path: Path) -> 
     migrations.apply(db, stop_before="m005_memberships_in_alert_rows")
     db.execute(
         "INSERT INTO alerts (fingerprint, labels, annotations, status, starts_at, updated_at) "
-        "VALUES ('00000000000000f1', '{\"alertname\":\"A\"}', '{}', 'firing', 1, 1)")
+        "VALUES ('00000000000000f1', '{\"alertname\":\"A\"}', '{}', 'firing', 1, 1)"
+    )
     db.execute(
         "INSERT INTO alert_groups (key, contact_group, group_labels, state, created_at, "
         "updated_at, next_flush_at) VALUES ('g1', 'default', '{\"alertname\":\"A\"}', 'open', "
-        "1, 1, 100)")
+        "1, 1, 100)"
+    )
     db.execute("INSERT INTO group_alerts VALUES ('g1', '00000000000000f1', 'firing')")
     db.conn.commit()
     migrations.apply(db, stop_before="m010_unambiguous_identity")
@@ -54,7 +56,8 @@ async def test_concurrent_writes_share_commits_and_all_become_durable(tmp_path: 
 
 
 async def test_a_failed_commit_fails_every_write_queued_with_it_and_keeps_none(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     store = Store(str(tmp_path / "s.db"))
     await store.open()
     failures: list[BaseException] = []
@@ -64,7 +67,8 @@ async def test_a_failed_commit_fails_every_write_queued_with_it_and_keeps_none(
         store.write([("INSERT INTO t VALUES (1)", ())]),
         store.write([("INSERT INTO t VALUES (1)", ())]),  # violates UNIQUE: the batch fails
         store.write([]),
-        return_exceptions=True)
+        return_exceptions=True,
+    )
     assert all(isinstance(r, StoreError) for r in results)
     assert not store.healthy and len(failures) == 1
     assert (await store.query("SELECT COUNT(*) FROM t"))[0][0] == 0
@@ -90,11 +94,15 @@ def test_alert_rows_get_ids_and_lose_the_fingerprint_index(tmp_path: Path) -> No
     for fp in ("ff01", "0a02"):
         db.execute(
             "INSERT INTO alerts (fingerprint, labels, annotations, status, starts_at, "
-            "updated_at) VALUES (?, '{}', '{}', 'resolved', 1, 1)", (fp,))
+            "updated_at) VALUES (?, '{}', '{}', 'resolved', 1, 1)",
+            (fp,),
+        )
     db.conn.commit()
     migrations.apply(db, stop_before="m010_unambiguous_identity")
     assert db.execute("SELECT id, fingerprint FROM alerts ORDER BY id").fetchall() == [
-        (1, "ff01"), (2, "0a02")]
+        (1, "ff01"),
+        (2, "0a02"),
+    ]
     assert db.execute("PRAGMA index_list(alerts)").fetchall() == []
     migrations.apply(db)
     conv = Convergence(make_config(tmp_path), ManualClock())
@@ -124,8 +132,7 @@ async def test_a_step_runs_in_order_inside_the_transaction(tmp_path: Path) -> No
     await store.close()
 
 
-async def test_api_reads_run_beside_a_commit_and_see_only_what_is_committed(
-        tmp_path: Path) -> None:
+async def test_api_reads_run_beside_a_commit_and_see_only_what_is_committed(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "s.db"))
     await store.open()
     await store.write([("CREATE TABLE t (x INTEGER)", ()), ("INSERT INTO t VALUES (1)", ())])

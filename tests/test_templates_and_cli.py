@@ -59,12 +59,25 @@ default_groups = ["sre"]
 
 def run_send_test(config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "monitor_manager", "send-test", "--config", str(config),
-         "--group", "sre"], capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "monitor_manager",
+            "send-test",
+            "--config",
+            str(config),
+            "--group",
+            "sre",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_send_test_reports_each_channel_and_exits_zero(
-        tmp_path: Path, smtp_server: SMTPTestServer) -> None:
+    tmp_path: Path, smtp_server: SMTPTestServer
+) -> None:
     config = tmp_path / "mm.toml"
     config.write_text(SEND_TEST % smtp_server.port)
     result = run_send_test(config)
@@ -76,7 +89,8 @@ def test_send_test_reports_each_channel_and_exits_zero(
 
 
 def test_send_test_exits_non_zero_when_a_channel_fails(
-        tmp_path: Path, smtp_server: SMTPTestServer) -> None:
+    tmp_path: Path, smtp_server: SMTPTestServer
+) -> None:
     smtp_server.mode = "550"
     config = tmp_path / "mm.toml"
     config.write_text(SEND_TEST % smtp_server.port)

@@ -63,16 +63,19 @@ TOKEN = "peer-secret-token"
 def start(aiohttp_client: Any, tmp_path: Path) -> Callable[..., Any]:
     async def start(**sections: Any) -> TestClient:
         sections["server"] = {"instance": "mm-a", **sections.get("server", {})}
-        app = create_app(make_config(tmp_path, **sections), clock=ManualClock(T0 + 60),
-                         stdout=io.StringIO(), scheduler=False)
+        app = create_app(
+            make_config(tmp_path, **sections),
+            clock=ManualClock(T0 + 60),
+            stdout=io.StringIO(),
+            scheduler=False,
+        )
         return await aiohttp_client(app)  # type: ignore[no-any-return]
 
     return start
 
 
 def peered(token: str = TOKEN) -> dict[str, Any]:
-    return {"peers": (PeerConfig("mm-b", "http://127.0.0.1:9"),),
-            "ha": {"token": token}}
+    return {"peers": (PeerConfig("mm-b", "http://127.0.0.1:9"),), "ha": {"token": token}}
 
 
 async def count(client: TestClient, table: str) -> int:
@@ -89,8 +92,9 @@ async def answer(response: aiohttp.ClientResponse, status: int) -> dict[str, Any
 # -- 1. the peer protocol ------------------------------------------------------------------
 
 
-def test_peers_without_a_token_fail_check_config(tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_peers_without_a_token_fail_check_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "mm.toml"
     path.write_text('[[peers]]\nname = "mm-b"\nurl = "http://127.0.0.1:9096"\n')
     assert cli.check_config(str(path)) == 1
@@ -99,11 +103,13 @@ def test_peers_without_a_token_fail_check_config(tmp_path: Path,
 
 
 async def test_without_a_token_the_peer_api_is_closed_and_peering_is_off_and_paged(
-        start: Callable[..., Any]) -> None:
+    start: Callable[..., Any],
+) -> None:
     client = await start(**peered(token=""))
     for method in ("GET", "POST"):
-        response = await client.request(method, PEER, json={"version": 2},
-                                        headers={"Authorization": "Bearer "})
+        response = await client.request(
+            method, PEER, json={"version": 2}, headers={"Authorization": "Bearer "}
+        )
         assert "ha.token is not set" in (await answer(response, 401))["error"]
     assert not client.app[keys.HA].enabled
     await client.app[keys.PIPELINE].watch()
@@ -111,25 +117,36 @@ async def test_without_a_token_the_peer_api_is_closed_and_peering_is_off_and_pag
     assert [a["labels"]["alertname"] for a in firing] == ["PeeringDisabled"]
 
 
-async def test_a_forged_or_future_dated_entry_suppresses_no_page(
-        start: Callable[..., Any]) -> None:
+async def test_a_forged_or_future_dated_entry_suppresses_no_page(start: Callable[..., Any]) -> None:
     client = await start(**peered())
     auth = {"Authorization": f"Bearer {TOKEN}"}
     key = group_key("default", {"alertname": "Disk"})
-    entry = {"contact_group": "default", "group_key": key, "channel": "console",
-             "content_hash": "0" * 32, "sent_at": 1e300, "instance": "mm-b",
-             "v1_group_key": "", "v1_content_hash": ""}
-    response = await client.post(PEER, json={"version": 2, "instance": "mm-evil",
-                                             "entries": [{**entry, "instance": "mm-evil"}]},
-                                 headers=auth)
+    entry = {
+        "contact_group": "default",
+        "group_key": key,
+        "channel": "console",
+        "content_hash": "0" * 32,
+        "sent_at": 1e300,
+        "instance": "mm-b",
+        "v1_group_key": "",
+        "v1_content_hash": "",
+    }
+    response = await client.post(
+        PEER,
+        json={"version": 2, "instance": "mm-evil", "entries": [{**entry, "instance": "mm-evil"}]},
+        headers=auth,
+    )
     assert (await answer(response, 403))["field"] == "instance"
     now = client.app[keys.CLOCK]()
-    bad = [entry,  # dated in the future
-           {**entry, "sent_at": now, "instance": "mm-c"},  # not the sender
-           {**entry, "sent_at": now, "contact_group": "nobody"},
-           {**entry, "sent_at": now, "group_key": "x" * 16}]
-    response = await client.post(PEER, json={"version": 2, "instance": "mm-b",
-                                             "entries": bad}, headers=auth)
+    bad = [
+        entry,  # dated in the future
+        {**entry, "sent_at": now, "instance": "mm-c"},  # not the sender
+        {**entry, "sent_at": now, "contact_group": "nobody"},
+        {**entry, "sent_at": now, "group_key": "x" * 16},
+    ]
+    response = await client.post(
+        PEER, json={"version": 2, "instance": "mm-b", "entries": bad}, headers=auth
+    )
     assert await answer(response, 200) == {"version": 2, "accepted": 0, "rejected": 4}
     assert await count(client, "nflog") == 0 and client.app[keys.HA].log.entries == {}
     # The page still goes out, as nothing was logged.
@@ -141,8 +158,7 @@ async def test_a_forged_or_future_dated_entry_suppresses_no_page(
     assert [(r["state"], r["note"]) for r in rows] == [("delivered", "")]
 
 
-async def test_an_entry_from_a_peer_that_is_down_does_not_suppress_a_send(
-        tmp_path: Path) -> None:
+async def test_an_entry_from_a_peer_that_is_down_does_not_suppress_a_send(tmp_path: Path) -> None:
     config = make_config(tmp_path, **peered())
     clock = ManualClock(T0)
     peers = Peers(config, None, clock, Metrics(), lambda labels: False)
@@ -159,7 +175,8 @@ async def test_an_entry_from_a_peer_that_is_down_does_not_suppress_a_send(
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32", "utf-8-sig"])
 async def test_a_body_in_another_encoding_is_400_and_stores_nothing(
-        start: Callable[..., Any], encoding: str) -> None:
+    start: Callable[..., Any], encoding: str
+) -> None:
     client = await start()
     body = json.dumps(payload(alert_json("Disk", summary="x"))).encode(encoding)
     await answer(await client.post(WEBHOOK, data=body, headers=JSON_TYPE), 400)
@@ -178,15 +195,17 @@ async def test_a_lone_surrogate_is_400_before_memory_changes(start: Callable[...
 
 async def test_bad_requests_never_cost_good_ones_their_commit(start: Callable[..., Any]) -> None:
     client = await start()
-    good = [json.dumps(payload(alert_json("Good", instance=f"i{i}"))).encode()
-            for i in range(60)]
-    bad = [json.dumps(payload(alert_json("Bad", instance=f"b{i}",
-                                         summary="\udc00"))).encode() for i in range(10)]
+    good = [json.dumps(payload(alert_json("Good", instance=f"i{i}"))).encode() for i in range(60)]
+    bad = [
+        json.dumps(payload(alert_json("Bad", instance=f"b{i}", summary="\udc00"))).encode()
+        for i in range(10)
+    ]
     bad += [json.dumps(payload(alert_json("Bad16"))).encode("utf-16") for _ in range(5)]
     bodies_ = good + bad
     order = sorted(range(len(bodies_)), key=lambda i: (i * 7919) % len(bodies_))
-    responses = await asyncio.gather(*(client.post(WEBHOOK, data=bodies_[i], headers=JSON_TYPE)
-                                       for i in order))
+    responses = await asyncio.gather(
+        *(client.post(WEBHOOK, data=bodies_[i], headers=JSON_TYPE) for i in order)
+    )
     statuses = {i: r.status for i, r in zip(order, responses, strict=True)}
     assert [statuses[i] for i in range(60)] == [200] * 60
     assert all(statuses[i] == 400 for i in range(60, len(bodies_)))
@@ -194,7 +213,8 @@ async def test_bad_requests_never_cost_good_ones_their_commit(start: Callable[..
 
 
 async def test_an_exception_inside_ingest_makes_memory_reload_from_the_store(
-        start: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    start: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     client = await start()
     pipeline = client.app[keys.PIPELINE]
     real = pipeline.convergence.ingest
@@ -215,27 +235,31 @@ async def test_an_exception_inside_ingest_makes_memory_reload_from_the_store(
 
 async def test_an_invalid_gzip_body_is_a_json_400(start: Callable[..., Any]) -> None:
     client = await start()
-    response = await client.post(WEBHOOK, data=b"\x1f\x8b not gzip at all",
-                                 headers={**JSON_TYPE, "Content-Encoding": "gzip"})
+    response = await client.post(
+        WEBHOOK, data=b"\x1f\x8b not gzip at all", headers={**JSON_TYPE, "Content-Encoding": "gzip"}
+    )
     assert "Content-Encoding" in (await answer(response, 400))["error"]
     zipped = gzip.compress(json.dumps(payload(alert_json("Zipped"))).encode())
-    response = await client.post(WEBHOOK, data=zipped,
-                                 headers={**JSON_TYPE, "Content-Encoding": "gzip"})
+    response = await client.post(
+        WEBHOOK, data=zipped, headers={**JSON_TYPE, "Content-Encoding": "gzip"}
+    )
     assert (await answer(response, 200))["accepted"] == 1
 
 
 async def test_an_encoding_we_do_not_take_is_a_json_415(start: Callable[..., Any]) -> None:
     client = await start()
-    response = await client.post(WEBHOOK, data=b"{}",
-                                 headers={**JSON_TYPE, "Content-Encoding": "br"})
+    response = await client.post(
+        WEBHOOK, data=b"{}", headers={**JSON_TYPE, "Content-Encoding": "br"}
+    )
     await answer(response, 415)
 
 
 async def test_deep_nesting_on_the_peer_push_is_a_json_400(start: Callable[..., Any]) -> None:
     client = await start(**peered())
     body = b"[" * 100_000 + b"]" * 100_000
-    response = await client.post(PEER, data=body, headers={
-        **JSON_TYPE, "Authorization": f"Bearer {TOKEN}"})
+    response = await client.post(
+        PEER, data=body, headers={**JSON_TYPE, "Authorization": f"Bearer {TOKEN}"}
+    )
     assert "nested too deeply" in (await answer(response, 400))["error"]
 
 
@@ -247,15 +271,20 @@ HUGE = "磁盘" * 650_000  # 3.9 MB of UTF-8
 
 @pytest.mark.parametrize("kind", ["app-text", "app-markdown", "robot-text", "robot-markdown"])
 async def test_a_huge_summary_takes_at_most_five_wecom_parts_ending_with_a_link(
-        fake_wecom: FakeWeCom, ctx: ChannelContext, kind: str) -> None:
+    fake_wecom: FakeWeCom, ctx: ChannelContext, kind: str
+) -> None:
     endpoint, msgtype = kind.split("-")
     many = message(group("g1", *(alert(i, summary=HUGE[:4000] + str(i)) for i in range(10))))
     if endpoint == "app":
-        ch: Any = WechatChannel("wecom", WechatSettings(
-            CORP_ID, AGENT_ID, SECRET, api_url=fake_wecom.api_url, msgtype=msgtype), ctx)
+        ch: Any = WechatChannel(
+            "wecom",
+            WechatSettings(CORP_ID, AGENT_ID, SECRET, api_url=fake_wecom.api_url, msgtype=msgtype),
+            ctx,
+        )
     else:
-        ch = WechatRobotChannel("robot", WechatRobotSettings(
-            webhook_url=fake_wecom.robot_url(), msgtype=msgtype), ctx)  # type: ignore[arg-type]
+        ch = WechatRobotChannel(
+            "robot", WechatRobotSettings(webhook_url=fake_wecom.robot_url(), msgtype=msgtype), ctx
+        )  # type: ignore[arg-type]
     for sent in (message(group("g1", alert(1, summary=HUGE))), many):
         before = len(fake_wecom.accepted)
         await ch.send(sent)
@@ -290,23 +319,23 @@ async def test_the_store_and_the_api_keep_the_full_text(start: Callable[..., Any
 # -- 5. memory and disk grown by rejected or unauthenticated input ------------------------------
 
 
-async def test_rejected_times_and_long_label_names_are_not_kept(
-        start: Callable[..., Any]) -> None:
+async def test_rejected_times_and_long_label_names_are_not_kept(start: Callable[..., Any]) -> None:
     client = await start()
     cached = _parse_time_cached.cache_info().currsize
     for i in range(20):
-        body = payload({**alert_json("T"), "startsAt": "2026-01-01T00:00:00." + "0" * 100_000
-                        + f"{i}Z"})
+        body = payload(
+            {**alert_json("T"), "startsAt": "2026-01-01T00:00:00." + "0" * 100_000 + f"{i}Z"}
+        )
         await answer(await client.post(WEBHOOK, json=body), 400)
     assert _parse_time_cached.cache_info().currsize == cached
     long_name = "n" * 5000
-    await answer(await client.post(WEBHOOK, json=payload(alert_json("L", **{long_name: "v"}))),
-                 200)
+    await answer(await client.post(WEBHOOK, json=payload(alert_json("L", **{long_name: "v"}))), 200)
     assert long_name not in _KNOWN_NAMES
 
 
 async def test_alertmanager_urls_are_bounded_in_memory_and_in_the_store(
-        start: Callable[..., Any]) -> None:
+    start: Callable[..., Any],
+) -> None:
     client = await start()
     for i in range(100):
         body = {**payload(alert_json("A")), "alerts": [], "externalURL": f"http://am{i}:9093"}
@@ -323,12 +352,15 @@ async def test_alertmanager_urls_are_bounded_in_memory_and_in_the_store(
 
 
 async def test_a_body_that_stalls_is_cut_off_with_a_json_408(
-        start: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    start: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(bodies, "BODY_TIMEOUT", 0.5)
     client = await start()
     reader, writer = await asyncio.open_connection(client.host, client.port)
-    writer.write(b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\n"
-                 b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"ver")
+    writer.write(
+        b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\n"
+        b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"ver'
+    )
     await writer.drain()
     started = time.monotonic()
     head = await asyncio.wait_for(reader.read(4096), timeout=10)
@@ -341,7 +373,8 @@ async def test_a_body_that_stalls_is_cut_off_with_a_json_408(
 
 
 async def test_a_delivery_whose_outcome_cannot_be_recorded_is_sent_again(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     box = await OutboxHarness(make_config(tmp_path, convergence={"group_wait": 1.0})).start()
     try:
         assert box.store is not None
@@ -381,14 +414,13 @@ def test_label_values_holding_release_1_separators_are_different_identities() ->
     assert group_key("a", {"b": "c"}) != group_key("ab", {}) != group_key("", {"ab": ""})
 
 
-async def test_a_forged_label_value_cannot_resolve_a_real_alert(
-        start: Callable[..., Any]) -> None:
+async def test_a_forged_label_value_cannot_resolve_a_real_alert(start: Callable[..., Any]) -> None:
     client = await start(convergence={"group_by": ("...",)})
-    await client.post(WEBHOOK, json=payload(alert_json("Db", instance="db-1",
-                                                       severity="critical")))
+    await client.post(WEBHOOK, json=payload(alert_json("Db", instance="db-1", severity="critical")))
     forged = alert_json("Db", "resolved", ends=T0 + 30, instance="db-1\xffseverity\xffcritical")
-    response = await client.post(WEBHOOK, data=json.dumps(payload(forged)).encode(),
-                                 headers=JSON_TYPE)
+    response = await client.post(
+        WEBHOOK, data=json.dumps(payload(forged)).encode(), headers=JSON_TYPE
+    )
     assert await answer(response, 200) == {"status": "ok", "accepted": 1, "duplicates": 0}
     firing = (await (await client.get("/api/v1/alerts?status=firing")).json())["alerts"]
     assert [a["labels"]["instance"] for a in firing] == ["db-1"]
@@ -398,12 +430,17 @@ async def test_a_forged_label_value_cannot_resolve_a_real_alert(
 
 
 async def test_a_webhook_alert_claiming_an_internal_identity_is_dropped_and_counted(
-        start: Callable[..., Any]) -> None:
+    start: Callable[..., Any],
+) -> None:
     client = await start()
     fake = alert_json("PeerDown", source="monitor-manager", peer="mm-b", severity="critical")
     response = await client.post(WEBHOOK, json=payload(fake, alert_json("Real")))
-    assert await answer(response, 200) == {"status": "ok", "accepted": 1, "duplicates": 0,
-                                           "rejected": 1}
+    assert await answer(response, 200) == {
+        "status": "ok",
+        "accepted": 1,
+        "duplicates": 0,
+        "rejected": 1,
+    }
     listed = (await (await client.get("/api/v1/alerts")).json())["alerts"]
     assert [a["labels"]["alertname"] for a in listed] == ["Real"]
     metrics = await (await client.get("/metrics")).text()
@@ -412,15 +449,23 @@ async def test_a_webhook_alert_claiming_an_internal_identity_is_dropped_and_coun
 
 @pytest.mark.parametrize("kind", ["app", "robot"])
 async def test_wecom_text_messages_neutralise_mentions_and_links_from_alerts(
-        fake_wecom: FakeWeCom, ctx: ChannelContext, kind: str) -> None:
-    hostile = alert(1, summary='<@all> see <a href="http://evil.example/">the runbook</a>',
-                    labels={"team": "<@zhangsan>"})
+    fake_wecom: FakeWeCom, ctx: ChannelContext, kind: str
+) -> None:
+    hostile = alert(
+        1,
+        summary='<@all> see <a href="http://evil.example/">the runbook</a>',
+        labels={"team": "<@zhangsan>"},
+    )
     if kind == "app":
-        ch: Any = WechatChannel("wecom", WechatSettings(
-            CORP_ID, AGENT_ID, SECRET, api_url=fake_wecom.api_url, msgtype="text"), ctx)
+        ch: Any = WechatChannel(
+            "wecom",
+            WechatSettings(CORP_ID, AGENT_ID, SECRET, api_url=fake_wecom.api_url, msgtype="text"),
+            ctx,
+        )
     else:
-        ch = WechatRobotChannel("robot", WechatRobotSettings(
-            webhook_url=fake_wecom.robot_url(), msgtype="text"), ctx)  # type: ignore[arg-type]
+        ch = WechatRobotChannel(
+            "robot", WechatRobotSettings(webhook_url=fake_wecom.robot_url(), msgtype="text"), ctx
+        )  # type: ignore[arg-type]
     await ch.send(message(group("g1", hostile)))
     [sent] = fake_wecom.contents()
     assert "<@" not in sent and "<a " not in sent and "＜@all＞" in sent
@@ -429,8 +474,11 @@ async def test_wecom_text_messages_neutralise_mentions_and_links_from_alerts(
 async def test_console_output_carries_no_terminal_control_sequences() -> None:
     out = io.StringIO()
     ctx = ChannelContext(session=None, renderer=Renderer("en"), clock=lambda: T0, stdout=out)
-    hostile = alert(1, summary="\x1b]0;pwned\x07\x1b[2J\rfake line\x00\u202eevil",
-                    labels={"instance": "a\nFIRING: forged"})
+    hostile = alert(
+        1,
+        summary="\x1b]0;pwned\x07\x1b[2J\rfake line\x00\u202eevil",
+        labels={"instance": "a\nFIRING: forged"},
+    )
     await ConsoleChannel("console", ConsoleSettings(), ctx).send(message(group("g1", hostile)))
     text = out.getvalue()
     assert not any(c in text for c in "\x1b\x07\r\x00\u202e")
@@ -438,24 +486,27 @@ async def test_console_output_carries_no_terminal_control_sequences() -> None:
 
 
 async def test_a_time_far_in_the_future_is_clamped_to_its_arrival(
-        start: Callable[..., Any]) -> None:
+    start: Callable[..., Any],
+) -> None:
     client = await start()
     now = client.app[keys.CLOCK]()
     late = {**alert_json("Future"), "startsAt": "9999-12-30T00:00:00Z"}
     response = await client.post(WEBHOOK, json=payload(late, alert_json("Now")))
     assert await answer(response, 200) == {"status": "ok", "accepted": 2, "duplicates": 0}
-    stored = {a["labels"]["alertname"]: a
-              for a in (await (await client.get("/api/v1/alerts")).json())["alerts"]}
+    stored = {
+        a["labels"]["alertname"]: a
+        for a in (await (await client.get("/api/v1/alerts")).json())["alerts"]
+    }
     assert stored["Future"]["startsAt"] == rfc3339(now)
     resolved = alert_json("Future", "resolved", starts=now, ends=now + 1)
     response = await client.post(WEBHOOK, json=payload(resolved))
     assert (await answer(response, 200))["accepted"] == 1  # it does not fire for ever
 
 
-async def test_an_alert_nobody_resends_is_closed_as_stale_never_as_resolved(
-        tmp_path: Path) -> None:
-    h = await Harness(make_config(tmp_path, convergence={"group_wait": 1.0,
-                                                         "stale_after": 72 * 3600.0})).start()
+async def test_an_alert_nobody_resends_is_closed_as_stale_never_as_resolved(tmp_path: Path) -> None:
+    h = await Harness(
+        make_config(tmp_path, convergence={"group_wait": 1.0, "stale_after": 72 * 3600.0})
+    ).start()
     try:
         await h.receive(incoming("Quiet", instance="a"), incoming("Chatty", instance="b"))
         first = await h.run_until(10)
@@ -485,10 +536,14 @@ async def test_an_alert_nobody_resends_is_closed_as_stale_never_as_resolved(
 
 
 def test_check_config_never_prints_a_value_from_the_environment(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    secrets = {"MM_SMTP_PASSWORD": "s3cret-smtp-pass", "MM_TLS": "sslmode-secret",
-               "MM_FROM": "no-address-secret", "MM_WAIT": "30 secret seconds"}
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secrets = {
+        "MM_SMTP_PASSWORD": "s3cret-smtp-pass",
+        "MM_TLS": "sslmode-secret",
+        "MM_FROM": "no-address-secret",
+        "MM_WAIT": "30 secret seconds",
+    }
     for name, value in secrets.items():
         monkeypatch.setenv(name, value)
     path = tmp_path / "mm.toml"
@@ -497,7 +552,8 @@ def test_check_config_never_prints_a_value_from_the_environment(
         '[channels.mail]\ntype = "email"\nhost = "h"\npassword = "${MM_SMTP_PASSWORD}"\n'
         'tls = "${MM_TLS}"\nfrom = "${MM_FROM}"\nport = "${MM_SMTP_PASSWORD}"\n'
         '[channels.robot]\ntype = "wechat_robot"\nwebhook_url = 12345678\n'
-        '[[contact_groups]]\nname = "default"\nchannels = ["mail", "robot"]\n')
+        '[[contact_groups]]\nname = "default"\nchannels = ["mail", "robot"]\n'
+    )
     assert cli.check_config(str(path)) == 1
     err = capsys.readouterr().err
     assert err.count("\n") >= 5, err
@@ -505,8 +561,7 @@ def test_check_config_never_prints_a_value_from_the_environment(
         assert value not in err
 
 
-async def test_store_failures_are_answered_with_fixed_reasons(
-        start: Callable[..., Any]) -> None:
+async def test_store_failures_are_answered_with_fixed_reasons(start: Callable[..., Any]) -> None:
     client = await start()
     await client.app[keys.STORE].run(lambda c: c.execute("PRAGMA query_only = ON"))
     body = await answer(await client.post(WEBHOOK, json=payload(alert_json("A"))), 503)
@@ -558,17 +613,23 @@ def release1(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("old_first", [True, False], ids=["release1-sends", "release2-sends"])
 def test_a_release_1_and_a_release_2_instance_side_by_side_send_one_mail(
-        tmp_path: Path, smtp_server: SMTPTestServer, release1: Path,
-        old_first: bool) -> None:
+    tmp_path: Path, smtp_server: SMTPTestServer, release1: Path, old_first: bool
+) -> None:
     # Instances take turns by name: mm-a sends first, mm-b waits and looks at the log.
     ports = {"mm-a": free_port(), "mm-b": free_port()}
     old, new = ("mm-a", "mm-b") if old_first else ("mm-b", "mm-a")
     procs = {}
     for me, other in (("mm-a", "mm-b"), ("mm-b", "mm-a")):
-        text = CLUSTER % {"me": me, "other": other, "other_port": ports[other],
-                          "smtp": smtp_server.port, "token": TOKEN}
-        procs[me] = ServeProcess(tmp_path, text, name=me, port=ports[me],
-                                 code=release1 if me == old else None)
+        text = CLUSTER % {
+            "me": me,
+            "other": other,
+            "other_port": ports[other],
+            "smtp": smtp_server.port,
+            "token": TOKEN,
+        }
+        procs[me] = ServeProcess(
+            tmp_path, text, name=me, port=ports[me], code=release1 if me == old else None
+        )
     try:
         for proc in procs.values():
             proc.launch()
@@ -590,20 +651,25 @@ def test_a_release_1_and_a_release_2_instance_side_by_side_send_one_mail(
 
 @pytest.mark.slow
 def test_a_store_written_by_release_1_is_migrated_to_the_new_keys(
-        tmp_path: Path, release1: Path) -> None:
-    text = ('[server]\nlisten = "127.0.0.1:{port}"\ninstance = "mm"\n'
-            '[storage]\npath = "mm.db"\n[convergence]\ngroup_wait = "1s"\n'
-            'group_by = ["alertname", "cluster"]\n')
+    tmp_path: Path, release1: Path
+) -> None:
+    text = (
+        '[server]\nlisten = "127.0.0.1:{port}"\ninstance = "mm"\n'
+        '[storage]\npath = "mm.db"\n[convergence]\ngroup_wait = "1s"\n'
+        'group_by = ["alertname", "cluster"]\n'
+    )
     old = ServeProcess(tmp_path, text, name="old", code=release1).start()
     labels = {"cluster": "prod\xffx", "instance": "a"}
     try:
         for name in ("Kept", "Gone"):
-            status, _ = http("POST", f"{old.url}{WEBHOOK}",
-                             payload(alert_json(name, **labels)))
+            status, _ = http("POST", f"{old.url}{WEBHOOK}", payload(alert_json(name, **labels)))
             assert status == 200
         old.wait_for(lambda: "[FIRING:1] Kept" in old.stdout.read_text(), what="a message")
-        http("POST", f"{old.url}{WEBHOOK}",
-             payload(alert_json("Gone", "resolved", ends=T0 + 1, **labels)))
+        http(
+            "POST",
+            f"{old.url}{WEBHOOK}",
+            payload(alert_json("Gone", "resolved", ends=T0 + 1, **labels)),
+        )
     finally:
         old.terminate()
     new = ServeProcess(tmp_path, text, name="old").start()  # same config, same store
@@ -639,19 +705,30 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mm-test")])
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     cert_file, key_file = directory / "mm.crt", directory / "mm.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_file, key_file
 
 
@@ -661,12 +738,14 @@ def test_peers_speak_https_and_check_each_others_certificates(tmp_path: Path) ->
     ports = {"mm-a": free_port(), "mm-b": free_port()}
     procs = []
     for me, other in (("mm-a", "mm-b"), ("mm-b", "mm-a")):
-        text = (f'[server]\nlisten = "127.0.0.1:{{port}}"\ninstance = "{me}"\n'
-                f'tls_cert_file = "{cert}"\ntls_key_file = "{key}"\n'
-                f'[storage]\npath = "{me}.db"\n'
-                '[watchdog]\npeer_interval = "200ms"\npeer_timeout = "1s"\n'
-                f'[ha]\ntoken = "{TOKEN}"\nca_file = "{cert}"\n'
-                f'[[peers]]\nname = "{other}"\nurl = "https://127.0.0.1:{ports[other]}"\n')
+        text = (
+            f'[server]\nlisten = "127.0.0.1:{{port}}"\ninstance = "{me}"\n'
+            f'tls_cert_file = "{cert}"\ntls_key_file = "{key}"\n'
+            f'[storage]\npath = "{me}.db"\n'
+            '[watchdog]\npeer_interval = "200ms"\npeer_timeout = "1s"\n'
+            f'[ha]\ntoken = "{TOKEN}"\nca_file = "{cert}"\n'
+            f'[[peers]]\nname = "{other}"\nurl = "https://127.0.0.1:{ports[other]}"\n'
+        )
         procs.append(ServeProcess(tmp_path, text, name=me, port=ports[me]))
     import ssl
     import urllib.request
@@ -687,7 +766,8 @@ def test_peers_speak_https_and_check_each_others_certificates(tmp_path: Path) ->
         for proc in procs:
             body = proc.wait_for(
                 lambda p=proc: (w := watchdog(p)) and w["peers"][0]["last_ok"] and w,
-                what="a good probe over https")
+                what="a good probe over https",
+            )
             assert body["peers"][0]["state"] == "up"
         with pytest.raises(OSError):  # plain http is not served
             http("GET", f"http://127.0.0.1:{ports['mm-a']}/healthz", timeout=2)
@@ -699,7 +779,8 @@ def test_peers_speak_https_and_check_each_others_certificates(tmp_path: Path) ->
 async def test_bytes_after_a_complete_gzip_body_are_a_400(start: Callable[..., Any]) -> None:
     client = await start()
     zipped = gzip.compress(json.dumps(payload(alert_json("Tail"))).encode())
-    response = await client.post(WEBHOOK, data=zipped + b"garbage",
-                                 headers={**JSON_TYPE, "Content-Encoding": "gzip"})
+    response = await client.post(
+        WEBHOOK, data=zipped + b"garbage", headers={**JSON_TYPE, "Content-Encoding": "gzip"}
+    )
     await answer(response, 400)
     assert await count(client, "alerts") == 0

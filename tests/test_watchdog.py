@@ -14,8 +14,9 @@ DMS = {"alertname": "DeadMansSwitch", "az": "az1"}
 
 
 def heartbeat(status: str = "firing", at: float = T0) -> Any:
-    return incoming("DeadMansSwitch", status, starts=T0, ends=at if status == "resolved" else None,
-                    az="az1")
+    return incoming(
+        "DeadMansSwitch", status, starts=T0, ends=at if status == "resolved" else None, az="az1"
+    )
 
 
 @pytest.fixture
@@ -23,8 +24,9 @@ async def watch(tmp_path: Any) -> Any:
     cfg = make_config(
         tmp_path,
         contact_groups=groups("default", "sre"),
-        watchdog=WatchdogConfig(groups=("sre",), heartbeats=(
-            HeartbeatConfig("prometheus-az1", DMS, timeout=300.0),)),
+        watchdog=WatchdogConfig(
+            groups=("sre",), heartbeats=(HeartbeatConfig("prometheus-az1", DMS, timeout=300.0),)
+        ),
         convergence={"group_wait": 30.0, "group_by": ("alertname",)},
     )
     h = await Harness(cfg).start()
@@ -33,8 +35,11 @@ async def watch(tmp_path: Any) -> Any:
 
 
 def pages(h: Harness, name: str = "HeartbeatMissing") -> list[tuple[int, str]]:
-    return [(round(d.at), d.message.status) for d in h.decided
-            if d.message.groups[0].alerts[0].labels["alertname"] == name]
+    return [
+        (round(d.at), d.message.status)
+        for d in h.decided
+        if d.message.groups[0].alerts[0].labels["alertname"] == name
+    ]
 
 
 async def test_heartbeat_is_recorded_and_never_notified_itself(watch: Harness) -> None:
@@ -49,7 +54,8 @@ async def test_heartbeat_is_recorded_and_never_notified_itself(watch: Harness) -
 
 
 async def test_missing_heartbeat_pages_the_watchdog_groups_without_group_wait(
-        watch: Harness) -> None:
+    watch: Harness,
+) -> None:
     await watch.receive(heartbeat())
     await watch.run_until(299, step=1)
     assert pages(watch) == []
@@ -85,8 +91,10 @@ async def test_a_resolved_heartbeat_does_not_count_as_seen(watch: Harness) -> No
 async def test_a_heartbeat_never_seen_is_counted_from_start_up(watch: Harness) -> None:
     await watch.run_until(310, step=5)
     assert pages(watch) == [(300, "firing")]
-    assert "since Monitor Manager started" in (
-        watch.decided[0].message.groups[0].alerts[0].annotations["description"])
+    assert (
+        "since Monitor Manager started"
+        in (watch.decided[0].message.groups[0].alerts[0].annotations["description"])
+    )
 
 
 async def test_page_tells_prometheus_side_from_alertmanager_side(watch: Harness) -> None:
@@ -108,7 +116,8 @@ async def test_page_blames_alertmanager_when_it_delivers_nothing(watch: Harness)
 
 
 async def test_restart_neither_forgets_a_missing_heartbeat_nor_pages_falsely(
-        watch: Harness) -> None:
+    watch: Harness,
+) -> None:
     await watch.receive(heartbeat())
     watch.clock.advance(280)
     await watch.receive(heartbeat())  # due at 580

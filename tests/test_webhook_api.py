@@ -30,8 +30,10 @@ WEBHOOK = "/webhook/alertmanager"
 JSON_TYPE = {"Content-Type": "application/json"}
 GROUP_WAIT = 30.0  # the default; the manual clock is moved past it to decide a notification
 # The payloads a real Alertmanager sent; tests/data/payloads wins when the integrator copies them.
-PAYLOAD_DIRS = (Path(__file__).parent / "data" / "payloads",
-                Path("/work/shared/reference/payloads"))
+PAYLOAD_DIRS = (
+    Path(__file__).parent / "data" / "payloads",
+    Path("/work/shared/reference/payloads"),
+)
 PAYLOAD_DIR = next((d for d in PAYLOAD_DIRS if d.is_dir()), PAYLOAD_DIRS[0])
 REAL_PAYLOADS = sorted(PAYLOAD_DIR.glob("*.json"))
 
@@ -59,8 +61,9 @@ class Service:
 
     async def post(self, body: Any, headers: dict[str, str] | None = None) -> ClientResponse:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return await self.client.post(WEBHOOK, data=data,
-                                      headers=JSON_TYPE if headers is None else headers)
+        return await self.client.post(
+            WEBHOOK, data=data, headers=JSON_TYPE if headers is None else headers
+        )
 
     async def get(self, path: str, status: int = 200, **headers: str) -> Any:
         response = await self.client.get(path, headers=headers)
@@ -94,14 +97,16 @@ Start = Callable[..., Awaitable[Service]]
 
 @pytest.fixture
 def start(aiohttp_client: Any, tmp_path: Path) -> Start:
-    async def start(*, scheduler: bool = False, real_clock: bool = False,
-                    **sections: Any) -> Service:
+    async def start(
+        *, scheduler: bool = False, real_clock: bool = False, **sections: Any
+    ) -> Service:
         sections["server"] = {"instance": "mm-test", **sections.get("server", {})}
         config = make_config(tmp_path, **sections)
         clock = ManualClock(T0 + 60)
         stdout = Stdout()
-        app = create_app(config, clock=system_clock if real_clock else clock, stdout=stdout,
-                         scheduler=scheduler)
+        app = create_app(
+            config, clock=system_clock if real_clock else clock, stdout=stdout, scheduler=scheduler
+        )
         return Service(await aiohttp_client(app), stdout, clock)
 
     return start
@@ -148,10 +153,14 @@ def top(**fields: Any) -> bytes:
 
 
 async def test_a_stored_payload_is_answered_with_accepted_and_duplicate_counts(
-        start: Start) -> None:
+    start: Start,
+) -> None:
     svc = await start()
-    body = payload(alert_json("Disk", instance="a"), alert_json("Disk", instance="b"),
-                   alert_json("Disk", instance="a", replica="1"))  # a replica: the same alert
+    body = payload(
+        alert_json("Disk", instance="a"),
+        alert_json("Disk", instance="b"),
+        alert_json("Disk", instance="a", replica="1"),
+    )  # a replica: the same alert
     response = await svc.post(body)
     assert response.status == 200
     assert await response.json() == {"status": "ok", "accepted": 2, "duplicates": 1}
@@ -162,7 +171,8 @@ async def test_a_stored_payload_is_answered_with_accepted_and_duplicate_counts(
 
 @pytest.mark.parametrize("path", REAL_PAYLOADS, ids=lambda p: p.stem)
 async def test_a_real_alertmanager_payload_is_accepted_and_its_repeat_is_all_duplicates(
-        start: Start, path: Path) -> None:
+    start: Start, path: Path
+) -> None:
     svc = await start()
     raw = path.read_bytes()
     sent = json.loads(raw)["alerts"]
@@ -173,17 +183,28 @@ async def test_a_real_alertmanager_payload_is_accepted_and_its_repeat_is_all_dup
     assert await again.json() == {"status": "ok", "accepted": 0, "duplicates": len(sent)}
     listed = (await svc.get("/api/v1/alerts"))["alerts"]
     assert sorted(json.dumps(a["labels"], sort_keys=True) for a in listed) == sorted(
-        json.dumps(a["labels"], sort_keys=True) for a in sent)
+        json.dumps(a["labels"], sort_keys=True) for a in sent
+    )
     assert {a["status"] for a in listed} == {a["status"] for a in sent}
 
 
 async def test_unknown_fields_are_ignored(start: Start) -> None:
     svc = await start()
     alert = alert_json("Disk")
-    alert.update({"silenceURL": "http://am/#/silences/new", "extra": {"nested": [1, None]},
-                  "fingerprint": "not-ours-to-trust"})
-    body = payload(alert, notification_reason="new_alerts", routeLabels={"team": "sre"},
-                   somethingNewer=[{"a": 1}], truncatedAlerts=3)
+    alert.update(
+        {
+            "silenceURL": "http://am/#/silences/new",
+            "extra": {"nested": [1, None]},
+            "fingerprint": "not-ours-to-trust",
+        }
+    )
+    body = payload(
+        alert,
+        notification_reason="new_alerts",
+        routeLabels={"team": "sre"},
+        somethingNewer=[{"a": 1}],
+        truncatedAlerts=3,
+    )
     response = await svc.post(body)
     assert await response.json() == {"status": "ok", "accepted": 1, "duplicates": 0}
     [stored] = (await svc.get("/api/v1/alerts"))["alerts"]
@@ -194,8 +215,9 @@ async def test_unknown_fields_are_ignored(start: Start) -> None:
 
 async def test_json_with_a_charset_parameter_is_accepted(start: Start) -> None:
     svc = await start()
-    response = await svc.post(payload(alert_json("A")),
-                              headers={"Content-Type": "application/json; charset=utf-8"})
+    response = await svc.post(
+        payload(alert_json("A")), headers={"Content-Type": "application/json; charset=utf-8"}
+    )
     assert await response.json() == {"status": "ok", "accepted": 1, "duplicates": 0}
 
 
@@ -227,46 +249,86 @@ BAD_PAYLOADS = [
     ("labels missing", four_alerts(1, drop="labels"), "alerts[1].labels"),
     ("labels empty", four_alerts(1, labels={}), "alerts[1].labels"),
     ("labels a list", four_alerts(1, labels=["alertname"]), "alerts[1].labels"),
-    ("label value a number", four_alerts(3, labels={"alertname": "A", "code": 500}),
-     "alerts[3].labels"),
+    (
+        "label value a number",
+        four_alerts(3, labels={"alertname": "A", "code": 500}),
+        "alerts[3].labels",
+    ),
     ("label value null", four_alerts(3, labels={"alertname": None}), "alerts[3].labels"),
-    ("label name with a dash", four_alerts(3, labels={"alertname": "A", "bad-name": "x"}),
-     "alerts[3].labels"),
-    ("label name starting with a digit", four_alerts(3, labels={"alertname": "A", "0x": "x"}),
-     "alerts[3].labels"),
+    (
+        "label name with a dash",
+        four_alerts(3, labels={"alertname": "A", "bad-name": "x"}),
+        "alerts[3].labels",
+    ),
+    (
+        "label name starting with a digit",
+        four_alerts(3, labels={"alertname": "A", "0x": "x"}),
+        "alerts[3].labels",
+    ),
     ("empty label name", four_alerts(3, labels={"alertname": "A", "": "x"}), "alerts[3].labels"),
     ("startsAt not a time", four_alerts(3, startsAt="yesterday"), "alerts[3].startsAt"),
-    ("startsAt an impossible date", four_alerts(3, startsAt="2026-02-30T00:00:00Z"),
-     "alerts[3].startsAt"),
-    ("startsAt without a zone", four_alerts(3, startsAt="2026-11-27T13:23:28"),
-     "alerts[3].startsAt"),
+    (
+        "startsAt an impossible date",
+        four_alerts(3, startsAt="2026-02-30T00:00:00Z"),
+        "alerts[3].startsAt",
+    ),
+    (
+        "startsAt without a zone",
+        four_alerts(3, startsAt="2026-11-27T13:23:28"),
+        "alerts[3].startsAt",
+    ),
     ("startsAt a number", four_alerts(3, startsAt=1_800_000_000), "alerts[3].startsAt"),
     ("startsAt missing", four_alerts(3, drop="startsAt"), "alerts[3].startsAt"),
-    ("startsAt the zero time", four_alerts(3, startsAt="0001-01-01T00:00:00Z"),
-     "alerts[3].startsAt"),
+    (
+        "startsAt the zero time",
+        four_alerts(3, startsAt="0001-01-01T00:00:00Z"),
+        "alerts[3].startsAt",
+    ),
     ("endsAt not a time", four_alerts(2, endsAt="soon"), "alerts[2].endsAt"),
     ("annotations a list", four_alerts(0, annotations=["x"]), "alerts[0].annotations"),
-    ("annotation value an object", four_alerts(0, annotations={"summary": {"x": 1}}),
-     "alerts[0].annotations"),
+    (
+        "annotation value an object",
+        four_alerts(0, annotations={"summary": {"x": 1}}),
+        "alerts[0].annotations",
+    ),
     ("generatorURL a number", four_alerts(3, generatorURL=5), "alerts[3].generatorURL"),
-    ("externalURL a list", top(version="4", alerts=[alert_json("A")], externalURL=["x"]),
-     "externalURL"),
+    (
+        "externalURL a list",
+        top(version="4", alerts=[alert_json("A")], externalURL=["x"]),
+        "externalURL",
+    ),
     # json.dumps writes these as the JSON escape "\ud800": valid JSON, not valid Unicode.
-    ("lone surrogate in a label value", four_alerts(3, labels={"alertname": "A", "x": "\ud800"}),
-     "alerts[3].labels.x"),
-    ("lone surrogate in a label name", four_alerts(1, labels={"alertname": "A", "\udfff": "x"}),
-     "alerts[1].labels"),
-    ("lone surrogate in an annotation", four_alerts(2, annotations={"summary": "a\ud800b"}),
-     "alerts[2].annotations.summary"),
-    ("lone surrogate in generatorURL", four_alerts(3, generatorURL="http://x/\udc00"),
-     "alerts[3].generatorURL"),
+    (
+        "lone surrogate in a label value",
+        four_alerts(3, labels={"alertname": "A", "x": "\ud800"}),
+        "alerts[3].labels.x",
+    ),
+    (
+        "lone surrogate in a label name",
+        four_alerts(1, labels={"alertname": "A", "\udfff": "x"}),
+        "alerts[1].labels",
+    ),
+    (
+        "lone surrogate in an annotation",
+        four_alerts(2, annotations={"summary": "a\ud800b"}),
+        "alerts[2].annotations.summary",
+    ),
+    (
+        "lone surrogate in generatorURL",
+        four_alerts(3, generatorURL="http://x/\udc00"),
+        "alerts[3].generatorURL",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("body", "field"), [(b, f) for _, b, f in BAD_PAYLOADS],
-                         ids=[name for name, _, _ in BAD_PAYLOADS])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [(b, f) for _, b, f in BAD_PAYLOADS],
+    ids=[name for name, _, _ in BAD_PAYLOADS],
+)
 async def test_bad_input_is_400_naming_the_field_and_nothing_is_stored(
-        start: Start, body: bytes, field: str | None) -> None:
+    start: Start, body: bytes, field: str | None
+) -> None:
     svc = await start()
     answer = await error_body(await svc.post(body), 400)
     assert answer.get("field") == field
@@ -277,7 +339,8 @@ async def test_the_raw_utf8_of_a_lone_surrogate_is_400_too(start: Start) -> None
     svc = await start()
     # Not UTF-8 at all (json.loads would decode these bytes with "surrogatepass" to U+D800).
     body = four_alerts(3, labels={"alertname": "A", "x": "SURROGATE"}).replace(
-        b"SURROGATE", b"\xed\xa0\x80")
+        b"SURROGATE", b"\xed\xa0\x80"
+    )
     answer = await error_body(await svc.post(body), 400)
     assert "not UTF-8" in answer["error"]
     await svc.assert_nothing_stored()
@@ -293,8 +356,11 @@ async def test_an_integer_literal_too_long_for_python_is_400_not_500(start: Star
 async def test_an_invalid_later_alert_leaves_earlier_state_untouched(start: Start) -> None:
     svc = await start()
     assert (await svc.post(payload(alert_json("A0")))).status == 200
-    bad = payload(alert_json("A0", "resolved", ends=T0 + 10), alert_json("B"),
-                  {**alert_json("C"), "startsAt": "never"})
+    bad = payload(
+        alert_json("A0", "resolved", ends=T0 + 10),
+        alert_json("B"),
+        {**alert_json("C"), "startsAt": "never"},
+    )
     answer = await error_body(await svc.post(bad), 400)
     assert answer["field"] == "alerts[2].startsAt"
     listed = (await svc.get("/api/v1/alerts"))["alerts"]
@@ -323,7 +389,8 @@ WRONG_AUTHORIZATION = [
 
 @pytest.mark.parametrize("authorization", WRONG_AUTHORIZATION)
 async def test_the_webhook_refuses_a_missing_or_wrong_token(
-        start: Start, authorization: str | None) -> None:
+    start: Start, authorization: str | None
+) -> None:
     svc = await start(server={"webhook_token": "s3cret"})
     headers = dict(JSON_TYPE)
     if authorization is not None:
@@ -333,21 +400,23 @@ async def test_the_webhook_refuses_a_missing_or_wrong_token(
 
 
 @pytest.mark.parametrize("authorization", ["Bearer s3cret", "bearer s3cret"])
-async def test_the_webhook_accepts_the_right_bearer_token(
-        start: Start, authorization: str) -> None:
+async def test_the_webhook_accepts_the_right_bearer_token(start: Start, authorization: str) -> None:
     svc = await start(server={"webhook_token": "s3cret"})
-    response = await svc.post(payload(alert_json("A")),
-                              headers={**JSON_TYPE, "Authorization": authorization})
+    response = await svc.post(
+        payload(alert_json("A")), headers={**JSON_TYPE, "Authorization": authorization}
+    )
     assert await response.json() == {"status": "ok", "accepted": 1, "duplicates": 0}
 
 
 async def test_an_authorization_header_that_is_not_utf8_is_401_not_500(start: Start) -> None:
     svc = await start(server={"webhook_token": "s3cret"})
     body = json.dumps(payload(alert_json("A"))).encode()
-    request = (b"POST " + WEBHOOK.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-               b"Connection: close\r\nContent-Type: application/json\r\n"
-               b"Authorization: Bearer s3cret\xff\r\n"
-               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    request = (
+        b"POST " + WEBHOOK.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Connection: close\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer s3cret\xff\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
     reader, writer = await asyncio.open_connection("127.0.0.1", svc.client.port)
     writer.write(request)
     answer = await reader.read()
@@ -359,8 +428,12 @@ async def test_an_authorization_header_that_is_not_utf8_is_401_not_500(start: St
 
 async def test_the_api_token_protects_the_api_but_not_health_or_metrics(start: Start) -> None:
     svc = await start(server={"webhook_token": "hook-t", "api_token": "api-t"})
-    for path in ("/api/v1/alerts", "/api/v1/alert-groups", "/api/v1/notifications",
-                 "/api/v1/alert-groups/0123456789abcdef"):
+    for path in (
+        "/api/v1/alerts",
+        "/api/v1/alert-groups",
+        "/api/v1/notifications",
+        "/api/v1/alert-groups/0123456789abcdef",
+    ):
         for wrong in ({}, {"Authorization": "Bearer hook-t"}, {"Authorization": "Basic api-t"}):
             await error_body(await svc.client.get(path, headers=wrong), 401)
         right = await svc.client.get(path, headers={"Authorization": "Bearer api-t"})
@@ -375,7 +448,8 @@ async def test_the_api_token_protects_the_api_but_not_health_or_metrics(start: S
 
 
 async def test_without_a_webhook_token_the_webhook_is_open_even_with_an_api_token(
-        start: Start) -> None:
+    start: Start,
+) -> None:
     svc = await start(server={"api_token": "api-t"})
     assert (await svc.post(payload(alert_json("A")))).status == 200
 
@@ -393,7 +467,8 @@ def padded(size: int) -> bytes:
 
 
 async def test_a_body_over_max_body_bytes_is_413_and_one_at_the_limit_is_accepted(
-        start: Start) -> None:
+    start: Start,
+) -> None:
     svc = await start(server={"max_body_bytes": LIMIT})
     await error_body(await svc.post(padded(LIMIT + 1)), 413)
     await svc.assert_nothing_stored()
@@ -404,7 +479,7 @@ async def test_a_body_over_max_body_bytes_is_413_and_one_at_the_limit_is_accepte
 async def pieces(body: bytes, size: int = 500) -> Any:
     """A body sent with chunked transfer encoding (no Content-Length), arriving piece by piece."""
     for i in range(0, len(body), size):
-        yield body[i:i + size]
+        yield body[i : i + size]
         await asyncio.sleep(0.005)
 
 
@@ -432,8 +507,9 @@ async def test_a_compressed_body_that_inflates_past_the_limit_is_413(start: Star
     svc = await start(server={"max_body_bytes": 100_000})
     bomb = gzip.compress(padded(50_000_000))
     assert len(bomb) < 100_000
-    response = await svc.client.post(WEBHOOK, data=bomb,
-                                      headers={**JSON_TYPE, "Content-Encoding": "gzip"})
+    response = await svc.client.post(
+        WEBHOOK, data=bomb, headers={**JSON_TYPE, "Content-Encoding": "gzip"}
+    )
     await error_body(response, 413)
     await svc.assert_nothing_stored()
 
@@ -441,10 +517,12 @@ async def test_a_compressed_body_that_inflates_past_the_limit_is_413(start: Star
 # -- 415 -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content_type", [
-    "text/plain", "application/x-www-form-urlencoded", "application/jsonx", None])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/jsonx", None]
+)
 async def test_a_body_that_is_not_declared_json_is_415(
-        start: Start, content_type: str | None) -> None:
+    start: Start, content_type: str | None
+) -> None:
     svc = await start()
     body = json.dumps(payload(alert_json("A"))).encode()
     if content_type is None:
@@ -475,7 +553,8 @@ def bulky_payload(n: int = 20) -> dict[str, Any]:
 
 
 async def test_a_store_that_cannot_commit_answers_503_and_the_retry_is_accepted_in_full(
-        start: Start) -> None:
+    start: Start,
+) -> None:
     svc = await start()
     await fill_the_disk(svc)
     await error_body(await svc.post(bulky_payload()), 503)
@@ -497,8 +576,7 @@ async def test_a_store_that_cannot_commit_answers_503_and_the_retry_is_accepted_
     assert svc.stdout.getvalue().count("[FIRING:1]") == 20
 
 
-async def test_after_a_503_the_alerts_view_shows_nothing_that_was_not_stored(
-        start: Start) -> None:
+async def test_after_a_503_the_alerts_view_shows_nothing_that_was_not_stored(start: Start) -> None:
     svc = await start()
     await fill_the_disk(svc)
     await error_body(await svc.post(bulky_payload()), 503)
@@ -521,12 +599,12 @@ async def test_readyz_is_503_while_the_store_cannot_write(start: Start) -> None:
 
 async def test_healthz_names_the_instance(start: Start) -> None:
     svc = await start()
-    assert await svc.get("/healthz") == {"status": "ok", "instance": "mm-test",
-                                         "peer_protocol": 2}
+    assert await svc.get("/healthz") == {"status": "ok", "instance": "mm-test", "peer_protocol": 2}
 
 
 async def test_readyz_is_200_when_healthy_and_503_with_the_reason_without_scheduler(
-        start: Start) -> None:
+    start: Start,
+) -> None:
     svc = await start(scheduler=True, real_clock=True)
     assert await svc.get("/readyz") == {"status": "ready"}
     scheduler = svc.app[keys.SCHEDULER]
@@ -544,13 +622,20 @@ async def test_metrics_move_with_a_webhook_and_a_delivery(start: Start) -> None:
     for name in ("process_cpu_seconds_total", "python_info", "python_gc_objects_collected_total"):
         assert name in text
     assert metric(text, "monitor_manager_alerts_received_total", status="firing") == 0
-    assert metric(text, "monitor_manager_notifications_total",
-                  channel="console", result="delivered") == 0
+    assert (
+        metric(text, "monitor_manager_notifications_total", channel="console", result="delivered")
+        == 0
+    )
     assert metric(text, "monitor_manager_outbox_pending") == 0
     assert metric(text, "monitor_manager_delivery_latency_seconds_count", channel="console") == 0
 
-    await svc.post(payload(alert_json("A", instance="a"), alert_json("A", instance="b"),
-                           alert_json("B", "resolved", ends=T0 + 5)))
+    await svc.post(
+        payload(
+            alert_json("A", instance="a"),
+            alert_json("A", instance="b"),
+            alert_json("B", "resolved", ends=T0 + 5),
+        )
+    )
     await svc.post(b"{")
     text = await svc.metrics()
     assert metric(text, "monitor_manager_alerts_received_total", status="firing") == 2
@@ -566,13 +651,16 @@ async def test_metrics_move_with_a_webhook_and_a_delivery(start: Start) -> None:
 
     await svc.app[keys.OUTBOX].drain()
     text = await svc.metrics()
-    assert metric(text, "monitor_manager_notifications_total",
-                  channel="console", result="delivered") == 1
+    assert (
+        metric(text, "monitor_manager_notifications_total", channel="console", result="delivered")
+        == 1
+    )
     assert metric(text, "monitor_manager_outbox_pending") == 0
     assert metric(text, "monitor_manager_outbox_oldest_pending_seconds") == 0
     assert metric(text, "monitor_manager_delivery_latency_seconds_count", channel="console") == 1
-    assert metric(text, "monitor_manager_delivery_latency_seconds_sum",
-                  channel="console") == pytest.approx(7)
+    assert metric(
+        text, "monitor_manager_delivery_latency_seconds_sum", channel="console"
+    ) == pytest.approx(7)
 
 
 # -- the JSON API ------------------------------------------------------------------------------
@@ -580,8 +668,9 @@ async def test_metrics_move_with_a_webhook_and_a_delivery(start: Start) -> None:
 
 async def test_the_alerts_view_filters_by_status(start: Start) -> None:
     svc = await start()
-    await svc.post(payload(alert_json("A", instance="a", starts=T0),
-                           alert_json("A", instance="b", starts=T0)))
+    await svc.post(
+        payload(alert_json("A", instance="a", starts=T0), alert_json("A", instance="b", starts=T0))
+    )
     await svc.post(payload(alert_json("A", "resolved", starts=T0, ends=T0 + 30, instance="b")))
     everything = (await svc.get("/api/v1/alerts"))["alerts"]
     assert len(everything) == 2
@@ -597,15 +686,17 @@ async def test_the_alerts_view_filters_by_status(start: Start) -> None:
     assert firing["alert_groups"] == [groups[0]["key"]]
 
 
-@pytest.mark.parametrize("query", ["status=pending", "status=", "status=FIRING", "limit=0",
-                                   "limit=abc", "limit=-1"])
+@pytest.mark.parametrize(
+    "query", ["status=pending", "status=", "status=FIRING", "limit=0", "limit=abc", "limit=-1"]
+)
 async def test_a_bad_query_parameter_is_400(start: Start, query: str) -> None:
     svc = await start()
     await error_body(await svc.client.get(f"/api/v1/alerts?{query}"), 400)
 
 
-@pytest.mark.parametrize("query", ["limit=%C2%B2", "limit=" + "9" * 5000],
-                         ids=["superscript two", "5000 digits"])
+@pytest.mark.parametrize(
+    "query", ["limit=%C2%B2", "limit=" + "9" * 5000], ids=["superscript two", "5000 digits"]
+)
 async def test_a_limit_that_isdigit_but_not_an_int_is_400_not_500(start: Start, query: str) -> None:
     svc = await start()
     await error_body(await svc.client.get(f"/api/v1/alerts?{query}"), 400)
@@ -623,10 +714,12 @@ async def test_a_timestamp_past_year_9999_in_utc_never_breaks_the_views(start: S
 
 
 async def test_the_alert_group_views_show_key_labels_state_counts_and_last_notified(
-        start: Start) -> None:
+    start: Start,
+) -> None:
     svc = await start(convergence={"group_by": ("alertname",)})
-    await svc.post(payload(alert_json("A", instance="a"), alert_json("A", instance="b"),
-                           alert_json("B")))
+    await svc.post(
+        payload(alert_json("A", instance="a"), alert_json("A", instance="b"), alert_json("B"))
+    )
     groups = (await svc.get("/api/v1/alert-groups"))["alert_groups"]
     by_name = {g["group_labels"]["alertname"]: g for g in groups}
     assert set(by_name) == {"A", "B"}
@@ -646,7 +739,8 @@ async def test_the_alert_group_views_show_key_labels_state_counts_and_last_notif
 
 
 async def test_the_notifications_view_follows_each_delivery_through_retry_to_delivered(
-        start: Start) -> None:
+    start: Start,
+) -> None:
     svc = await start()
     outbox = svc.app[keys.OUTBOX]
     await svc.post(payload(alert_json("A")))
@@ -676,8 +770,7 @@ async def test_the_notifications_view_follows_each_delivery_through_retry_to_del
     await error_body(await svc.client.get("/api/v1/notifications?state=lost"), 400)
 
 
-async def test_the_notifications_view_shows_a_delivery_that_failed_for_good(
-        start: Start) -> None:
+async def test_the_notifications_view_shows_a_delivery_that_failed_for_good(start: Start) -> None:
     svc = await start(delivery={"give_up_after": 1.0})
     await svc.post(payload(alert_json("A")))
     await svc.decide()
@@ -689,14 +782,18 @@ async def test_the_notifications_view_shows_a_delivery_that_failed_for_good(
     assert "No space left on device" in d["last_error"]
 
 
-@pytest.mark.parametrize(("method", "path", "status"), [
-    ("GET", "/nothing-here", 404),
-    ("GET", "/api/v1/nothing-here", 404),
-    ("POST", "/api/v1/alerts", 405),
-    ("GET", WEBHOOK, 405),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/nothing-here", 404),
+        ("GET", "/api/v1/nothing-here", 404),
+        ("POST", "/api/v1/alerts", 405),
+        ("GET", WEBHOOK, 405),
+    ],
+)
 async def test_an_unknown_endpoint_is_a_json_error(
-        start: Start, method: str, path: str, status: int) -> None:
+    start: Start, method: str, path: str, status: int
+) -> None:
     svc = await start()
     await error_body(await svc.client.request(method, path), status)
 
@@ -705,12 +802,14 @@ async def test_an_unknown_endpoint_is_a_json_error(
 
 
 async def test_concurrent_webhooks_are_all_stored_with_fewer_commits_than_requests(
-        start: Start) -> None:
+    start: Start,
+) -> None:
     svc = await start()
     store = svc.app[keys.STORE]
     before = store.commits
-    responses = await asyncio.gather(*(
-        svc.post(payload(alert_json("Concurrent", instance=f"host{i}"))) for i in range(50)))
+    responses = await asyncio.gather(
+        *(svc.post(payload(alert_json("Concurrent", instance=f"host{i}"))) for i in range(50))
+    )
     assert [r.status for r in responses] == [200] * 50
     for r in responses:
         assert await r.json() == {"status": "ok", "accepted": 1, "duplicates": 0}
@@ -719,8 +818,7 @@ async def test_concurrent_webhooks_are_all_stored_with_fewer_commits_than_reques
     assert store.commits - before < 50  # group commit shared transactions
 
 
-async def test_a_posted_payload_reaches_the_console_and_is_recorded_delivered(
-        start: Start) -> None:
+async def test_a_posted_payload_reaches_the_console_and_is_recorded_delivered(start: Start) -> None:
     svc = await start(scheduler=True, real_clock=True, convergence={"group_wait": 0.2})
     raw = next(p for p in REAL_PAYLOADS if p.stem == "real_alertmanager_payload").read_bytes()
     response = await svc.post(raw)

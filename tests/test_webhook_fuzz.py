@@ -29,19 +29,27 @@ from monitor_manager.app import create_app
 
 WEBHOOK = "/webhook/alertmanager"
 JSON_TYPE = {"Content-Type": "application/json"}
-FUZZ = settings(max_examples=150, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
 
 # -- strategies ------------------------------------------------------------------------------
 
-json_scalars = (st.none() | st.booleans() | st.integers() | st.floats()
-                | st.text(max_size=20))
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=4),
-    max_leaves=12)
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
 
 label_names = st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,12}", fullmatch=True)
 times = st.floats(min_value=1.0, max_value=4e9).map(rfc3339)
@@ -54,15 +62,21 @@ alerts = st.fixed_dictionaries(
         "endsAt": st.just("0001-01-01T00:00:00Z") | times,
         "generatorURL": st.text(max_size=30),
     },
-    optional={"fingerprint": st.text(max_size=16)})
+    optional={"fingerprint": st.text(max_size=16)},
+)
 valid_payloads = st.builds(
     lambda items, url: {**payload(alert_json("Seed")), "alerts": items, "externalURL": url},
-    st.lists(alerts, max_size=5), st.sampled_from(["http://am-az1:9093", "", "http://am-az2"]))
+    st.lists(alerts, max_size=5),
+    st.sampled_from(["http://am-az1:9093", "", "http://am-az2"]),
+)
 # Close enough to a payload that validation goes past the top level.
 payload_like = st.fixed_dictionaries(
-    {"version": st.sampled_from(["4", 4, "3", None]),
-     "alerts": st.lists(alerts | json_values, max_size=4) | json_values},
-    optional={"externalURL": json_values, "receiver": json_values, "groupKey": json_values})
+    {
+        "version": st.sampled_from(["4", 4, "3", None]),
+        "alerts": st.lists(alerts | json_values, max_size=4) | json_values,
+    },
+    optional={"externalURL": json_values, "receiver": json_values, "groupKey": json_values},
+)
 
 
 @st.composite
@@ -70,14 +84,22 @@ def rfc3339_shaped(draw: st.DrawFn) -> str:
     """Strings in the shape of RFC 3339, each field ranging a little past its valid values."""
     year = draw(st.integers(0, 9999))
     month, day = draw(st.integers(0, 13)), draw(st.integers(0, 32))
-    hour, minute, second = draw(st.integers(0, 25)), draw(st.integers(0, 60)), draw(
-        st.integers(0, 61))
+    hour, minute, second = (
+        draw(st.integers(0, 25)),
+        draw(st.integers(0, 60)),
+        draw(st.integers(0, 61)),
+    )
     fraction = draw(st.sampled_from(["", ".5", ".123456789", ".000000000000000000001"]))
-    zone = draw(st.sampled_from(["Z", "z"]) | st.builds(
-        "{}{:02d}:{:02d}".format, st.sampled_from("+-"), st.integers(0, 25), st.integers(0, 59)))
+    zone = draw(
+        st.sampled_from(["Z", "z"])
+        | st.builds(
+            "{}{:02d}:{:02d}".format, st.sampled_from("+-"), st.integers(0, 25), st.integers(0, 59)
+        )
+    )
     sep = draw(st.sampled_from("Tt "))
-    return (f"{year:04d}-{month:02d}-{day:02d}{sep}{hour:02d}:{minute:02d}:{second:02d}"
-            f"{fraction}{zone}")
+    return (
+        f"{year:04d}-{month:02d}-{day:02d}{sep}{hour:02d}:{minute:02d}:{second:02d}{fraction}{zone}"
+    )
 
 
 def deep(depth: int, container: type) -> Any:
@@ -88,14 +110,58 @@ def deep(depth: int, container: type) -> Any:
 
 
 WEIRD = [
-    "", " ", "\x00", "\n", "\\", '"', "\u202e", "\ufeff", "\ud800", "\udfff", "🔥" * 50,
-    "a" * 20_000, "NaN", "null", "4", "firing", "resolved", "__name__", "bad-name", "{{ 7 * 7 }}",
-    "0001-01-01T00:00:00Z", "2026-02-30T00:00:00Z", "2026-11-27T13:23:60Z",
-    "2026-11-27T25:00:00Z", "2026-11-27T13:23:28.123456789012345678Z", "9999-12-31T23:59:59Z",
-    "2026-11-27T13:23:28+23:59", "2026-11-27T13:23:28+24:00", "0000-01-01T00:00:00Z",
-    0, -1, 2**63, 2**64 + 1, -(2**63) - 1, 10**300, -(10**300), 1e308, -1e308, 5e-324, -0.0,
-    math.inf, -math.inf, math.nan, True, False, None, [], {},
-    deep(60, list), deep(60, dict), [[[]]] * 10, {"labels": {"alertname": "x"}},
+    "",
+    " ",
+    "\x00",
+    "\n",
+    "\\",
+    '"',
+    "\u202e",
+    "\ufeff",
+    "\ud800",
+    "\udfff",
+    "🔥" * 50,
+    "a" * 20_000,
+    "NaN",
+    "null",
+    "4",
+    "firing",
+    "resolved",
+    "__name__",
+    "bad-name",
+    "{{ 7 * 7 }}",
+    "0001-01-01T00:00:00Z",
+    "2026-02-30T00:00:00Z",
+    "2026-11-27T13:23:60Z",
+    "2026-11-27T25:00:00Z",
+    "2026-11-27T13:23:28.123456789012345678Z",
+    "9999-12-31T23:59:59Z",
+    "2026-11-27T13:23:28+23:59",
+    "2026-11-27T13:23:28+24:00",
+    "0000-01-01T00:00:00Z",
+    0,
+    -1,
+    2**63,
+    2**64 + 1,
+    -(2**63) - 1,
+    10**300,
+    -(10**300),
+    1e308,
+    -1e308,
+    5e-324,
+    -0.0,
+    math.inf,
+    -math.inf,
+    math.nan,
+    True,
+    False,
+    None,
+    [],
+    {},
+    deep(60, list),
+    deep(60, dict),
+    [[[]]] * 10,
+    {"labels": {"alertname": "x"}},
 ]
 # Copied: a mutation may later insert into a drawn value, and WEIRD must stay as written.
 weird_values = st.sampled_from(WEIRD).map(copy.deepcopy) | json_values
@@ -131,7 +197,8 @@ def mutate(data: st.DataObject, doc: dict[str, Any]) -> None:
         target = at(doc, data.draw(st.sampled_from(containers)))
         if isinstance(target, dict):
             target[data.draw(st.text(max_size=12) | st.sampled_from(list(doc)))] = data.draw(
-                weird_values)
+                weird_values
+            )
         else:
             target.insert(data.draw(st.integers(0, len(target))), data.draw(weird_values))
         return
@@ -161,10 +228,13 @@ async def client(aiohttp_client: Any, tmp_path: Path) -> TestClient:
 
 async def snapshot(client: TestClient) -> list[list[tuple[Any, ...]]]:
     store = client.app[keys.STORE]
-    return [[tuple(row) for row in await store.query(sql)] for sql in (
-        "SELECT * FROM alerts ORDER BY fingerprint",
-        "SELECT * FROM alert_groups ORDER BY key",
-    )]
+    return [
+        [tuple(row) for row in await store.query(sql)]
+        for sql in (
+            "SELECT * FROM alerts ORDER BY fingerprint",
+            "SELECT * FROM alert_groups ORDER BY key",
+        )
+    ]
 
 
 async def post_and_check(client: TestClient, body: bytes) -> tuple[int, dict[str, Any]]:
@@ -196,8 +266,9 @@ async def assert_stored(client: TestClient, sent: list[dict[str, Any]]) -> None:
     rows = await client.app[keys.STORE].query("SELECT labels FROM alerts")
     stored = {json.dumps(json.loads(r[0]), sort_keys=True) for r in rows}
     for alert in sent:
-        labels = {k: v for k, v in alert["labels"].items()
-                  if k not in ("replica", "prometheus_replica")}
+        labels = {
+            k: v for k, v in alert["labels"].items() if k not in ("replica", "prometheus_replica")
+        }
         if alert["labels"].get("source") != "monitor-manager":
             assert json.dumps(labels, sort_keys=True) in stored, labels
 
@@ -211,8 +282,10 @@ async def test_random_json_never_gets_a_500(client: TestClient, value: Any) -> N
 
 
 @FUZZ
-@given(body=st.binary(max_size=400) | st.builds(
-    splice, valid_payloads, st.integers(min_value=0), st.binary(min_size=1, max_size=8)))
+@given(
+    body=st.binary(max_size=400)
+    | st.builds(splice, valid_payloads, st.integers(min_value=0), st.binary(min_size=1, max_size=8))
+)
 @example(body=b"\xff\xfe{\x00}")
 @example(body=b"\xed\xa0\x80")
 @example(body=b"[" * 50_000)
@@ -223,7 +296,8 @@ async def test_random_bytes_never_get_a_500(client: TestClient, body: bytes) -> 
 @settings(FUZZ, max_examples=250)
 @given(doc=valid_payloads, data=st.data())
 async def test_mutated_payloads_never_get_a_500_and_a_4xx_changes_nothing(
-        client: TestClient, doc: dict[str, Any], data: st.DataObject) -> None:
+    client: TestClient, doc: dict[str, Any], data: st.DataObject
+) -> None:
     status, _ = await post_and_check(client, json.dumps(doc).encode())
     assert status == 200  # the seed is valid
     for _ in range(data.draw(st.integers(1, 3))):
@@ -232,12 +306,14 @@ async def test_mutated_payloads_never_get_a_500_and_a_4xx_changes_nothing(
 
 
 @FUZZ
-@given(starts=rfc3339_shaped(), ends=rfc3339_shaped(),
-       status=st.sampled_from(["firing", "resolved"]))
+@given(
+    starts=rfc3339_shaped(), ends=rfc3339_shaped(), status=st.sampled_from(["firing", "resolved"])
+)
 @example(starts="9999-12-31T23:59:59-23:59", ends="0001-01-01T00:00:00Z", status="firing")
 @example(starts="2026-11-27T13:23:28Z", ends="9999-12-31T23:59:59-23:59", status="resolved")
 async def test_any_rfc3339_shaped_time_is_accepted_or_a_400_naming_it(
-        client: TestClient, starts: str, ends: str, status: str) -> None:
+    client: TestClient, starts: str, ends: str, status: str
+) -> None:
     alert = {**alert_json("Timed", status), "startsAt": starts, "endsAt": ends}
     code, answer = await post_and_check(client, json.dumps(payload(alert)).encode())
     if code != 200:
@@ -266,8 +342,9 @@ def _strings(doc: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 def hostile(draw: st.DrawFn, doc: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
     """A valid payload made hostile: another encoding, a lone surrogate in any string or key,
     broken gzip, or deep nesting."""
-    how = draw(st.sampled_from(["utf-16", "utf-16-be", "utf-32", "surrogate", "bad-gzip",
-                                "nested"]))
+    how = draw(
+        st.sampled_from(["utf-16", "utf-16-be", "utf-32", "surrogate", "bad-gzip", "nested"])
+    )
     headers = dict(JSON_TYPE)
     if how.startswith("utf"):
         return json.dumps(doc).encode(how), headers
@@ -293,7 +370,8 @@ def hostile(draw: st.DrawFn, doc: dict[str, Any]) -> tuple[bytes, dict[str, str]
 @settings(FUZZ, max_examples=40)
 @given(docs=st.lists(valid_payloads, min_size=2, max_size=6), data=st.data())
 async def test_hostile_bodies_among_good_ones_cost_the_good_ones_nothing(
-        client: TestClient, docs: list[dict[str, Any]], data: st.DataObject) -> None:
+    client: TestClient, docs: list[dict[str, Any]], data: st.DataObject
+) -> None:
     requests = []
     for doc in docs:
         requests.append((json.dumps(doc).encode(), dict(JSON_TYPE), doc))
@@ -301,8 +379,14 @@ async def test_hostile_bodies_among_good_ones_cost_the_good_ones_nothing(
         requests.append((body, headers, None))
     if data.draw(st.booleans()):  # a good body may come gzipped too
         doc = docs[0]
-        requests.append((gzip.compress(json.dumps(doc).encode()),
-                         {**JSON_TYPE, "Content-Encoding": "gzip"}, doc))
+        requests.append(
+            (
+                gzip.compress(json.dumps(doc).encode()),
+                {**JSON_TYPE, "Content-Encoding": "gzip"},
+                doc,
+            )
+        )
+
     async def post(body: bytes, headers: dict[str, str]) -> Any:
         try:
             return await asyncio.wait_for(client.post(WEBHOOK, data=body, headers=headers), 10)

@@ -123,16 +123,35 @@ def test_a_limit_too_small_for_the_markers_is_refused() -> None:
         split_content("x" * 100, 20, markdown=True)
 
 
-alphabet = st.sampled_from(["a", "b", " ", "\n", "\n\n", "告", "警", "🔥", "é",
-                            "[链接](http://x.cn/a)", '<font color="info">好</font>', "`代码`",
-                            "**粗体**", "<@zhangsan>"])
+alphabet = st.sampled_from(
+    [
+        "a",
+        "b",
+        " ",
+        "\n",
+        "\n\n",
+        "告",
+        "警",
+        "🔥",
+        "é",
+        "[链接](http://x.cn/a)",
+        '<font color="info">好</font>',
+        "`代码`",
+        "**粗体**",
+        "<@zhangsan>",
+    ]
+)
 
 
 @settings(max_examples=150, deadline=None)
-@given(pieces=st.lists(alphabet, min_size=1, max_size=600),
-       limit=st.sampled_from([100, 257, 2048]), markdown=st.booleans())
-def test_every_split_fits_the_limit_and_loses_nothing(pieces: list[str], limit: int,
-                                                      markdown: bool) -> None:
+@given(
+    pieces=st.lists(alphabet, min_size=1, max_size=600),
+    limit=st.sampled_from([100, 257, 2048]),
+    markdown=st.booleans(),
+)
+def test_every_split_fits_the_limit_and_loses_nothing(
+    pieces: list[str], limit: int, markdown: bool
+) -> None:
     text = "".join(pieces)
     parts = split_content(text, limit, markdown=markdown, max_parts=UNCAPPED)
     assert all(utf8_len(p) <= limit for p in parts)
@@ -182,9 +201,23 @@ def test_urls_are_made_safe_as_link_targets() -> None:
 
 @pytest.mark.parametrize(
     ("errcode", "permanent"),
-    [(-1, False), (45009, False), (45033, False),
-     (40003, True), (40013, True), (40056, True), (40058, True), (44004, True), (45002, True),
-     (48002, True), (60020, True), (81013, True), (82001, True), (93000, True), (12345, True)],
+    [
+        (-1, False),
+        (45009, False),
+        (45033, False),
+        (40003, True),
+        (40013, True),
+        (40056, True),
+        (40058, True),
+        (44004, True),
+        (45002, True),
+        (48002, True),
+        (60020, True),
+        (81013, True),
+        (82001, True),
+        (93000, True),
+        (12345, True),
+    ],
 )
 def test_errcodes_are_classified(errcode: int, permanent: bool) -> None:
     error = error_for(errcode, "some errmsg, hint: [x], from ip: 1.2.3.4", "message/send")

@@ -27,20 +27,28 @@ from monitor_manager.config import ChannelConfig, ContactGroupConfig, MemberConf
 
 def wecom_config(tmp_path: Any, fake: FakeWeCom, **sections: Any) -> Any:
     channels = (
-        ChannelConfig("wecom", "wechat", WechatSettings(
-            corp_id=CORP_ID, agent_id=AGENT_ID, secret=SECRET, api_url=fake.api_url)),
-        ChannelConfig("robot", "wechat_robot", WechatRobotSettings(
-            webhook_url=fake.robot_url(ROBOT_KEY))),
+        ChannelConfig(
+            "wecom",
+            "wechat",
+            WechatSettings(corp_id=CORP_ID, agent_id=AGENT_ID, secret=SECRET, api_url=fake.api_url),
+        ),
+        ChannelConfig(
+            "robot", "wechat_robot", WechatRobotSettings(webhook_url=fake.robot_url(ROBOT_KEY))
+        ),
     )
-    members = (MemberConfig("Zhang San", wechat="zhangsan", mobile="13800000000"),
-               MemberConfig("Ghost", wechat="ghost"))
+    members = (
+        MemberConfig("Zhang San", wechat="zhangsan", mobile="13800000000"),
+        MemberConfig("Ghost", wechat="ghost"),
+    )
     sections.setdefault("convergence", {"group_wait": 1.0, "group_by": ("alertname",)})
     return make_config(
-        tmp_path, channels=channels,
+        tmp_path,
+        channels=channels,
         contact_groups=(ContactGroupConfig("default", ("wecom", "robot"), members),),
         storm={"threshold": 1000, "window": 60.0},
         delivery={"retry_initial": 5.0, "retry_max": 300.0, "give_up_after": 86400.0},
-        **sections)
+        **sections,
+    )
 
 
 @pytest.fixture
@@ -57,19 +65,20 @@ def by_channel(rows: list[dict[str, Any]], channel: str) -> list[dict[str, Any]]
 
 
 async def test_app_and_robot_deliver_and_invalid_users_are_recorded(
-        wecom: tuple[OutboxHarness, FakeWeCom]) -> None:
+    wecom: tuple[OutboxHarness, FakeWeCom],
+) -> None:
     box, fake = wecom
     await box.push(incoming("DiskFull", severity="critical"))
     rows = await box.step(1)
-    assert {r["channel"]: r["state"] for r in rows} == {"wecom": "delivered",
-                                                        "robot": "delivered"}
+    assert {r["channel"]: r["state"] for r in rows} == {"wecom": "delivered", "robot": "delivered"}
     assert "invaliduser: ghost" in by_channel(rows, "wecom")[0]["note"]
     assert any("DiskFull" in c for c in fake.contents("app"))
     assert any("<@zhangsan>" in c for c in fake.contents("robot"))
 
 
 async def test_a_robot_storm_is_merged_under_the_20_a_minute_limit_and_nothing_is_lost(
-        wecom: tuple[OutboxHarness, FakeWeCom]) -> None:
+    wecom: tuple[OutboxHarness, FakeWeCom],
+) -> None:
     box, fake = wecom
     names = [f"Storm{i:02d}" for i in range(45)]
     await box.push(*(incoming(n) for n in names))
@@ -90,7 +99,8 @@ async def test_a_robot_storm_is_merged_under_the_20_a_minute_limit_and_nothing_i
 
 
 async def test_a_45009_frequency_block_backs_off_at_least_a_minute(
-        wecom: tuple[OutboxHarness, FakeWeCom]) -> None:
+    wecom: tuple[OutboxHarness, FakeWeCom],
+) -> None:
     box, fake = wecom
     fake.fail_next(45009, on="send")
     await box.push(incoming("DiskFull"))
@@ -103,12 +113,17 @@ async def test_a_45009_frequency_block_backs_off_at_least_a_minute(
 
 @pytest.mark.parametrize(("channel", "endpoint"), [("wecom", "send"), ("robot", "robot")])
 async def test_after_a_restart_a_message_sent_in_parts_resumes_after_the_parts_sent(
-        wecom: tuple[OutboxHarness, FakeWeCom], channel: str, endpoint: str) -> None:
+    wecom: tuple[OutboxHarness, FakeWeCom], channel: str, endpoint: str
+) -> None:
     box, fake = wecom
     fake.fail_next(-1, on=endpoint, after=1)  # the second part fails: a system busy error
     # Several long summaries (one is cut at 1024 characters in messages): several parts.
-    await box.push(*(incoming("DiskFull", summary=f"disk {i} full " + "x" * 900,
-                              instance=f"db{i}") for i in range(6)))
+    await box.push(
+        *(
+            incoming("DiskFull", summary=f"disk {i} full " + "x" * 900, instance=f"db{i}")
+            for i in range(6)
+        )
+    )
     rows = await box.step(1)
     assert by_channel(rows, channel)[0]["state"] == "retrying"
     kind = "app" if channel == "wecom" else "robot"
@@ -120,13 +135,15 @@ async def test_after_a_restart_a_message_sent_in_parts_resumes_after_the_parts_s
     parts = fake.contents(kind)
     assert len(parts) == len(set(parts)) >= 2  # every part once: the first is not repeated
     assert parts[0] == sent_before[0] and "(1/" in parts[0] and "(2/" in parts[1]
-    [log] = await box.rows("SELECT done FROM channel_parts WHERE key LIKE ?",
-                           (f"{channel}:%",))  # kept until the retention
+    [log] = await box.rows(
+        "SELECT done FROM channel_parts WHERE key LIKE ?", (f"{channel}:%",)
+    )  # kept until the retention
     assert log["done"] == len(parts)
 
 
 async def test_expired_tokens_are_refreshed_inside_one_delivery(
-        wecom: tuple[OutboxHarness, FakeWeCom]) -> None:
+    wecom: tuple[OutboxHarness, FakeWeCom],
+) -> None:
     box, fake = wecom
     await box.push(incoming("First"))
     await box.step(1)
@@ -138,7 +155,8 @@ async def test_expired_tokens_are_refreshed_inside_one_delivery(
 
 
 async def test_a_permanent_wecom_error_fails_the_delivery_without_leaking_secrets(
-        wecom: tuple[OutboxHarness, FakeWeCom], caplog: pytest.LogCaptureFixture) -> None:
+    wecom: tuple[OutboxHarness, FakeWeCom], caplog: pytest.LogCaptureFixture
+) -> None:
     box, fake = wecom
     caplog.set_level(logging.DEBUG)
     fake.fail_next(60020, on="send", echo=True)
@@ -148,10 +166,14 @@ async def test_a_permanent_wecom_error_fails_the_delivery_without_leaking_secret
     assert {r["channel"]: r["state"] for r in rows[:2]} == {"wecom": "failed", "robot": "failed"}
     assert "60020" in by_channel(rows, "wecom")[0]["last_error"]
     token = next(iter(fake.tokens))
-    everything = "\n".join([
-        str(rows), caplog.text, box.stdout.getvalue(),
-        generate_latest(box.pipeline.metrics.registry).decode(),  # type: ignore[union-attr]
-    ])
+    everything = "\n".join(
+        [
+            str(rows),
+            caplog.text,
+            box.stdout.getvalue(),
+            generate_latest(box.pipeline.metrics.registry).decode(),  # type: ignore[union-attr]
+        ]
+    )
     assert_no_secrets(everything, SECRET, token, ROBOT_KEY)
 
 
@@ -164,7 +186,8 @@ class TickingClock(ManualClock):
 
 
 async def test_with_a_clock_that_moves_between_reads_messages_are_not_held_back(
-        tmp_path: Any) -> None:
+    tmp_path: Any,
+) -> None:
     async with FakeWeCom() as fake:
         box = OutboxHarness(wecom_config(tmp_path, fake))
         box.clock = TickingClock(box.clock.now)
@@ -172,6 +195,8 @@ async def test_with_a_clock_that_moves_between_reads_messages_are_not_held_back(
         fake.clock = box.clock
         await box.push(incoming("DiskFull"))
         rows = await box.step(1)
-        assert {r["channel"]: r["state"] for r in rows} == {"wecom": "delivered",
-                                                            "robot": "delivered"}
+        assert {r["channel"]: r["state"] for r in rows} == {
+            "wecom": "delivered",
+            "robot": "delivered",
+        }
         await box.stop()

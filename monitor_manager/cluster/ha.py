@@ -77,8 +77,14 @@ class Entry:
     def as_v1(self) -> Entry | None:
         if not self.v1_group_key:
             return None
-        return Entry(self.contact_group, self.v1_group_key, self.channel, self.v1_content_hash,
-                     self.sent_at, self.instance)
+        return Entry(
+            self.contact_group,
+            self.v1_group_key,
+            self.channel,
+            self.v1_content_hash,
+            self.sent_at,
+            self.instance,
+        )
 
     def wire(self, version: int) -> dict[str, Any]:
         body = asdict(self)
@@ -112,8 +118,11 @@ def parse_message(body: Any) -> PeerMessage:
         raise EntryError("expected a JSON object", "")
     version = body.get("version")
     if version not in SUPPORTED_VERSIONS or isinstance(version, bool):
-        raise EntryError(f"unsupported protocol version {str(version)[:20]!r}, this instance "
-                         f"speaks {', '.join(map(str, SUPPORTED_VERSIONS))}", "version")
+        raise EntryError(
+            f"unsupported protocol version {str(version)[:20]!r}, this instance "
+            f"speaks {', '.join(map(str, SUPPORTED_VERSIONS))}",
+            "version",
+        )
     instance = body.get("instance")
     if not isinstance(instance, str) or not 0 < len(instance) <= 256:
         raise EntryError("expected the sending instance's name", "instance")
@@ -137,8 +146,11 @@ def _entry(item: Any, i: int, names: tuple[str, ...]) -> Entry:
                 value = float(value)
             if not isinstance(value, float) or not math.isfinite(value):
                 raise EntryError("expected a finite number", f"entries[{i}].{name}")
-        elif not isinstance(value, str) or len(value) > 512 or (
-                not value and not name.startswith("v1_")):
+        elif (
+            not isinstance(value, str)
+            or len(value) > 512
+            or (not value and not name.startswith("v1_"))
+        ):
             raise EntryError("expected a string", f"entries[{i}].{name}")
         values[name] = value
     return Entry(**values)
@@ -163,18 +175,38 @@ class NotificationLog:
                 continue
             log_[entry.key] = entry
             if legacy:
-                ops.append((
-                    f"INSERT OR REPLACE INTO {table} (contact_group, group_key, channel, "
-                    "content_hash, sent_at, instance) VALUES (?, ?, ?, ?, ?, ?)",
-                    (entry.contact_group, entry.group_key, entry.channel, entry.content_hash,
-                     entry.sent_at, entry.instance)))
+                ops.append(
+                    (
+                        f"INSERT OR REPLACE INTO {table} (contact_group, group_key, channel, "
+                        "content_hash, sent_at, instance) VALUES (?, ?, ?, ?, ?, ?)",
+                        (
+                            entry.contact_group,
+                            entry.group_key,
+                            entry.channel,
+                            entry.content_hash,
+                            entry.sent_at,
+                            entry.instance,
+                        ),
+                    )
+                )
             else:
-                ops.append((
-                    f"INSERT OR REPLACE INTO {table} (contact_group, group_key, channel, "
-                    "content_hash, sent_at, instance, v1_group_key, v1_content_hash) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (entry.contact_group, entry.group_key, entry.channel, entry.content_hash,
-                     entry.sent_at, entry.instance, entry.v1_group_key, entry.v1_content_hash)))
+                ops.append(
+                    (
+                        f"INSERT OR REPLACE INTO {table} (contact_group, group_key, channel, "
+                        "content_hash, sent_at, instance, v1_group_key, v1_content_hash) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            entry.contact_group,
+                            entry.group_key,
+                            entry.channel,
+                            entry.content_hash,
+                            entry.sent_at,
+                            entry.instance,
+                            entry.v1_group_key,
+                            entry.v1_content_hash,
+                        ),
+                    )
+                )
         return ops
 
     def since(self, at: float, version: int) -> list[Entry]:
@@ -182,8 +214,11 @@ class NotificationLog:
             return [e for e in self.entries.values() if e.sent_at >= at]
         latest: dict[tuple[str, str, str], Entry] = {}
         for entry in [*self.legacy.values(), *(e.as_v1() for e in self.entries.values())]:
-            if entry is not None and entry.sent_at >= at and (
-                    entry.key not in latest or latest[entry.key].sent_at < entry.sent_at):
+            if (
+                entry is not None
+                and entry.sent_at >= at
+                and (entry.key not in latest or latest[entry.key].sent_at < entry.sent_at)
+            ):
                 latest[entry.key] = entry
         return list(latest.values())
 
@@ -191,27 +226,37 @@ class NotificationLog:
         for log_ in (self.entries, self.legacy):
             for key in [k for k, e in log_.items() if e.sent_at < before]:
                 del log_[key]
-        return [("DELETE FROM nflog WHERE sent_at < ?", (before,)),
-                ("DELETE FROM nflog_v1 WHERE sent_at < ?", (before,))]
+        return [
+            ("DELETE FROM nflog WHERE sent_at < ?", (before,)),
+            ("DELETE FROM nflog_v1 WHERE sent_at < ?", (before,)),
+        ]
 
     def load(self, conn: sqlite3.Connection) -> None:
         self.entries.clear()
         self.legacy.clear()
         for row in conn.execute(
-                "SELECT contact_group, group_key, channel, content_hash, sent_at, instance, "
-                "v1_group_key, v1_content_hash FROM nflog"):
+            "SELECT contact_group, group_key, channel, content_hash, sent_at, instance, "
+            "v1_group_key, v1_content_hash FROM nflog"
+        ):
             entry = Entry(*row)
             self.entries[entry.key] = entry
         for row in conn.execute(
-                "SELECT contact_group, group_key, channel, content_hash, sent_at, instance "
-                "FROM nflog_v1"):
+            "SELECT contact_group, group_key, channel, content_hash, sent_at, instance "
+            "FROM nflog_v1"
+        ):
             entry = Entry(*row)
             self.legacy[entry.key] = entry
 
 
 class HighAvailability:
-    def __init__(self, config: Config, peers: Peers, session: aiohttp.ClientSession | None,
-                 clock: Clock, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        config: Config,
+        peers: Peers,
+        session: aiohttp.ClientSession | None,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
         self.config = config
         self.instance = config.server.instance
         self.peers = peers
@@ -239,8 +284,9 @@ class HighAvailability:
         self.metrics.ha_position.set(position)
         return position * self.config.ha.peer_wait
 
-    def sent_by_peer(self, entry: Entry, decided_at: float,
-                     newer_supersedes: bool = True) -> str | None:
+    def sent_by_peer(
+        self, entry: Entry, decided_at: float, newer_supersedes: bool = True
+    ) -> str | None:
         """The peer that makes this delivery (`entry`, as it would be logged) redundant: it
         sent the same content within repeat_interval, or (`newer_supersedes`, for an alert
         group) it sent anything after this notification was decided (a newer state, such as
@@ -279,13 +325,21 @@ class HighAvailability:
         latest = now + self.config.ha.max_clock_skew
         oldest = now - 2 * self.config.convergence.repeat_interval
         peers = set(self.peers.states)
-        good = [e for e in message.entries
-                if (e.instance == message.instance if pushed else e.instance in peers)
-                and e.instance in peers and oldest <= e.sent_at <= latest
-                and e.contact_group in self._contact_groups and e.channel in self._channels
-                and _LOG_KEY.fullmatch(e.group_key) and _HASH.fullmatch(e.content_hash)
-                and (not e.v1_group_key or (_LOG_KEY.fullmatch(e.v1_group_key)
-                                            and _HASH.fullmatch(e.v1_content_hash)))]
+        good = [
+            e
+            for e in message.entries
+            if (e.instance == message.instance if pushed else e.instance in peers)
+            and e.instance in peers
+            and oldest <= e.sent_at <= latest
+            and e.contact_group in self._contact_groups
+            and e.channel in self._channels
+            and _LOG_KEY.fullmatch(e.group_key)
+            and _HASH.fullmatch(e.content_hash)
+            and (
+                not e.v1_group_key
+                or (_LOG_KEY.fullmatch(e.v1_group_key) and _HASH.fullmatch(e.v1_content_hash))
+            )
+        ]
         rejected = len(message.entries) - len(good)
         if rejected:
             self.metrics.ha_rejected.inc(rejected)
@@ -308,13 +362,18 @@ class HighAvailability:
         # A peer that has not said it speaks version 2 (a release-1 instance) gets version 1.
         version = min(self.peers.states[name].protocol, PROTOCOL_VERSION)
         wire = [e if version != 1 else e.as_v1() for e in entries]
-        body = {"version": version, "instance": self.instance,
-                "entries": [e.wire(version) for e in wire if e is not None]}
+        body = {
+            "version": version,
+            "instance": self.instance,
+            "entries": [e.wire(version) for e in wire if e is not None],
+        }
         try:
             async with self.session.post(
-                    self._url(name), json=body, headers=self._headers(),
-                    timeout=aiohttp.ClientTimeout(total=self.config.watchdog.peer_timeout),
-                    ssl=self.ssl
+                self._url(name),
+                json=body,
+                headers=self._headers(),
+                timeout=aiohttp.ClientTimeout(total=self.config.watchdog.peer_timeout),
+                ssl=self.ssl,
             ) as response:
                 if response.status != 200:
                     raise ValueError(f"HTTP {response.status}")
@@ -328,18 +387,18 @@ class HighAvailability:
         if not self.enabled or self.session is None:
             return []
         since = self.clock() - self.config.convergence.repeat_interval
-        results = await asyncio.gather(*(self._pull_one(name, since)
-                                         for name in self.peers.states))
+        results = await asyncio.gather(*(self._pull_one(name, since) for name in self.peers.states))
         return [op for ops in results for op in ops]
 
     async def _pull_one(self, name: str, since: float) -> list[Op]:
         assert self.session is not None
         try:
             async with self.session.get(
-                    self._url(name), headers=self._headers(),
-                    params={"since": str(since), "version": str(PROTOCOL_VERSION)},
-                    timeout=aiohttp.ClientTimeout(total=self.config.watchdog.peer_timeout),
-                    ssl=self.ssl
+                self._url(name),
+                headers=self._headers(),
+                params={"since": str(since), "version": str(PROTOCOL_VERSION)},
+                timeout=aiohttp.ClientTimeout(total=self.config.watchdog.peer_timeout),
+                ssl=self.ssl,
             ) as response:
                 if response.status != 200:
                     raise ValueError(f"HTTP {response.status}")

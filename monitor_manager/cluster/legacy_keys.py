@@ -31,8 +31,11 @@ def group_key_v1(contact_group: str, group_labels: dict[str, str]) -> str:
 
 def content_hash_v1(message: Message) -> str:
     """The content hash a release-1 instance computes for the same message."""
-    states = sorted((group_key_v1(g.contact_group, g.group_labels), fingerprint_v1(a.labels),
-                     a.status) for g in message.groups for a in g.alerts)
+    states = sorted(
+        (group_key_v1(g.contact_group, g.group_labels), fingerprint_v1(a.labels), a.status)
+        for g in message.groups
+        for a in g.alerts
+    )
     return hashlib.blake2b(json.dumps(states).encode(), digest_size=16).hexdigest()
 
 

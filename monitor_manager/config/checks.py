@@ -88,14 +88,18 @@ def _check_server(cfg: Config, problems: Problems) -> None:
         problems.check("server.external_url", "must be empty or an http:// or https:// URL")
     server = cfg.server
     if bool(server.tls_cert_file) != bool(server.tls_key_file):
-        problems.check("server.tls_key_file" if server.tls_cert_file else "server.tls_cert_file",
-                       "tls_cert_file and tls_key_file go together")
+        problems.check(
+            "server.tls_key_file" if server.tls_cert_file else "server.tls_cert_file",
+            "tls_cert_file and tls_key_file go together",
+        )
     elif server.tls_cert_file:
         try:
             server_ssl_context(server)
         except (OSError, ssl.SSLError) as exc:
-            problems.check("server.tls_cert_file", f"cannot load the certificate and key: "
-                                                   f"{getattr(exc, 'strerror', None) or exc}")
+            problems.check(
+                "server.tls_cert_file",
+                f"cannot load the certificate and key: {getattr(exc, 'strerror', None) or exc}",
+            )
     if cfg.ha.ca_file:
         try:
             peer_ssl_context(cfg.ha)
@@ -155,14 +159,16 @@ def _check_matchers(
     for key, matchers in (("match", match), ("match_re", match_re)):
         for name in matchers:
             if not LABEL_NAME.fullmatch(name):
-                problems.check(join_path(f"{path}.{key}", name),
-                               f'"{name}" is not a valid label name')
+                problems.check(
+                    join_path(f"{path}.{key}", name), f'"{name}" is not a valid label name'
+                )
     for name, pattern in match_re.items():
         try:
             re.compile(pattern)
         except re.error as exc:
-            problems.check(join_path(f"{path}.match_re", name),
-                           f"invalid regular expression: {exc}")
+            problems.check(
+                join_path(f"{path}.match_re", name), f"invalid regular expression: {exc}"
+            )
 
 
 def _check_contact_groups(cfg: Config, embedded: bool, problems: Problems) -> None:
@@ -248,7 +254,8 @@ def _check_peers(cfg: Config, problems: Problems) -> None:
     for i, peer in valid_items(cfg.peers, PeerConfig):
         path = f"peers[{i}]"
         if _check_name(path, "peer", peer.name, seen, problems) and (
-                peer.name == cfg.server.instance):
+            peer.name == cfg.server.instance
+        ):
             # Instances take turns by name; two with one name would send at the same moment.
             problems.check(
                 f"{path}.name", f'"{peer.name}" is this instance\'s own name (server.instance)'

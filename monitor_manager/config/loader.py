@@ -207,8 +207,10 @@ def _convert_duration(value: Any, raw: Any, path: str, loader: _Loader) -> Any:
         seconds = parse_duration(value)
     except ValueError as exc:
         # The message quotes the value: quote what the file says, not what ${NAME} held.
-        loader.problems.add(path, str(exc) if raw == value else
-                            f"{raw} does not hold a duration (use e.g. \"30s\", \"5m\")")
+        loader.problems.add(
+            path,
+            str(exc) if raw == value else f'{raw} does not hold a duration (use e.g. "30s", "5m")',
+        )
         return _INVALID
     if seconds < 0:
         loader.problems.add(path, "must not be negative")
@@ -381,5 +383,3 @@ def _describe(value: Any) -> str:
     if value is None:
         return "nothing"
     return f"a {type(value).__name__}"  # TOML dates and times
-
-

@@ -181,4 +181,3 @@ class ConfigError(Exception):
 
     def lines(self) -> list[str]:
         return [f"{self.source}: {p}" for p in self.problems]
-

@@ -28,8 +28,7 @@ def fingerprint(labels: dict[str, str]) -> str:
     """The alert's identity: a hash of its label pairs in name order, each name and value
     prefixed by its length, so no two label sets share an encoding (a value may hold any
     character, the separators of release 1 included)."""
-    return hashlib.blake2b(encode_pairs(sorted(labels.items())).encode(),
-                           digest_size=8).hexdigest()
+    return hashlib.blake2b(encode_pairs(sorted(labels.items())).encode(), digest_size=8).hexdigest()
 
 
 def encode_pairs(pairs: Iterable[tuple[str, str]]) -> str:

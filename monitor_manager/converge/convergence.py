@@ -117,8 +117,13 @@ class Convergence:
         self.send_delay: Callable[[], float] = lambda: 0.0
 
     # -- ingest -------------------------------------------------------------------------------
-    def ingest(self, alerts: Iterable[IncomingAlert], source: str = "",
-               groups: list[str] | None = None, wait: float | None = None) -> IngestResult:
+    def ingest(
+        self,
+        alerts: Iterable[IncomingAlert],
+        source: str = "",
+        groups: list[str] | None = None,
+        wait: float | None = None,
+    ) -> IngestResult:
         """Apply incoming alerts to memory; return counts and the ops that make it durable.
 
         `groups` and `wait` override routing and group_wait (internal alerts use both).
@@ -135,8 +140,11 @@ class Convergence:
             change = classify(known, incoming)
             if change is Change.DUPLICATE:
                 result.duplicates += 1
-                if (known is not None and known.status == "firing"
-                        and now - known.seen_at >= SEEN_EVERY):
+                if (
+                    known is not None
+                    and known.status == "firing"
+                    and now - known.seen_at >= SEEN_EVERY
+                ):
                     known.seen_at = now
                     seen.append(("UPDATE alerts SET seen_at = ? WHERE id = ?", (now, known.id)))
                 continue
@@ -161,12 +169,28 @@ class Convergence:
                 known.ends_at = incoming.ends_at or now
             annotations = to_json(incoming.annotations)
             if new:
-                inserts.append(insert_alert(known, to_json(labels), annotations,
-                                            incoming.generator_url, source, now,
-                                            self.memberships(known)))
+                inserts.append(
+                    insert_alert(
+                        known,
+                        to_json(labels),
+                        annotations,
+                        incoming.generator_url,
+                        source,
+                        now,
+                        self.memberships(known),
+                    )
+                )
             else:
-                result.ops.append(update_alert(known, annotations, incoming.generator_url,
-                                               source, now, self.memberships(known)))
+                result.ops.append(
+                    update_alert(
+                        known,
+                        annotations,
+                        incoming.generator_url,
+                        source,
+                        now,
+                        self.memberships(known),
+                    )
+                )
             touched.update(known.groups)
         # Statements of one kind together: the store runs each run as one executemany.
         result.ops[:0] = inserts
@@ -196,11 +220,18 @@ class Convergence:
         ops: list[Op] = []
         touched: set[str] = set()
         for alert in self.alerts.values():
-            if (alert.status == "firing" and alert.seen_at < before
-                    and alert.fingerprint not in self.internal):
+            if (
+                alert.status == "firing"
+                and alert.seen_at < before
+                and alert.fingerprint not in self.internal
+            ):
                 alert.status = "stale"
-                ops.append(("UPDATE alerts SET status = 'stale', updated_at = ? WHERE id = ?",
-                            (now, alert.id)))
+                ops.append(
+                    (
+                        "UPDATE alerts SET status = 'stale', updated_at = ? WHERE id = ?",
+                        (now, alert.id),
+                    )
+                )
                 touched.update(alert.groups)
         closed = len(ops)
         for key in touched:
@@ -215,14 +246,24 @@ class Convergence:
         fp = alert.fingerprint
         # Keys are hex digests and states "" or "firing": nothing to escape, so the JSON is
         # written directly (this runs for every alert on the webhook's path).
-        return "{" + ",".join(
-            f'"{key}":"{self.groups[key].members.get(fp, "")}"' for key in alert.groups) + "}"
+        return (
+            "{"
+            + ",".join(f'"{key}":"{self.groups[key].members.get(fp, "")}"' for key in alert.groups)
+            + "}"
+        )
 
-    def _assign(self, alert: Alert, labels: dict[str, str], now: float,
-                groups: list[str] | None, wait: float | None) -> None:
+    def _assign(
+        self,
+        alert: Alert,
+        labels: dict[str, str],
+        now: float,
+        groups: list[str] | None,
+        wait: float | None,
+    ) -> None:
         for contact_group in groups if groups is not None else self.router.route(labels):
             group_labels = (
-                labels if self.group_all
+                labels
+                if self.group_all
                 else {k: labels[k] for k in self.conv.group_by if k in labels}
             )
             key = group_key(contact_group, group_labels)
@@ -278,13 +319,18 @@ class Convergence:
         newly_resolved = [fp for fp in told if self.alerts[fp].status == "resolved"]
         newly_stale = [fp for fp in told if self.alerts[fp].status == "stale"]
         repeat_due = (
-            bool(firing) and group.last_notified_at is not None
+            bool(firing)
+            and group.last_notified_at is not None
             and now >= group.last_notified_at + self.conv.repeat_interval
         )
         # A stale alert that people were told fires is always retracted: they would
         # otherwise go on believing it.
-        send = (new_firing or repeat_due or bool(newly_stale)
-                or (bool(newly_resolved) and self.conv.send_resolved))
+        send = (
+            new_firing
+            or repeat_due
+            or bool(newly_stale)
+            or (bool(newly_resolved) and self.conv.send_resolved)
+        )
         if send:
             shown = firing + newly_resolved + newly_stale
             self._notify(group, shown, now, result)
@@ -302,8 +348,10 @@ class Convergence:
             changed.append(alert)
         if not group.members:
             del self.groups[group.key]
-        result.ops += [("UPDATE alerts SET memberships = ? WHERE id = ?",
-                        (self.memberships(a), a.id)) for a in changed]
+        result.ops += [
+            ("UPDATE alerts SET memberships = ? WHERE id = ?", (self.memberships(a), a.id))
+            for a in changed
+        ]
         if group.key not in self.groups:
             result.ops.append(upsert_group(group, now, state="closed"))
             return
@@ -312,11 +360,14 @@ class Convergence:
         heapq.heappush(self._due, (group.next_flush_at, group.key))
         result.ops.append(upsert_group(group, now))
 
-    def _notify(self, group: Group, fingerprints: list[str], now: float,
-                result: FlushResult) -> None:
+    def _notify(
+        self, group: Group, fingerprints: list[str], now: float, result: FlushResult
+    ) -> None:
         """Record a group notification; storm control decides: deliver now, or digest it."""
-        alerts = sorted((self.alerts[fp] for fp in fingerprints),
-                        key=lambda a: (a.status != "firing", a.starts_at, a.fingerprint))
+        alerts = sorted(
+            (self.alerts[fp] for fp in fingerprints),
+            key=lambda a: (a.status != "firing", a.starts_at, a.fingerprint),
+        )
         failing = {self.failing_channel[fp] for fp in fingerprints if fp in self.failing_channel}
         draft = Draft(
             header=self.new_message("group", group.contact_group, (), now),
@@ -324,8 +375,16 @@ class Convergence:
             group_labels=group.group_labels,
             url=f"{self.external_url}/api/v1/alert-groups/{group.key}",
             # A stale alert's end, in the message, is when it was last reported.
-            alerts=tuple((a.id, a.fingerprint, a.status, a.starts_at,
-                          a.seen_at if a.status == "stale" else a.ends_at) for a in alerts),
+            alerts=tuple(
+                (
+                    a.id,
+                    a.fingerprint,
+                    a.status,
+                    a.starts_at,
+                    a.seen_at if a.status == "stale" else a.ends_at,
+                )
+                for a in alerts
+            ),
         )
         digest_id = self.storm.admit(group.contact_group, now, result, failing)
         result.ops.append(write_group_notification(draft, digest_id))
@@ -333,8 +392,9 @@ class Convergence:
         if digest_id is None:
             self.enqueue(draft.header.id, group.contact_group, failing, now, result)
 
-    def new_message(self, kind: str, contact_group: str, groups: tuple[GroupView, ...],
-                    now: float) -> Message:
+    def new_message(
+        self, kind: str, contact_group: str, groups: tuple[GroupView, ...], now: float
+    ) -> Message:
         message = Message(
             id=self.next_notification_id,
             kind=kind,  # type: ignore[arg-type]
@@ -348,8 +408,14 @@ class Convergence:
         self.next_notification_id += 1
         return message
 
-    def enqueue(self, notification_id: int, contact_group: str, failing: set[str], now: float,
-                result: FlushResult) -> None:
+    def enqueue(
+        self,
+        notification_id: int,
+        contact_group: str,
+        failing: set[str],
+        now: float,
+        result: FlushResult,
+    ) -> None:
         """One outbox row per (notification, channel), written with the notification.
 
         A page about a failing channel goes through the group's other channels, where it has
@@ -358,32 +424,43 @@ class Convergence:
         due = now + self.send_delay()
         channels = self._channels.get(contact_group, ())
         for channel in tuple(c for c in channels if c not in failing) or channels:
-            result.ops.append((
-                "INSERT INTO deliveries (id, notification_id, channel, state, attempts, "
-                "next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)",
-                (self.next_delivery_id, notification_id, channel, due, now, now)))
+            result.ops.append(
+                (
+                    "INSERT INTO deliveries (id, notification_id, channel, state, attempts, "
+                    "next_attempt_at, created_at, updated_at) "
+                    "VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)",
+                    (self.next_delivery_id, notification_id, channel, due, now, now),
+                )
+            )
             self.next_delivery_id += 1
             result.deliveries += 1
 
     # -- retention ------------------------------------------------------------------------------
     def purge(self, before: float) -> list[Op]:
         """Forget resolved alerts not in any group whose resolution is older than `before`."""
-        old = [fp for fp, a in self.alerts.items()
-               if a.status != "firing" and not a.groups
-               and (a.ends_at or a.seen_at) < before]
+        old = [
+            fp
+            for fp, a in self.alerts.items()
+            if a.status != "firing" and not a.groups and (a.ends_at or a.seen_at) < before
+        ]
         ops: list[Op] = []
         for fp in old:
             ops.append(("DELETE FROM alerts WHERE id = ?", (self.alerts.pop(fp).id,)))
             self.failing_channel.pop(fp, None)
             self.internal.discard(fp)
         ops += [
-            ("DELETE FROM deliveries WHERE notification_id IN "
-             "(SELECT id FROM notifications WHERE created_at < ?) "
-             "AND state IN ('delivered', 'failed')", (before,)),
-            ("DELETE FROM notifications WHERE created_at < ? AND NOT EXISTS "
-             "(SELECT 1 FROM deliveries d WHERE d.notification_id = notifications.id) "
-             "AND id NOT IN (SELECT digest_id FROM storm_windows WHERE digest_id IS NOT NULL)",
-             (before,)),
+            (
+                "DELETE FROM deliveries WHERE notification_id IN "
+                "(SELECT id FROM notifications WHERE created_at < ?) "
+                "AND state IN ('delivered', 'failed')",
+                (before,),
+            ),
+            (
+                "DELETE FROM notifications WHERE created_at < ? AND NOT EXISTS "
+                "(SELECT 1 FROM deliveries d WHERE d.notification_id = notifications.id) "
+                "AND id NOT IN (SELECT digest_id FROM storm_windows WHERE digest_id IS NOT NULL)",
+                (before,),
+            ),
             ("DELETE FROM alert_groups WHERE state = 'closed' AND updated_at < ?", (before,)),
         ]
         return ops
@@ -407,9 +484,14 @@ class Convergence:
             "SELECT fingerprint, id, status, starts_at, ends_at, memberships, seen_at FROM alerts "
             "ORDER BY id"
         ):
-            alert = Alert(row[0], row[1], sys.intern(row[2]),
-                          times.setdefault(row[3], row[3]), row[4],
-                          seen_at=times.setdefault(row[6], row[6]))
+            alert = Alert(
+                row[0],
+                row[1],
+                sys.intern(row[2]),
+                times.setdefault(row[3], row[3]),
+                row[4],
+                seen_at=times.setdefault(row[6], row[6]),
+            )
             self.alerts[alert.fingerprint] = alert  # were there two rows, the newer counts
             if row[5] == "{}":
                 continue
@@ -420,18 +502,22 @@ class Convergence:
                     group.members[alert.fingerprint] = sys.intern(notified)
                     alert.groups = alert.groups + (group.key,) if alert.groups else group.alone
         for fp, labels in conn.execute(
-                "SELECT fingerprint, labels FROM alerts WHERE source = ?", (SOURCE_LABEL[1],)):
+            "SELECT fingerprint, labels FROM alerts WHERE source = ?", (SOURCE_LABEL[1],)
+        ):
             self._note_internal(fp, json.loads(labels), SOURCE_LABEL[1])
         for group in self.groups.values():
             if group.next_flush_at is not None:
                 self._due.append((group.next_flush_at, group.key))
         heapq.heapify(self._due)
         self.next_alert_id = (
-            conn.execute("SELECT COALESCE(MAX(id), 0) FROM alerts").fetchone()[0] + 1)
+            conn.execute("SELECT COALESCE(MAX(id), 0) FROM alerts").fetchone()[0] + 1
+        )
         self.next_notification_id = (
-            conn.execute("SELECT COALESCE(MAX(id), 0) FROM notifications").fetchone()[0] + 1)
+            conn.execute("SELECT COALESCE(MAX(id), 0) FROM notifications").fetchone()[0] + 1
+        )
         self.next_delivery_id = (
-            conn.execute("SELECT COALESCE(MAX(id), 0) FROM deliveries").fetchone()[0] + 1)
+            conn.execute("SELECT COALESCE(MAX(id), 0) FROM deliveries").fetchone()[0] + 1
+        )
         self.storm.load(conn)
 
 

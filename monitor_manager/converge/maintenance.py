@@ -104,18 +104,21 @@ def cron_trigger(schedule: str, zone: dt.tzinfo) -> BaseTrigger:
     days = _weekday_field(weekday)
     if day.startswith("*") or weekday.startswith("*"):
         return CronTrigger.from_crontab(f"{minute} {hour} {day} {month} {days}", timezone=zone)
-    return OrTrigger([
-        CronTrigger.from_crontab(f"{minute} {hour} {day} {month} *", timezone=zone),
-        CronTrigger.from_crontab(f"{minute} {hour} * {month} {days}", timezone=zone),
-    ])
+    return OrTrigger(
+        [
+            CronTrigger.from_crontab(f"{minute} {hour} {day} {month} *", timezone=zone),
+            CronTrigger.from_crontab(f"{minute} {hour} * {month} {days}", timezone=zone),
+        ]
+    )
 
 
 def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as "
-                         f"\"Asia/Shanghai\" or \"UTC\")") from None
+        raise ValueError(
+            f'unknown time zone {name!r} (use an IANA name such as "Asia/Shanghai" or "UTC")'
+        ) from None
 
 
 def validate(schedule: str, time_zone: str, duration: float) -> list[str]:
@@ -125,13 +128,14 @@ def validate(schedule: str, time_zone: str, duration: float) -> list[str]:
     takes it): it is more likely a typo than a plan."""
     _, problems = _build(schedule, time_zone, duration)
     if duration > MAX_DURATION:
-        problems.append(f"duration: {format_duration(duration)} is longer than "
-                        f"{format_duration(MAX_DURATION)}; is that meant?")
+        problems.append(
+            f"duration: {format_duration(duration)} is longer than "
+            f"{format_duration(MAX_DURATION)}; is that meant?"
+        )
     return problems
 
 
-def _build(schedule: str, time_zone: str,
-           duration: float) -> tuple[BaseTrigger | None, list[str]]:
+def _build(schedule: str, time_zone: str, duration: float) -> tuple[BaseTrigger | None, list[str]]:
     """The trigger of a window's settings, or None and what is wrong with them."""
     problems: list[str] = []
     zone: dt.tzinfo = dt.UTC
@@ -164,7 +168,8 @@ class MaintenanceWindow:
     _fixed_time: bool = field(init=False, repr=False, compare=False)
     # (from, until, active): what mutes() found, true for every time in [from, until).
     _memo: list[tuple[float, float, bool]] = field(
-        init=False, repr=False, compare=False, default_factory=list)
+        init=False, repr=False, compare=False, default_factory=list
+    )
 
     def __post_init__(self) -> None:
         trigger, problems = _build(self.schedule, self.time_zone, self.duration)
@@ -172,12 +177,20 @@ class MaintenanceWindow:
             raise MaintenanceError(problems)
         object.__setattr__(self, "_trigger", trigger)
         minute, hour = self.schedule.split()[:2]
-        object.__setattr__(self, "_fixed_time",
-                           not (minute.startswith("*") or hour.startswith("*")))
+        object.__setattr__(
+            self, "_fixed_time", not (minute.startswith("*") or hour.startswith("*"))
+        )
 
     @classmethod
-    def from_config(cls, name: str, match: Mapping[str, str], match_re: Mapping[str, str],
-                    schedule: str, duration: float, time_zone: str) -> MaintenanceWindow:
+    def from_config(
+        cls,
+        name: str,
+        match: Mapping[str, str],
+        match_re: Mapping[str, str],
+        schedule: str,
+        duration: float,
+        time_zone: str,
+    ) -> MaintenanceWindow:
         """A window from its `[[maintenance]]` table; MaintenanceError lists every problem
         (validate() also reports a duration over 7 days, which this accepts).
 
@@ -191,8 +204,10 @@ class MaintenanceWindow:
             problems.append(str(exc))
         else:
             if matches_unlabelled(matchers):
-                problems.append("match: at least one matcher must not match the empty string "
-                                "(this window would mute every alert without those labels)")
+                problems.append(
+                    "match: at least one matcher must not match the empty string "
+                    "(this window would mute every alert without those labels)"
+                )
         try:
             window = cls(name, matchers, schedule, duration, time_zone)
         except MaintenanceError as exc:

@@ -35,8 +35,12 @@ _MATCHER_TEXT = re.compile(
 _OPS = {"=": (False, True), "!=": (False, False), "=~": (True, True), "!~": (True, False)}
 # Constructs Go's RE2 rejects, looked for outside character classes.
 _RE2_UNSUPPORTED = (
-    ("(?=", "lookahead"), ("(?!", "negative lookahead"), ("(?<=", "lookbehind"),
-    ("(?<!", "negative lookbehind"), ("(?>", "an atomic group"), ("(?(", "a conditional"),
+    ("(?=", "lookahead"),
+    ("(?!", "negative lookahead"),
+    ("(?<=", "lookbehind"),
+    ("(?<!", "negative lookbehind"),
+    ("(?>", "an atomic group"),
+    ("(?(", "a conditional"),
     ("(?P=", "a backreference"),
 )
 _COUNTED_REPEAT = re.compile(r"\{(?:\d+(?:,\d*)?|,\d+)\}")
@@ -61,8 +65,7 @@ class Matcher:
     value: str
     is_regex: bool = False
     is_equal: bool = True
-    _pattern: re.Pattern[str] | None = field(
-        default=None, init=False, repr=False, compare=False)
+    _pattern: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.is_regex:
@@ -70,8 +73,9 @@ class Matcher:
 
     @property
     def op(self) -> str:
-        return ("=~" if self.is_equal else "!~") if self.is_regex else (
-            "=" if self.is_equal else "!=")
+        return (
+            ("=~" if self.is_equal else "!~") if self.is_regex else ("=" if self.is_equal else "!=")
+        )
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return self.matches_value(labels.get(self.name, ""))
@@ -120,7 +124,8 @@ def compile_regex(pattern: str) -> re.Pattern[str]:
     except Warning as exc:
         raise MatcherError(
             f"invalid regular expression {pattern!r}: RE2 syntax that Python reads differently"
-            f" ({exc}); POSIX classes such as [[:alpha:]] are not supported") from None
+            f" ({exc}); POSIX classes such as [[:alpha:]] are not supported"
+        ) from None
 
 
 def _re2_incompatibility(pattern: str) -> str | None:
@@ -129,15 +134,15 @@ def _re2_incompatibility(pattern: str) -> str | None:
     while i < n:
         c = pattern[i]
         if c == "\\":
-            if pattern[i + 1:i + 2] in tuple("123456789"):
+            if pattern[i + 1 : i + 2] in tuple("123456789"):
                 return "backreferences are not supported (Alertmanager uses RE2)"
             i += 2
             continue
         if c == "[":  # skip the class; a ']' right after '[' or '[^' is a literal
             i += 1
-            if pattern[i:i + 1] == "^":
+            if pattern[i : i + 1] == "^":
                 i += 1
-            if pattern[i:i + 1] == "]":
+            if pattern[i : i + 1] == "]":
                 i += 1
             while i < n and pattern[i] != "]":
                 i += 2 if pattern[i] == "\\" else 1
@@ -148,10 +153,10 @@ def _re2_incompatibility(pattern: str) -> str | None:
                 return f"{what} is not supported (Alertmanager uses RE2)"
         end = i + 1
         if c == "{" and (counted := _COUNTED_REPEAT.match(pattern, i)):
-            if pattern[i + 1:i + 2] == ",":  # RE2 reads "{,n}" as literal text, Python as 0..n
+            if pattern[i + 1 : i + 2] == ",":  # RE2 reads "{,n}" as literal text, Python as 0..n
                 return f"{counted.group()!r} is ambiguous: write {{0,n}} for 0 to n repeats"
             end = counted.end()
-        if (c in "*+?" or end > i + 1) and pattern[end:end + 1] == "+":
+        if (c in "*+?" or end > i + 1) and pattern[end : end + 1] == "+":
             return "possessive quantifiers are not supported (Alertmanager uses RE2)"
         i = end
     return None
@@ -166,7 +171,8 @@ def parse_matcher(text: str) -> Matcher:
     m = _MATCHER_TEXT.fullmatch(text)
     if not m:
         raise MatcherError(
-            f"bad matcher format: {text!r} (expected name=\"value\", with =, !=, =~ or !~)")
+            f'bad matcher format: {text!r} (expected name="value", with =, !=, =~ or !~)'
+        )
     name, op, raw = m.group(1), m.group(2), m.group(3)
     quoted = raw.startswith('"')
     if quoted:
@@ -187,8 +193,7 @@ def parse_matcher(text: str) -> Matcher:
                 out.append(c)  # a trailing backslash is literal
         elif c == '"':
             if not quoted or i < last:
-                raise MatcherError(
-                    f"matcher value contains unescaped double quote: {m.group(3)!r}")
+                raise MatcherError(f"matcher value contains unescaped double quote: {m.group(3)!r}")
             quoted = False  # the closing quote
         else:
             out.append(c)
@@ -234,8 +239,9 @@ def to_text(matcher: Matcher) -> str:
     return f'{matcher.name}{matcher.op}"{value}"'
 
 
-def from_config(match: Mapping[str, str], match_re: Mapping[str, str],
-                path: str = "") -> tuple[Matcher, ...]:
+def from_config(
+    match: Mapping[str, str], match_re: Mapping[str, str], path: str = ""
+) -> tuple[Matcher, ...]:
     """Matchers of a config table's `match` (equality) and `match_re` (anchored regex).
 
     MatcherError names the key, e.g. `maintenance[0].match_re.cluster`, under `path`."""

@@ -41,8 +41,13 @@ MAX_COMMENT = 4096
 MAX_CREATED_BY = 256
 MAX_ID = 256
 
-INTERNAL_ALERTNAMES = ("HeartbeatMissing", "PeerDown", "DeliveryFailed", "ChannelFailing",
-                       "StoreFailing")
+INTERNAL_ALERTNAMES = (
+    "HeartbeatMissing",
+    "PeerDown",
+    "DeliveryFailed",
+    "ChannelFailing",
+    "StoreFailing",
+)
 # Labels every internal alert carries with a fixed value (watchdog.internal_alert), and labels
 # whose value names the broken thing and so cannot be known here.
 _INTERNAL_FIXED = {"source": "monitor-manager", "severity": "critical"}
@@ -111,8 +116,10 @@ class Silence:
             "comment": self.comment,
             "createdBy": self.created_by,
             "endsAt": format_time(self.ends_at),
-            "matchers": [{"name": m.name, "value": m.value, "isRegex": m.is_regex,
-                          "isEqual": m.is_equal} for m in self.matchers],
+            "matchers": [
+                {"name": m.name, "value": m.value, "isRegex": m.is_regex, "isEqual": m.is_equal}
+                for m in self.matchers
+            ],
             "startsAt": format_time(self.starts_at),
         }
 
@@ -140,8 +147,9 @@ def new_silence_id() -> str:
     return str(uuid.uuid4())
 
 
-def parse_postable(body: Any, now: float,
-                   max_duration: float = DEFAULT_MAX_DURATION) -> PostableSilence:
+def parse_postable(
+    body: Any, now: float, max_duration: float = DEFAULT_MAX_DURATION
+) -> PostableSilence:
     """Validate a decoded postableSilence; SilenceError names the first offending field.
 
     Alertmanager's rules: matchers a non-empty list of {name, value, isRegex, isEqual}
@@ -172,8 +180,11 @@ def parse_postable(body: Any, now: float,
         raise SilenceError("endsAt", "end time can't be in the past")
     lasts = ends_at - max(starts_at, now)
     if lasts > max_duration:
-        raise SilenceError("endsAt", f"the silence would last {format_duration(lasts)}, "
-                           f"longer than silences.max_duration ({format_duration(max_duration)})")
+        raise SilenceError(
+            "endsAt",
+            f"the silence would last {format_duration(lasts)}, "
+            f"longer than silences.max_duration ({format_duration(max_duration)})",
+        )
     return PostableSilence(silence_id, matchers, starts_at, ends_at, created_by, comment)
 
 
@@ -189,8 +200,11 @@ def _parse_matchers(body: dict[str, Any]) -> tuple[Matcher, ...]:
         raise SilenceError("matchers", f"at most {MAX_MATCHERS} matchers, got {len(raw)}")
     out = tuple(_parse_matcher(item, f"matchers[{i}]") for i, item in enumerate(raw))
     if matches_unlabelled(out):
-        raise SilenceError("matchers", "at least one matcher must not match the empty string "
-                                       "(this silence would mute every alert without those labels)")
+        raise SilenceError(
+            "matchers",
+            "at least one matcher must not match the empty string "
+            "(this silence would mute every alert without those labels)",
+        )
     return out
 
 
@@ -203,8 +217,9 @@ def _parse_matcher(item: Any, path: str) -> Matcher:
     value = _string(item.get("value"), f"{path}.value", MAX_VALUE, allow_empty=True)
     is_regex = item.get("isRegex")
     if not isinstance(is_regex, bool):
-        raise SilenceError(f"{path}.isRegex",
-                           "is required" if is_regex is None else "expected true or false")
+        raise SilenceError(
+            f"{path}.isRegex", "is required" if is_regex is None else "expected true or false"
+        )
     is_equal = item.get("isEqual", True)
     if is_equal is None:
         is_equal = True  # null is absent to go-swagger's *bool: the API's default applies
@@ -244,8 +259,13 @@ def _time(body: dict[str, Any], key: str, what: str) -> float:
 
 
 def _kind(value: Any) -> str:
-    return "null" if value is None else {dict: "an object", list: "a list", str: "a string",
-                                         bool: "a boolean"}.get(type(value), "a number")
+    return (
+        "null"
+        if value is None
+        else {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
+            type(value), "a number"
+        )
+    )
 
 
 def expire(silence: Silence, now: float) -> Silence:
@@ -260,8 +280,12 @@ def expire(silence: Silence, now: float) -> Silence:
             return dataclasses.replace(silence, starts_at=now, ends_at=now, updated_at=now)
 
 
-def apply_update(existing: Silence | None, postable: PostableSilence, now: float,
-                 new_id: Callable[[], str] = new_silence_id) -> list[Silence]:
+def apply_update(
+    existing: Silence | None,
+    postable: PostableSilence,
+    now: float,
+    new_id: Callable[[], str] = new_silence_id,
+) -> list[Silence]:
     """What POST /api/v2/silences stores, as Alertmanager's Silences.Set decides it.
 
     Returns the silences to store; the last one is the silence the answer's `silenceID` names,
@@ -284,10 +308,20 @@ def apply_update(existing: Silence | None, postable: PostableSilence, now: float
         raise ValueError(f"existing silence {existing.id} is not {postable.id}")
     if _can_update(existing, postable, now):
         # An active silence keeps its exact start: the post carries it to the millisecond.
-        start = (existing.starts_at if existing.state(now) is SilenceState.ACTIVE
-                 else postable.starts_at)
-        return [Silence(existing.id, postable.matchers, start, postable.ends_at,
-                        postable.created_by, postable.comment, now)]
+        start = (
+            existing.starts_at if existing.state(now) is SilenceState.ACTIVE else postable.starts_at
+        )
+        return [
+            Silence(
+                existing.id,
+                postable.matchers,
+                start,
+                postable.ends_at,
+                postable.created_by,
+                postable.comment,
+                now,
+            )
+        ]
     replaced = [] if existing.state(now) is SilenceState.EXPIRED else [expire(existing, now)]
     return [*replaced, _create(postable, now, new_id())]
 
@@ -298,7 +332,8 @@ def _can_update(existing: Silence, postable: PostableSilence, now: float) -> boo
     match existing.state(now):
         case SilenceState.ACTIVE:
             return int(existing.starts_at // 1) == int(postable.starts_at // 1) and (
-                postable.ends_at > now)
+                postable.ends_at > now
+            )
         case SilenceState.PENDING:
             return postable.starts_at >= now
         case _:
@@ -310,8 +345,15 @@ def _matcher_set(matchers: Iterable[Matcher]) -> list[tuple[str, str, bool, bool
 
 
 def _create(postable: PostableSilence, now: float, silence_id: str) -> Silence:
-    return Silence(silence_id, postable.matchers, max(postable.starts_at, now),
-                   postable.ends_at, postable.created_by, postable.comment, now)
+    return Silence(
+        silence_id,
+        postable.matchers,
+        max(postable.starts_at, now),
+        postable.ends_at,
+        postable.created_by,
+        postable.comment,
+        now,
+    )
 
 
 def filter_silences(silences: Iterable[Silence], filters: Sequence[Matcher]) -> list[Silence]:
@@ -331,11 +373,16 @@ def filter_silences(silences: Iterable[Silence], filters: Sequence[Matcher]) -> 
 def sort_silences(silences: Iterable[Silence], now: float) -> list[Silence]:
     """The order Alertmanager lists silences in: active ones ending soonest first, then
     pending ones starting soonest, then expired ones most recently ended (SortSilences)."""
+
     def key(s: Silence) -> tuple[int, float]:
         state = s.state(now)
-        when = {SilenceState.ACTIVE: s.ends_at, SilenceState.PENDING: s.starts_at,
-                SilenceState.EXPIRED: -s.ends_at}[state]
+        when = {
+            SilenceState.ACTIVE: s.ends_at,
+            SilenceState.PENDING: s.starts_at,
+            SilenceState.EXPIRED: -s.ends_at,
+        }[state]
         return _STATE_ORDER[state], when
+
     return sorted(silences, key=key)
 
 
@@ -344,8 +391,9 @@ def muting(silences: Iterable[Silence], labels: Mapping[str, str], now: float) -
     return [s for s in silences if s.mutes(labels, now)]
 
 
-def mutes_internal(silence: Silence,
-                   internal_alertnames: Iterable[str] = INTERNAL_ALERTNAMES) -> bool:
+def mutes_internal(
+    silence: Silence, internal_alertnames: Iterable[str] = INTERNAL_ALERTNAMES
+) -> bool:
     """True when the silence could mute one of Monitor Manager's own alerts (HeartbeatMissing,
     PeerDown, ...): a flag for listings and the console, not a security decision.
 
@@ -357,6 +405,7 @@ def mutes_internal(silence: Silence,
     - on any other label: the empty string (internal alerts do not carry it).
     This over-approximates (`peer="x"` is taken as possible on HeartbeatMissing too), which is
     the safe side for a warning."""
+
     def could_match(m: Matcher, alertname: str) -> bool:
         if m.name == "alertname":
             return m.matches_value(alertname)
@@ -365,5 +414,5 @@ def mutes_internal(silence: Silence,
         if m.name in _INTERNAL_NAMING:
             return True
         return m.matches_value("")
-    return any(all(could_match(m, name) for m in silence.matchers)
-               for name in internal_alertnames)
+
+    return any(all(could_match(m, name) for m in silence.matchers) for name in internal_alertnames)

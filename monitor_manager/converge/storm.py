@@ -36,8 +36,13 @@ class StormControl:
         self.convergence = convergence
         self.windows: dict[str, Window] = {}
 
-    def admit(self, contact_group: str, now: float, result: FlushResult,
-              failing: set[str] | frozenset[str] = frozenset()) -> int | None:
+    def admit(
+        self,
+        contact_group: str,
+        now: float,
+        result: FlushResult,
+        failing: set[str] | frozenset[str] = frozenset(),
+    ) -> int | None:
         """None: deliver this notification now. An id: it belongs to that digest."""
         window = self.windows.get(contact_group)
         if window is None or now >= window.started_at + self.config.window:
@@ -53,9 +58,13 @@ class StormControl:
                 self.convergence.next_notification_id += 1
             digest_id = window.digest_id
             window.failing |= failing
-        result.ops.append((
-            "INSERT OR REPLACE INTO storm_windows (contact_group, started_at, count, digest_id) "
-            "VALUES (?, ?, ?, ?)", (contact_group, window.started_at, window.count, digest_id)))
+        result.ops.append(
+            (
+                "INSERT OR REPLACE INTO storm_windows "
+                "(contact_group, started_at, count, digest_id) VALUES (?, ?, ?, ?)",
+                (contact_group, window.started_at, window.count, digest_id),
+            )
+        )
         return digest_id
 
     def close_due(self, now: float, result: FlushResult) -> None:
@@ -65,20 +74,25 @@ class StormControl:
                     self._close(contact_group, window, now, result)
                 del self.windows[contact_group]
                 result.ops.append(
-                    ("DELETE FROM storm_windows WHERE contact_group = ?", (contact_group,)))
+                    ("DELETE FROM storm_windows WHERE contact_group = ?", (contact_group,))
+                )
 
     def next_due(self) -> float:
         ends = [w.started_at + self.config.window for w in self.windows.values() if w.digest_id]
         return min(ends, default=float("inf"))
 
-    def _close(self, contact_group: str, window: Window, now: float,
-               result: FlushResult) -> None:
+    def _close(self, contact_group: str, window: Window, now: float, result: FlushResult) -> None:
         conv = self.convergence
         assert window.digest_id is not None
         header = Message(
-            id=window.digest_id, kind="digest", contact_group=contact_group,
-            recipients=conv._members.get(contact_group, ()), groups=(),
-            created_at=now, instance=conv.config.server.instance, external_url=conv.external_url,
+            id=window.digest_id,
+            kind="digest",
+            contact_group=contact_group,
+            recipients=conv._members.get(contact_group, ()),
+            groups=(),
+            created_at=now,
+            instance=conv.config.server.instance,
+            external_url=conv.external_url,
         )
         result.ops.append(write_digest(header))
         result.notifications += 1
@@ -89,15 +103,19 @@ class StormControl:
     def load(self, conn: sqlite3.Connection) -> None:
         self.windows.clear()
         rows = conn.execute(
-            "SELECT contact_group, started_at, count, digest_id FROM storm_windows").fetchall()
+            "SELECT contact_group, started_at, count, digest_id FROM storm_windows"
+        ).fetchall()
         for contact_group, started_at, count, digest_id in rows:
             window = Window(started_at, count, digest_id)
             if digest_id is not None:
                 for (text,) in conn.execute(
-                        "SELECT message FROM notifications WHERE digest_id = ?", (digest_id,)):
+                    "SELECT message FROM notifications WHERE digest_id = ?", (digest_id,)
+                ):
                     for group in Message.from_json(json.loads(text)).groups:
                         window.failing.update(
-                            c for a in group.alerts if (c := failing_channel(a.labels)))
+                            c for a in group.alerts if (c := failing_channel(a.labels))
+                        )
                 self.convergence.next_notification_id = max(
-                    self.convergence.next_notification_id, digest_id + 1)
+                    self.convergence.next_notification_id, digest_id + 1
+                )
             self.windows[contact_group] = window

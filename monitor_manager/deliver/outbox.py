@@ -43,7 +43,8 @@ SUPERSEDED = "with a newer state of the alert group went out first"
 MARK_SUPERSEDED = (  # note appended to what earlier attempts noted
     "UPDATE deliveries SET state = 'delivered', "
     "note = CASE WHEN note = '' THEN ? ELSE note || '; then ' || ? END, updated_at = ?, "
-    "delivered_at = ?, next_attempt_at = NULL WHERE id = ?")
+    "delivered_at = ?, next_attempt_at = NULL WHERE id = ?"
+)
 
 
 @dataclass
@@ -70,9 +71,16 @@ class Delivery:
     def log_entry(self, sent_at: float, instance: str) -> Entry:
         """Its notification log entry, in both release-2 and release-1 words."""
         key = self.log_key or ""
-        return Entry(self.message.contact_group, key, self.channel, self.content_hash,
-                     sent_at, instance, log_key_v1(self.message, key),
-                     content_hash_v1(self.message))
+        return Entry(
+            self.message.contact_group,
+            key,
+            self.channel,
+            self.content_hash,
+            sent_at,
+            instance,
+            log_key_v1(self.message, key),
+            content_hash_v1(self.message),
+        )
 
 
 @dataclass
@@ -95,8 +103,15 @@ class DeliveryObserver(Protocol):
 
 
 class Outbox:
-    def __init__(self, store: Store, channels: dict[str, Channel], config: DeliveryConfig,
-                 clock: Clock, metrics: Metrics, rng: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self,
+        store: Store,
+        channels: dict[str, Channel],
+        config: DeliveryConfig,
+        clock: Clock,
+        metrics: Metrics,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
         self.store = store
         self.channels = channels
         self.config = config
@@ -123,7 +138,9 @@ class Outbox:
             cur = conn.execute(
                 "UPDATE deliveries SET state = 'retrying', next_attempt_at = ?, "
                 "last_error = 'interrupted while sending (restart); sending again' "
-                "WHERE state = 'sending'", (self.clock(),))
+                "WHERE state = 'sending'",
+                (self.clock(),),
+            )
             return cur.rowcount
 
         return await self.store.transaction(reset)
@@ -177,8 +194,13 @@ class Outbox:
                 slot = channel.ready_at(_message_of(batch))
                 if slot > now:  # rate limited: wait for the slot, keep the rows pending
                     deferred += [
-                        ("UPDATE deliveries SET next_attempt_at = ? WHERE id = ? "
-                         "AND state IN ('pending', 'retrying')", (slot, d.id)) for d in batch]
+                        (
+                            "UPDATE deliveries SET next_attempt_at = ? WHERE id = ? "
+                            "AND state IN ('pending', 'retrying')",
+                            (slot, d.id),
+                        )
+                        for d in batch
+                    ]
                     continue
             ready.append((channel, batch))
         if deferred:
@@ -219,12 +241,16 @@ class Outbox:
             return conn.execute(
                 "UPDATE deliveries SET state = 'retrying', next_attempt_at = ?, "
                 "last_error = 'its outcome could not be recorded; sending again' "
-                f"WHERE state = 'sending' AND id NOT IN ({marks})", (now, *inflight)).rowcount
+                f"WHERE state = 'sending' AND id NOT IN ({marks})",
+                (now, *inflight),
+            ).rowcount
 
         released = await self.store.transaction(release)
         if released:
-            log.warning("%d deliveries were left sending with nothing in flight; sending them "
-                        "again", released)
+            log.warning(
+                "%d deliveries were left sending with nothing in flight; sending them again",
+                released,
+            )
         self._next_sweep = now + SWEEP_SECONDS
 
     def _batches(self, rows: list[Delivery]) -> list[list[Delivery]]:
@@ -251,9 +277,12 @@ class Outbox:
             return batch
         now = self.clock()
         newer = await self.store.run(lambda conn: {d.id: _superseded_by(conn, d) for d in retries})
-        ops: list[Op] = [(MARK_SUPERSEDED, (why, why, now, now, d.id))
-                         for d in retries if (n := newer[d.id]) is not None
-                         for why in [f"not sent: notification {n} {SUPERSEDED}"]]
+        ops: list[Op] = [
+            (MARK_SUPERSEDED, (why, why, now, now, d.id))
+            for d in retries
+            if (n := newer[d.id]) is not None
+            for why in [f"not sent: notification {n} {SUPERSEDED}"]
+        ]
         if not ops:
             return batch
         await self.store.write(ops)
@@ -267,17 +296,31 @@ class Outbox:
         keep = []
         now = self.clock()
         for d in batch:
-            peer = None if d.log_key is None else self.ha.sent_by_peer(
-                d.log_entry(now, self.ha.instance), d.created_at,
-                newer_supersedes=d.log_key == d.group_key)
+            peer = (
+                None
+                if d.log_key is None
+                else self.ha.sent_by_peer(
+                    d.log_entry(now, self.ha.instance),
+                    d.created_at,
+                    newer_supersedes=d.log_key == d.group_key,
+                )
+            )
             if peer is None:
                 keep.append(d)
                 continue
-            ops.append((
-                "UPDATE deliveries SET state = 'delivered', attempts = ?, note = ?, "
-                "updated_at = ?, delivered_at = ?, next_attempt_at = NULL WHERE id = ?",
-                (d.attempts, f"not sent here: peer {peer} already sent it (or a newer state)",
-                 now, now, d.id)))
+            ops.append(
+                (
+                    "UPDATE deliveries SET state = 'delivered', attempts = ?, note = ?, "
+                    "updated_at = ?, delivered_at = ?, next_attempt_at = NULL WHERE id = ?",
+                    (
+                        d.attempts,
+                        f"not sent here: peer {peer} already sent it (or a newer state)",
+                        now,
+                        now,
+                        d.id,
+                    ),
+                )
+            )
         if ops:
             await self.store.write(ops)
         return keep
@@ -285,8 +328,11 @@ class Outbox:
     async def _send(self, channel: Channel | None, batch: list[Delivery], message: Message) -> None:
         try:
             if batch[0].only_to and not message.recipients:  # a stored name matches nobody
-                outcome = Outcome(True, note=f"never reached {', '.join(batch[0].only_to)}: "
-                                             "no longer among the message's recipients")
+                outcome = Outcome(
+                    True,
+                    note=f"never reached {', '.join(batch[0].only_to)}: "
+                    "no longer among the message's recipients",
+                )
             else:
                 async with self._semaphore:
                     outcome = await self._attempt(channel, batch[0].channel, message)
@@ -300,12 +346,17 @@ class Outbox:
         try:
             note = await channel.send(message)
         except PartlySent as exc:
-            return Outcome(False, error=exc.reason, note=exc.note, only_to=exc.retry,
-                           recipients_refused=True)
+            return Outcome(
+                False, error=exc.reason, note=exc.note, only_to=exc.retry, recipients_refused=True
+            )
         except ChannelError as exc:
-            return Outcome(False, permanent=exc.permanent, error=exc.reason,
-                           retry_after=getattr(exc, "retry_after", None),
-                           recipients_refused=exc.recipients_refused)
+            return Outcome(
+                False,
+                permanent=exc.permanent,
+                error=exc.reason,
+                retry_after=getattr(exc, "retry_after", None),
+                recipients_refused=exc.recipients_refused,
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a channel bug: retry, and make it visible
@@ -329,46 +380,72 @@ class Outbox:
             if reached and d.group_key:
                 ops.append(_supersede_older(d, now))
             if outcome.delivered:
-                ops.append((
-                    "UPDATE deliveries SET state = 'delivered', attempts = ?, note = ?, "
-                    "last_error = '', updated_at = ?, delivered_at = ?, next_attempt_at = NULL "
-                    "WHERE id = ?", (attempts, note, now, now, d.id)))
+                ops.append(
+                    (
+                        "UPDATE deliveries SET state = 'delivered', attempts = ?, note = ?, "
+                        "last_error = '', updated_at = ?, delivered_at = ?, next_attempt_at = NULL "
+                        "WHERE id = ?",
+                        (attempts, note, now, now, d.id),
+                    )
+                )
                 self.metrics.notifications.labels(d.channel, "delivered").inc()
                 self.metrics.delivery_latency.labels(d.channel).observe(max(now - d.created_at, 0))
                 continue
             delay = self.backoff(attempts, outcome.retry_after)
             gave_up = now + delay - d.created_at > self.config.give_up_after
-            if (outcome.permanent or gave_up) and (reached or (
-                    d.only_to and outcome.recipients_refused)):
+            if (outcome.permanent or gave_up) and (
+                reached or (d.only_to and outcome.recipients_refused)
+            ):
                 # Others have it and these recipients were refused: a delivery whose note names
                 # who never got it, as a recipient refused for good is; not a failing channel.
                 missed = ", ".join(outcome.only_to or d.only_to)
-                ops.append((
-                    "UPDATE deliveries SET state = 'delivered', attempts = ?, note = ?, "
-                    "last_error = ?, updated_at = ?, delivered_at = ?, next_attempt_at = NULL "
-                    "WHERE id = ?",
-                    (attempts, f"{note}; never reached {missed} ({attempts} attempts)",
-                     outcome.error, now, now, d.id)))
+                ops.append(
+                    (
+                        "UPDATE deliveries SET state = 'delivered', attempts = ?, note = ?, "
+                        "last_error = ?, updated_at = ?, delivered_at = ?, next_attempt_at = NULL "
+                        "WHERE id = ?",
+                        (
+                            attempts,
+                            f"{note}; never reached {missed} ({attempts} attempts)",
+                            outcome.error,
+                            now,
+                            now,
+                            d.id,
+                        ),
+                    )
+                )
                 self.metrics.notifications.labels(d.channel, "delivered").inc()
                 continue
             if outcome.permanent or gave_up:
-                reason = outcome.error if outcome.permanent else (
-                    f"gave up after {attempts} attempts: {outcome.error}")
+                reason = (
+                    outcome.error
+                    if outcome.permanent
+                    else (f"gave up after {attempts} attempts: {outcome.error}")
+                )
                 if d.only_to:  # the others have it; these never got it
                     note = f"{note}; never reached {', '.join(d.only_to)}"
-                ops.append((
-                    "UPDATE deliveries SET state = 'failed', attempts = ?, last_error = ?, "
-                    "note = ?, updated_at = ?, next_attempt_at = NULL WHERE id = ?",
-                    (attempts, reason, note, now, d.id)))
+                ops.append(
+                    (
+                        "UPDATE deliveries SET state = 'failed', attempts = ?, last_error = ?, "
+                        "note = ?, updated_at = ?, next_attempt_at = NULL WHERE id = ?",
+                        (attempts, reason, note, now, d.id),
+                    )
+                )
                 self.metrics.notifications.labels(d.channel, "failed").inc()
                 failed.append(d)
             else:
-                only_to = json.dumps(outcome.only_to or d.only_to) if (
-                    outcome.only_to or d.only_to) else ""
-                ops.append((
-                    "UPDATE deliveries SET state = 'retrying', attempts = ?, last_error = ?, "
-                    "note = ?, only_to = ?, updated_at = ?, next_attempt_at = ? WHERE id = ?",
-                    (attempts, outcome.error, note, only_to, now, now + delay, d.id)))
+                only_to = (
+                    json.dumps(outcome.only_to or d.only_to)
+                    if (outcome.only_to or d.only_to)
+                    else ""
+                )
+                ops.append(
+                    (
+                        "UPDATE deliveries SET state = 'retrying', attempts = ?, last_error = ?, "
+                        "note = ?, only_to = ?, updated_at = ?, next_attempt_at = ? WHERE id = ?",
+                        (attempts, outcome.error, note, only_to, now, now + delay, d.id),
+                    )
+                )
                 self.metrics.notifications.labels(d.channel, "retried").inc()
         try:
             await self.store.write(ops)
@@ -403,7 +480,8 @@ class Outbox:
 
     async def _until_next_due(self) -> float:
         rows = await self.store.query(
-            "SELECT MIN(next_attempt_at) FROM deliveries WHERE state IN ('pending', 'retrying')")
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE state IN ('pending', 'retrying')"
+        )
         at = rows[0][0] if rows else None
         return 1.0 if at is None else min(max(at - self.clock(), 0.0), 1.0)
 
@@ -411,7 +489,8 @@ class Outbox:
         """(rows waiting to be delivered, age in seconds of the oldest one)."""
         rows = await self.store.query(
             "SELECT COUNT(*), MIN(created_at) FROM deliveries "
-            "WHERE state IN ('pending', 'retrying', 'sending')")
+            "WHERE state IN ('pending', 'retrying', 'sending')"
+        )
         count, oldest = rows[0][0], rows[0][1]
         age = max(self.clock() - oldest, 0.0) if oldest is not None else 0.0
         self.metrics.outbox_pending.set(count)
@@ -431,10 +510,15 @@ def merge(messages: list[Message]) -> Message:
             latest[group.key] = group
     first = messages[0]
     return Message(
-        id=first.id, kind="digest", contact_group=first.contact_group,
-        recipients=first.recipients, groups=tuple(latest.values()),
-        created_at=messages[-1].created_at, instance=first.instance,
-        external_url=first.external_url, extra={"merged": [m.id for m in messages]},
+        id=first.id,
+        kind="digest",
+        contact_group=first.contact_group,
+        recipients=first.recipients,
+        groups=tuple(latest.values()),
+        created_at=messages[-1].created_at,
+        instance=first.instance,
+        external_url=first.external_url,
+        extra={"merged": [m.id for m in messages]},
     )
 
 
@@ -444,11 +528,26 @@ def _due_rows(conn: sqlite3.Connection, now: float, skip: set[int]) -> list[Deli
         "n.group_key, n.content_hash, d.note, d.only_to "
         "FROM deliveries d JOIN notifications n ON n.id = d.notification_id "
         "WHERE d.state IN ('pending', 'retrying') AND d.next_attempt_at <= ? "
-        "ORDER BY d.next_attempt_at, d.id LIMIT ?", (now, BATCH + len(skip))).fetchall()
+        "ORDER BY d.next_attempt_at, d.id LIMIT ?",
+        (now, BATCH + len(skip)),
+    ).fetchall()
     return [
-        _only_to(Delivery(r[0], r[1], r[2], r[3], r[4], Message.from_json(json.loads(r[5])),
-                          r[6], r[7], r[8], tuple(json.loads(r[9])) if r[9] else ()))
-        for r in rows if r[0] not in skip
+        _only_to(
+            Delivery(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                Message.from_json(json.loads(r[5])),
+                r[6],
+                r[7],
+                r[8],
+                tuple(json.loads(r[9])) if r[9] else (),
+            )
+        )
+        for r in rows
+        if r[0] not in skip
     ]
 
 
@@ -465,9 +564,13 @@ def _supersede_older(sent: Delivery, now: float) -> Op:
             "SELECT d.id, n.message FROM deliveries d JOIN notifications n "
             "ON n.id = d.notification_id WHERE n.group_key = ? AND n.id < ? AND d.channel = ? "
             "AND d.state IN ('pending', 'retrying')",
-            (sent.group_key, sent.notification_id, sent.channel)).fetchall()
-        stale = [(why, why, now, now, row_id) for row_id, text in rows
-                 if _fingerprints(Message.from_json(json.loads(text))) <= covered]
+            (sent.group_key, sent.notification_id, sent.channel),
+        ).fetchall()
+        stale = [
+            (why, why, now, now, row_id)
+            for row_id, text in rows
+            if _fingerprints(Message.from_json(json.loads(text))) <= covered
+        ]
         conn.executemany(MARK_SUPERSEDED, stale)
 
     return step
@@ -483,11 +586,12 @@ def _superseded_by(conn: sqlite3.Connection, d: Delivery) -> int | None:
     recipients and is owed to the rest counts: everyone gets it, or has."""
     covered = _fingerprints(d.message)
     for notification_id, text in conn.execute(
-            "SELECT n.id, n.message FROM notifications n JOIN deliveries d2 "
-            "ON d2.notification_id = n.id WHERE n.group_key = ? AND n.id > ? AND d2.channel = ? "
-            "AND (d2.state = 'delivered' AND d2.note NOT LIKE ? "
-            "OR d2.state IN ('retrying', 'sending') AND d2.only_to != '') ORDER BY n.id DESC",
-            (d.group_key, d.notification_id, d.channel, f"%{SUPERSEDED}%")):
+        "SELECT n.id, n.message FROM notifications n JOIN deliveries d2 "
+        "ON d2.notification_id = n.id WHERE n.group_key = ? AND n.id > ? AND d2.channel = ? "
+        "AND (d2.state = 'delivered' AND d2.note NOT LIKE ? "
+        "OR d2.state IN ('retrying', 'sending') AND d2.only_to != '') ORDER BY n.id DESC",
+        (d.group_key, d.notification_id, d.channel, f"%{SUPERSEDED}%"),
+    ):
         if covered <= _fingerprints(Message.from_json(json.loads(text))):
             return int(notification_id)
     return None
@@ -498,10 +602,14 @@ def _only_to(delivery: Delivery) -> Delivery:
     if not delivery.only_to:
         return delivery
     owed = {name.strip().casefold() for name in delivery.only_to}
-    recipients = tuple(m for m in delivery.message.recipients
-                       if owed & {v.strip().casefold() for v in (m.email, m.wechat, m.mobile)})
+    recipients = tuple(
+        m
+        for m in delivery.message.recipients
+        if owed & {v.strip().casefold() for v in (m.email, m.wechat, m.mobile)}
+    )
     return dataclasses.replace(
-        delivery, message=dataclasses.replace(delivery.message, recipients=recipients))
+        delivery, message=dataclasses.replace(delivery.message, recipients=recipients)
+    )
 
 
 def _claim(conn: sqlite3.Connection, ids: list[int], now: float) -> set[int]:
@@ -509,5 +617,6 @@ def _claim(conn: sqlite3.Connection, ids: list[int], now: float) -> set[int]:
     rows = conn.execute(
         f"UPDATE deliveries SET state = 'sending', updated_at = ? "
         f"WHERE id IN ({marks}) AND state IN ('pending', 'retrying') RETURNING id",
-        (now, *ids)).fetchall()
+        (now, *ids),
+    ).fetchall()
     return {r[0] for r in rows}

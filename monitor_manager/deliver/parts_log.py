@@ -32,8 +32,12 @@ class StoredPartsLog:
     async def set(self, key: str, done: int) -> None:
         now = self.clock()
         self._done[key] = (done, now)
-        await self._write(("INSERT OR REPLACE INTO channel_parts (key, done, updated_at) "
-                           "VALUES (?, ?, ?)", (key, done, now)))
+        await self._write(
+            (
+                "INSERT OR REPLACE INTO channel_parts (key, done, updated_at) VALUES (?, ?, ?)",
+                (key, done, now),
+            )
+        )
 
     def expire(self, before: float) -> list[Op]:
         """Entries are kept after the last part (a crash before the delivery is recorded

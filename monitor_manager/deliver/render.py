@@ -19,8 +19,10 @@ LANGUAGES = ("en", "zh")
 # What one value may take of a message; the store, the API and the console keep it whole.
 MAX_VALUE_CHARS = 1024
 MAX_SUBJECT_CHARS = 200
-_CUT_NOTE = {"en": " … [{n} more characters: see the console]",
-             "zh": " …【另有 {n} 个字符，见控制台】"}
+_CUT_NOTE = {
+    "en": " … [{n} more characters: see the console]",
+    "zh": " …【另有 {n} 个字符，见控制台】",
+}
 
 
 def format_time(ts: float | None, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
@@ -39,8 +41,9 @@ def format_duration(seconds: float) -> str:
 
 
 class Renderer:
-    def __init__(self, language: str = "en", directory: str | Path | None = None,
-                 max_alerts: int = 10) -> None:
+    def __init__(
+        self, language: str = "en", directory: str | Path | None = None, max_alerts: int = 10
+    ) -> None:
         if language not in LANGUAGES:
             raise ValueError(f"unknown template language {language!r}")
         self.language = language
@@ -64,17 +67,19 @@ class Renderer:
         """`name` rendered for `message`, whose label and annotation values are cut to
         MAX_VALUE_CHARS first (alert text is anyone's: it must not grow a page without end)."""
         template = self.env.get_template(name)
-        return template.render(message=self.bounded(message), max_alerts=self.max_alerts,
-                               **extra)
+        return template.render(message=self.bounded(message), max_alerts=self.max_alerts, **extra)
 
     def subject(self, message: Message) -> str:
         """`subject.txt` as one line of at most MAX_SUBJECT_CHARS."""
         line = " ".join(self.render("subject.txt", message).split())
-        return line if len(line) <= MAX_SUBJECT_CHARS else line[:MAX_SUBJECT_CHARS - 1] + "…"
+        return line if len(line) <= MAX_SUBJECT_CHARS else line[: MAX_SUBJECT_CHARS - 1] + "…"
 
     def bounded(self, message: Message) -> Message:
-        if not any(_long(a.labels) or _long(a.annotations) or _long(g.group_labels)
-                   for g in message.groups for a in g.alerts):
+        if not any(
+            _long(a.labels) or _long(a.annotations) or _long(g.group_labels)
+            for g in message.groups
+            for a in g.alerts
+        ):
             return message  # the usual case: nothing to copy
         note = _CUT_NOTE[self.language]
 

@@ -129,16 +129,18 @@ def _parse_alert(raw: Any, i: int) -> IncomingAlert:
         raise PayloadError(f"expected an alert object, got {_kind(raw)}", f"alerts[{i}]")
     status = raw.get("status")
     if status != "firing" and status != "resolved":
-        raise PayloadError(f'status must be "firing" or "resolved", got {status!r}',
-                           f"alerts[{i}].status")
+        raise PayloadError(
+            f'status must be "firing" or "resolved", got {status!r}', f"alerts[{i}].status"
+        )
     labels = _string_map(raw.get("labels"), i, "labels", required=True)
     if not labels:
         raise PayloadError("an alert needs at least one label", f"alerts[{i}].labels")
     for name in labels:
         if name not in _KNOWN_NAMES:
             if not LABEL_NAME.fullmatch(name):
-                raise PayloadError(f"{name[:40]!r} is not a valid label name",
-                                   f"alerts[{i}].labels")
+                raise PayloadError(
+                    f"{name[:40]!r} is not a valid label name", f"alerts[{i}].labels"
+                )
             if len(_KNOWN_NAMES) < 10_000 and len(name) <= _CACHED_NAME_CHARS:
                 _KNOWN_NAMES.add(name)
     annotations = _string_map(raw.get("annotations"), i, "annotations", required=False)
@@ -163,12 +165,14 @@ def _string_map(value: Any, i: int, key: str, *, required: bool) -> dict[str, st
     if value is None and not required:
         return {}
     if not isinstance(value, dict):
-        raise PayloadError(f"expected an object of strings, got {_kind(value)}",
-                           f"alerts[{i}].{key}")
+        raise PayloadError(
+            f"expected an object of strings, got {_kind(value)}", f"alerts[{i}].{key}"
+        )
     for name, item in value.items():
         if type(item) is not str:
-            raise PayloadError(f"value of {name[:40]!r} must be a string, got {_kind(item)}",
-                               f"alerts[{i}].{key}")
+            raise PayloadError(
+                f"value of {name[:40]!r} must be a string, got {_kind(item)}", f"alerts[{i}].{key}"
+            )
     return value
 
 
@@ -205,13 +209,18 @@ def screen(alerts: list[IncomingAlert], now: float) -> Screened:
         if alert.labels.get(INTERNAL_SOURCE[0]) == INTERNAL_SOURCE[1]:
             out.rejected += 1  # only the service raises its own alerts
             continue
-        if alert.starts_at > latest or (alert.ends_at is not None and alert.ends_at > latest
-                                        and alert.status == "resolved"):
+        if alert.starts_at > latest or (
+            alert.ends_at is not None and alert.ends_at > latest and alert.status == "resolved"
+        ):
             # A time far ahead would keep the alert firing (or its episode open) for ever.
             out.clamped += 1
-            alert = IncomingAlert(alert.status, alert.labels, alert.annotations,
-                                  min(alert.starts_at, now),
-                                  None if alert.ends_at is None else min(alert.ends_at, now),
-                                  alert.generator_url)
+            alert = IncomingAlert(
+                alert.status,
+                alert.labels,
+                alert.annotations,
+                min(alert.starts_at, now),
+                None if alert.ends_at is None else min(alert.ends_at, now),
+                alert.generator_url,
+            )
         out.alerts.append(alert)
     return out

@@ -228,26 +228,40 @@ def m010_unambiguous_identity(db: sqlite_utils.Database) -> None:
     conn = db.conn
     keys: dict[str, str] = {}
     for old, contact_group, labels in conn.execute(
-            "SELECT key, contact_group, group_labels FROM alert_groups").fetchall():
+        "SELECT key, contact_group, group_labels FROM alert_groups"
+    ).fetchall():
         keys[old] = group_key(contact_group, json.loads(labels))
-    conn.executemany("UPDATE alert_groups SET key = ? WHERE key = ?",
-                     [(new, old) for old, new in keys.items()])
+    conn.executemany(
+        "UPDATE alert_groups SET key = ? WHERE key = ?", [(new, old) for old, new in keys.items()]
+    )
     rows = conn.execute("SELECT id, labels, memberships FROM alerts").fetchall()
     conn.executemany(
         "UPDATE alerts SET fingerprint = ?, memberships = ? WHERE id = ?",
-        [(fingerprint(json.loads(labels)),
-          json.dumps({keys[k]: v for k, v in json.loads(memberships).items() if k in keys}),
-          row_id) for row_id, labels, memberships in rows])
+        [
+            (
+                fingerprint(json.loads(labels)),
+                json.dumps({keys[k]: v for k, v in json.loads(memberships).items() if k in keys}),
+                row_id,
+            )
+            for row_id, labels, memberships in rows
+        ],
+    )
 
     def renamed(message: Message) -> Message:
         groups = []
         for g in message.groups:
             # Only hashed identities change; StoreFailing's fixed names stay.
-            key = (group_key(g.contact_group, g.group_labels)
-                   if g.key == group_key_v1(g.contact_group, g.group_labels) else g.key)
-            alerts = tuple(dataclasses.replace(a, fingerprint=fingerprint(a.labels))
-                           if a.fingerprint == fingerprint_v1(a.labels) else a
-                           for a in g.alerts)
+            key = (
+                group_key(g.contact_group, g.group_labels)
+                if g.key == group_key_v1(g.contact_group, g.group_labels)
+                else g.key
+            )
+            alerts = tuple(
+                dataclasses.replace(a, fingerprint=fingerprint(a.labels))
+                if a.fingerprint == fingerprint_v1(a.labels)
+                else a
+                for a in g.alerts
+            )
             groups.append(dataclasses.replace(g, key=key, alerts=alerts))
         return dataclasses.replace(message, groups=tuple(groups))
 
@@ -258,7 +272,9 @@ def m010_unambiguous_identity(db: sqlite_utils.Database) -> None:
         updates.append((json.dumps(message.to_json()), content_hash(message), key, row_id))
     conn.executemany(
         "UPDATE notifications SET message = ?, content_hash = ?, "
-        "group_key = CASE WHEN group_key IS NULL THEN NULL ELSE ? END WHERE id = ?", updates)
+        "group_key = CASE WHEN group_key IS NULL THEN NULL ELSE ? END WHERE id = ?",
+        updates,
+    )
     db.executescript(
         """
         ALTER TABLE nflog RENAME TO nflog_v1;

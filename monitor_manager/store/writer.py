@@ -38,6 +38,7 @@ built there from the stored alert rows, which memory does not keep)."""
 
 T = TypeVar("T")
 
+
 def probe_op(now: float) -> Statement:
     return ("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (now,))
 

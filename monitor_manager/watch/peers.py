@@ -40,17 +40,26 @@ class PeerState:
 
     def as_json(self, down_after: int) -> dict[str, object]:
         return {
-            "name": self.config.name, "url": self.config.url,
-            "last_probe": iso(self.last_probe_at), "last_ok": iso(self.last_ok_at),
-            "latency_seconds": self.latency, "consecutive_failures": self.failures,
+            "name": self.config.name,
+            "url": self.config.url,
+            "last_probe": iso(self.last_probe_at),
+            "last_ok": iso(self.last_ok_at),
+            "latency_seconds": self.latency,
+            "consecutive_failures": self.failures,
             "last_error": self.last_error,
             "state": "down" if self.failures >= down_after else "up",
         }
 
 
 class Peers:
-    def __init__(self, config: Config, session: aiohttp.ClientSession | None, clock: Clock,
-                 metrics: Metrics, is_firing: Callable[[dict[str, str]], bool]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        session: aiohttp.ClientSession | None,
+        clock: Clock,
+        metrics: Metrics,
+        is_firing: Callable[[dict[str, str]], bool],
+    ) -> None:
         self.config = config
         self.session = session
         self.clock = clock
@@ -78,9 +87,10 @@ class Peers:
         state.last_probe_at = self.clock()
         try:
             async with self.session.get(
-                    f"{state.config.url.rstrip('/')}/healthz",
-                    timeout=aiohttp.ClientTimeout(total=watchdog.peer_timeout),
-                    ssl=self.ssl) as response:
+                f"{state.config.url.rstrip('/')}/healthz",
+                timeout=aiohttp.ClientTimeout(total=watchdog.peer_timeout),
+                ssl=self.ssl,
+            ) as response:
                 if response.status != 200:
                     raise ValueError(f"HTTP {response.status}")
                 body = await read_answer(response, 64 * 1024)
@@ -98,7 +108,8 @@ class Peers:
         state.latency = time.monotonic() - started
         self.metrics.peer_probe_duration.labels(state.config.name).set(state.latency)
         self.metrics.peer_up.labels(state.config.name).set(
-            0 if state.failures >= watchdog.peer_failures else 1)
+            0 if state.failures >= watchdog.peer_failures else 1
+        )
 
     def transitions(self) -> list[IncomingAlert]:
         out = []
@@ -106,17 +117,31 @@ class Peers:
         now = self.clock()
         for name, state in self.states.items():
             labels = {"peer": name}
-            full = {"alertname": "PeerDown", "severity": "critical", "source": "monitor-manager",
-                    **labels}
+            full = {
+                "alertname": "PeerDown",
+                "severity": "critical",
+                "source": "monitor-manager",
+                **labels,
+            }
             firing = self.is_firing(full)
             summary = self.texts["peer_summary"].format(peer=name)
             if state.failures >= limit and not firing:
-                out.append(internal_alert(
-                    "PeerDown", "firing", labels, summary,
-                    self.texts["peer_description"].format(
-                        failures=state.failures, url=state.config.url, error=state.last_error),
-                    starts_at=now))
+                out.append(
+                    internal_alert(
+                        "PeerDown",
+                        "firing",
+                        labels,
+                        summary,
+                        self.texts["peer_description"].format(
+                            failures=state.failures, url=state.config.url, error=state.last_error
+                        ),
+                        starts_at=now,
+                    )
+                )
             elif state.failures == 0 and state.last_ok_at is not None and firing:
-                out.append(internal_alert("PeerDown", "resolved", labels, summary, "",
-                                          starts_at=now, ends_at=now))
+                out.append(
+                    internal_alert(
+                        "PeerDown", "resolved", labels, summary, "", starts_at=now, ends_at=now
+                    )
+                )
         return out

@@ -34,6 +34,7 @@ def failing_channel(labels: dict[str, str]) -> str | None:
         return labels.get("channel")
     return None
 
+
 TEXTS = {
     "en": {
         "hb_summary": "Heartbeat {name} missing for {age}",
@@ -41,32 +42,31 @@ TEXTS = {
         "hop_prometheus": "the Prometheus side is broken",
         "hop_alertmanager": "Alertmanager or the network is broken",
         "hb_never": "No heartbeat matching {match} has arrived since Monitor Manager started "
-                    "at {start}. Check that the DeadMansSwitch rule is loaded and that "
-                    "Alertmanager routes it to this webhook.",
+        "at {start}. Check that the DeadMansSwitch rule is loaded and that "
+        "Alertmanager routes it to this webhook.",
         "hb_prometheus": "The last heartbeat came at {seen} through Alertmanager {via}, which "
-                         "still delivered other alerts at {other}: the Prometheus side is "
-                         "broken (rule evaluation, or Prometheus cannot reach Alertmanager).",
+        "still delivered other alerts at {other}: the Prometheus side is "
+        "broken (rule evaluation, or Prometheus cannot reach Alertmanager).",
         "hb_alertmanager": "The last heartbeat came at {seen} through Alertmanager {via}, which "
-                           "has delivered nothing since: Alertmanager itself or the network "
-                           "between it and Monitor Manager is broken.",
+        "has delivered nothing since: Alertmanager itself or the network "
+        "between it and Monitor Manager is broken.",
         "hb_resolved": "Heartbeat {name} arrives again.",
         "failed_summary": "Deliveries through channel {channel} are failing for good",
-        "failed_description": "A notification could not be delivered through {channel}: "
-                              "{error}",
+        "failed_description": "A notification could not be delivered through {channel}: {error}",
         "failing_summary": "Channel {channel} has failed for {age}",
         "failing_description": "Every delivery through {channel} has failed since {since}; "
-                               "the last error: {error}",
+        "the last error: {error}",
         "store_summary": "Monitor Manager cannot write its store",
         "store_description": "The store has refused writes since {since}: {error}. Webhooks "
-                             "are answered 503 (Alertmanager retries).",
+        "are answered 503 (Alertmanager retries).",
         "peer_summary": "Monitor Manager peer {peer} is down",
         "peering_summary": "High availability is off: ha.token is not set",
         "peering_description": "Peers are configured but ha.token is empty, so this instance "
-                               "neither tells nor asks its peers what was sent: it sends every "
-                               "page alone, and the peers may send the same pages too. Set the "
-                               "same ha.token on every instance.",
+        "neither tells nor asks its peers what was sent: it sends every "
+        "page alone, and the peers may send the same pages too. Set the "
+        "same ha.token on every instance.",
         "peer_description": "{failures} consecutive probes of {url}/healthz failed; "
-                            "the last error: {error}",
+        "the last error: {error}",
     },
     "zh": {
         "hb_summary": "心跳 {name} 已中断 {age}",
@@ -74,14 +74,14 @@ TEXTS = {
         "hop_prometheus": "Prometheus 一侧故障",
         "hop_alertmanager": "Alertmanager 或网络故障",
         "hb_never": "自 Monitor Manager 于 {start} 启动以来，没有收到匹配 {match} 的心跳。"
-                    "请检查 DeadMansSwitch 规则是否加载，"
-                    "以及 Alertmanager 是否把它路由到本 webhook。",
+        "请检查 DeadMansSwitch 规则是否加载，"
+        "以及 Alertmanager 是否把它路由到本 webhook。",
         "hb_prometheus": "最后一次心跳于 {seen} 经 Alertmanager {via} 到达，该 Alertmanager "
-                         "在 {other} 仍在投递其他告警：Prometheus 一侧故障（规则评估，或 "
-                         "Prometheus 无法连接 Alertmanager）。",
+        "在 {other} 仍在投递其他告警：Prometheus 一侧故障（规则评估，或 "
+        "Prometheus 无法连接 Alertmanager）。",
         "hb_alertmanager": "最后一次心跳于 {seen} 经 Alertmanager {via} 到达，此后该 "
-                           "Alertmanager 再无任何投递：Alertmanager 本身或它到 Monitor Manager "
-                           "的网络故障。",
+        "Alertmanager 再无任何投递：Alertmanager 本身或它到 Monitor Manager "
+        "的网络故障。",
         "hb_resolved": "心跳 {name} 已恢复。",
         "failed_summary": "通道 {channel} 投递彻底失败",
         "failed_description": "一条通知无法通过 {channel} 投递：{error}",
@@ -89,12 +89,12 @@ TEXTS = {
         "failing_description": "自 {since} 起通过 {channel} 的投递全部失败；最后的错误：{error}",
         "store_summary": "Monitor Manager 无法写入存储",
         "store_description": "自 {since} 起存储拒绝写入：{error}。"
-                             "Webhook 返回 503（Alertmanager 会重试）。",
+        "Webhook 返回 503（Alertmanager 会重试）。",
         "peer_summary": "Monitor Manager 对端 {peer} 宕机",
         "peering_summary": "高可用已关闭：未设置 ha.token",
         "peering_description": "已配置对端，但 ha.token 为空：本实例既不告诉对端、也不询问对端"
-                               "已发送了什么，会独自发送每条告警，对端也可能重复发送。"
-                               "请在每个实例上设置相同的 ha.token。",
+        "已发送了什么，会独自发送每条告警，对端也可能重复发送。"
+        "请在每个实例上设置相同的 ha.token。",
         "peer_description": "连续 {failures} 次探测 {url}/healthz 失败；最后的错误：{error}",
     },
 }
@@ -106,13 +106,24 @@ def _time(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def internal_alert(alertname: str, status: str, labels: dict[str, str], summary: str,
-                   description: str, starts_at: float, ends_at: float | None = None,
-                   severity: str = "critical") -> IncomingAlert:
+def internal_alert(
+    alertname: str,
+    status: str,
+    labels: dict[str, str],
+    summary: str,
+    description: str,
+    starts_at: float,
+    ends_at: float | None = None,
+    severity: str = "critical",
+) -> IncomingAlert:
     return IncomingAlert(
         status=status,
-        labels={"alertname": alertname, "severity": severity, SOURCE_LABEL[0]: SOURCE_LABEL[1],
-                **labels},
+        labels={
+            "alertname": alertname,
+            "severity": severity,
+            SOURCE_LABEL[0]: SOURCE_LABEL[1],
+            **labels,
+        },
         annotations={"summary": summary, "description": description},
         starts_at=starts_at,
         ends_at=ends_at if status == "resolved" else None,
@@ -135,9 +146,13 @@ class Heartbeat:
 
     def as_json(self) -> dict[str, object]:
         return {
-            "name": self.config.name, "match": self.config.match,
-            "timeout": format_duration(self.config.timeout), "last_seen": iso(self.last_seen),
-            "via": self.via, "due_at": iso(self.due_at), "state": self.state,
+            "name": self.config.name,
+            "match": self.config.match,
+            "timeout": format_duration(self.config.timeout),
+            "last_seen": iso(self.last_seen),
+            "via": self.via,
+            "due_at": iso(self.due_at),
+            "state": self.state,
             "missing_since": iso(self.missing_since),
         }
 
@@ -150,15 +165,20 @@ class ChannelHealth:
 
 
 class Watchdog:
-    def __init__(self, config: Config, clock: Callable[[], float],
-                 is_firing: Callable[[dict[str, str]], bool]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        clock: Callable[[], float],
+        is_firing: Callable[[dict[str, str]], bool],
+    ) -> None:
         self.config = config
         self.clock = clock
         self.is_firing = is_firing
         self.texts = TEXTS[config.templates.language]
         self.started_at = clock()
-        self.heartbeats = [Heartbeat(h, self.started_at + h.timeout)
-                           for h in config.watchdog.heartbeats]
+        self.heartbeats = [
+            Heartbeat(h, self.started_at + h.timeout) for h in config.watchdog.heartbeats
+        ]
         self.sources: dict[str, float] = {}  # Alertmanager externalURL -> last delivery
         self._sources_changed: set[str] = set()
         self._sources_forgotten: set[str] = set()
@@ -169,8 +189,9 @@ class Watchdog:
         self._store_resolved: IncomingAlert | None = None  # its resolution, not yet sent
 
     # -- heartbeats ------------------------------------------------------------------------------
-    def observe(self, source: str, alerts: list[IncomingAlert],
-                now: float) -> tuple[list[IncomingAlert], int]:
+    def observe(
+        self, source: str, alerts: list[IncomingAlert], now: float
+    ) -> tuple[list[IncomingAlert], int]:
         """Take the heartbeat alerts out of a payload; return the rest and how many were taken."""
         if source:
             self._heard_from(source, now)
@@ -218,11 +239,17 @@ class Watchdog:
             if beat.state == "missing" and not firing:
                 out.append(self._heartbeat_missing(beat, now))
             elif beat.state == "ok" and firing:
-                out.append(internal_alert(
-                    "HeartbeatMissing", "resolved", labels,
-                    self.texts["hb_summary"].format(name=beat.config.name, age="-"),
-                    self.texts["hb_resolved"].format(name=beat.config.name),
-                    starts_at=beat.missing_since or now, ends_at=beat.last_seen or now))
+                out.append(
+                    internal_alert(
+                        "HeartbeatMissing",
+                        "resolved",
+                        labels,
+                        self.texts["hb_summary"].format(name=beat.config.name, age="-"),
+                        self.texts["hb_resolved"].format(name=beat.config.name),
+                        starts_at=beat.missing_since or now,
+                        ends_at=beat.last_seen or now,
+                    )
+                )
         out += self._channel_alerts(now)
         out += self._store_alerts(now)
         out += self._peering_alerts(now)
@@ -235,11 +262,22 @@ class Watchdog:
         firing = self.is_firing(_full(labels, "PeeringDisabled"))
         t = self.texts
         if off and not firing:
-            return [internal_alert("PeeringDisabled", "firing", labels, t["peering_summary"],
-                                   t["peering_description"], now)]
+            return [
+                internal_alert(
+                    "PeeringDisabled",
+                    "firing",
+                    labels,
+                    t["peering_summary"],
+                    t["peering_description"],
+                    now,
+                )
+            ]
         if not off and firing:
-            return [internal_alert("PeeringDisabled", "resolved", labels, t["peering_summary"],
-                                   "", now, now)]
+            return [
+                internal_alert(
+                    "PeeringDisabled", "resolved", labels, t["peering_summary"], "", now, now
+                )
+            ]
         return []
 
     def _heartbeat_missing(self, beat: Heartbeat, now: float) -> IncomingAlert:
@@ -247,18 +285,25 @@ class Watchdog:
         age = format_duration(now - (beat.last_seen or self.started_at))
         if beat.last_seen is None:
             hop = "never"
-            description = t["hb_never"].format(match=beat.config.match,
-                                               start=_time(self.started_at))
+            description = t["hb_never"].format(
+                match=beat.config.match, start=_time(self.started_at)
+            )
         else:
             other = self.sources.get(beat.via, 0.0)
             hop = "prometheus" if other > beat.last_seen + 0.5 else "alertmanager"
-            description = t[f"hb_{hop}"].format(seen=_time(beat.last_seen), via=beat.via or "?",
-                                                other=_time(other))
+            description = t[f"hb_{hop}"].format(
+                seen=_time(beat.last_seen), via=beat.via or "?", other=_time(other)
+            )
         # The hop goes into the summary too: short channels (WeCom) show only the summary.
         summary = t["hb_summary"].format(name=beat.config.name, age=age)
-        return internal_alert("HeartbeatMissing", "firing", {"heartbeat": beat.config.name},
-                              f"{summary}: {t[f'hop_{hop}']}", description,
-                              starts_at=beat.due_at)
+        return internal_alert(
+            "HeartbeatMissing",
+            "firing",
+            {"heartbeat": beat.config.name},
+            f"{summary}: {t[f'hop_{hop}']}",
+            description,
+            starts_at=beat.due_at,
+        )
 
     # -- channels and the store --------------------------------------------------------------------
     def delivered(self, channel: str) -> None:
@@ -284,30 +329,65 @@ class Watchdog:
             labels = {"channel": channel}
             failed = self.is_firing(_full(labels, "DeliveryFailed"))
             if health.failed_for_good and not failed:
-                out.append(internal_alert(
-                    "DeliveryFailed", "firing", labels,
-                    t["failed_summary"].format(channel=channel),
-                    t["failed_description"].format(channel=channel,
-                                                   error=health.failed_for_good), now))
+                out.append(
+                    internal_alert(
+                        "DeliveryFailed",
+                        "firing",
+                        labels,
+                        t["failed_summary"].format(channel=channel),
+                        t["failed_description"].format(
+                            channel=channel, error=health.failed_for_good
+                        ),
+                        now,
+                    )
+                )
             elif health.failing_since is None and failed:
-                out.append(internal_alert("DeliveryFailed", "resolved", labels,
-                                          t["failed_summary"].format(channel=channel), "",
-                                          now, now))
+                out.append(
+                    internal_alert(
+                        "DeliveryFailed",
+                        "resolved",
+                        labels,
+                        t["failed_summary"].format(channel=channel),
+                        "",
+                        now,
+                        now,
+                    )
+                )
             failing = self.is_firing(_full(labels, "ChannelFailing"))
             # A channel already paged as DeliveryFailed is not paged twice for the same trouble.
-            too_long = (health.failing_since is not None and not health.failed_for_good
-                        and now - health.failing_since >= limit)
+            too_long = (
+                health.failing_since is not None
+                and not health.failed_for_good
+                and now - health.failing_since >= limit
+            )
             if too_long and not failing:
                 since = health.failing_since or now
-                out.append(internal_alert(
-                    "ChannelFailing", "firing", labels,
-                    t["failing_summary"].format(channel=channel, age=format_duration(now - since)),
-                    t["failing_description"].format(channel=channel, since=_time(since),
-                                                    error=health.last_error), since))
+                out.append(
+                    internal_alert(
+                        "ChannelFailing",
+                        "firing",
+                        labels,
+                        t["failing_summary"].format(
+                            channel=channel, age=format_duration(now - since)
+                        ),
+                        t["failing_description"].format(
+                            channel=channel, since=_time(since), error=health.last_error
+                        ),
+                        since,
+                    )
+                )
             elif health.failing_since is None and failing:
-                out.append(internal_alert("ChannelFailing", "resolved", labels,
-                                          t["failing_summary"].format(channel=channel, age="-"),
-                                          "", now, now))
+                out.append(
+                    internal_alert(
+                        "ChannelFailing",
+                        "resolved",
+                        labels,
+                        t["failing_summary"].format(channel=channel, age="-"),
+                        "",
+                        now,
+                        now,
+                    )
+                )
         return out
 
     def store_failed(self, error: str, now: float) -> None:
@@ -318,8 +398,14 @@ class Watchdog:
     def store_ok(self, now: float) -> None:
         if self._store_paged is not None:
             self._store_resolved = internal_alert(
-                "StoreFailing", "resolved", {"instance": self.config.server.instance},
-                self.texts["store_summary"], "", self._store_paged, now)
+                "StoreFailing",
+                "resolved",
+                {"instance": self.config.server.instance},
+                self.texts["store_summary"],
+                "",
+                self._store_paged,
+                now,
+            )
         self.store_failing_since = None
         self._store_paged = None
 
@@ -330,21 +416,31 @@ class Watchdog:
             resolved, self._store_resolved = self._store_resolved, None
             return resolved
         since = self.store_failing_since
-        if (since is None or self._store_paged is not None
-                or now - since < self.config.watchdog.store_failing_after):
+        if (
+            since is None
+            or self._store_paged is not None
+            or now - since < self.config.watchdog.store_failing_after
+        ):
             return None
         self._store_paged = since
-        return internal_alert("StoreFailing", "firing", {"instance": self.config.server.instance},
-                              self.texts["store_summary"],
-                              self.texts["store_description"].format(
-                                  since=_time(since), error=self.store_error), since)
+        return internal_alert(
+            "StoreFailing",
+            "firing",
+            {"instance": self.config.server.instance},
+            self.texts["store_summary"],
+            self.texts["store_description"].format(since=_time(since), error=self.store_error),
+            since,
+        )
 
     def _store_alerts(self, now: float) -> list[IncomingAlert]:
         # Reached only when the store takes writes again: resolve a StoreFailing still firing.
         labels = {"instance": self.config.server.instance}
         if self.store_failing_since is None and self.is_firing(_full(labels, "StoreFailing")):
-            return [internal_alert("StoreFailing", "resolved", labels,
-                                   self.texts["store_summary"], "", now, now)]
+            return [
+                internal_alert(
+                    "StoreFailing", "resolved", labels, self.texts["store_summary"], "", now, now
+                )
+            ]
         return []
 
     # -- persistence -----------------------------------------------------------------------------
@@ -354,11 +450,20 @@ class Watchdog:
         for beat in self.heartbeats:
             if beat.changed:
                 beat.changed = False
-                ops.append((
-                    "INSERT OR REPLACE INTO heartbeats (name, last_seen, via, due_at, state, "
-                    "missing_since) VALUES (?, ?, ?, ?, ?, ?)",
-                    (beat.config.name, beat.last_seen, beat.via, beat.due_at, beat.state,
-                     beat.missing_since)))
+                ops.append(
+                    (
+                        "INSERT OR REPLACE INTO heartbeats (name, last_seen, via, due_at, state, "
+                        "missing_since) VALUES (?, ?, ?, ?, ?, ?)",
+                        (
+                            beat.config.name,
+                            beat.last_seen,
+                            beat.via,
+                            beat.due_at,
+                            beat.state,
+                            beat.missing_since,
+                        ),
+                    )
+                )
         return ops
 
     def ops(self) -> list[Op]:
@@ -366,19 +471,29 @@ class Watchdog:
         heard from waits for it: writing it with every webhook would add a row to each commit."""
         ops = self.heartbeat_ops()
         for url in self._sources_changed:
-            ops.append(("INSERT OR REPLACE INTO alertmanagers (url, last_seen) VALUES (?, ?)",
-                        (url, self.sources[url])))
-        ops += [("DELETE FROM alertmanagers WHERE url = ?", (url,))
-                for url in self._sources_forgotten]
+            ops.append(
+                (
+                    "INSERT OR REPLACE INTO alertmanagers (url, last_seen) VALUES (?, ?)",
+                    (url, self.sources[url]),
+                )
+            )
+        ops += [
+            ("DELETE FROM alertmanagers WHERE url = ?", (url,)) for url in self._sources_forgotten
+        ]
         self._sources_changed.clear()
         self._sources_forgotten.clear()
         return ops
 
     def load(self, conn: sqlite3.Connection) -> None:
-        self.heartbeats = [Heartbeat(h, self.started_at + h.timeout)
-                           for h in self.config.watchdog.heartbeats]
-        rows = {r[0]: r for r in conn.execute(
-            "SELECT name, last_seen, via, due_at, state, missing_since FROM heartbeats")}
+        self.heartbeats = [
+            Heartbeat(h, self.started_at + h.timeout) for h in self.config.watchdog.heartbeats
+        ]
+        rows = {
+            r[0]: r
+            for r in conn.execute(
+                "SELECT name, last_seen, via, due_at, state, missing_since FROM heartbeats"
+            )
+        }
         for beat in self.heartbeats:
             row = rows.get(beat.config.name)
             if row is None:
@@ -398,5 +513,9 @@ class Watchdog:
 
 
 def _full(labels: dict[str, str], alertname: str) -> dict[str, str]:
-    return {"alertname": alertname, "severity": "critical", SOURCE_LABEL[0]: SOURCE_LABEL[1],
-            **labels}
+    return {
+        "alertname": alertname,
+        "severity": "critical",
+        SOURCE_LABEL[0]: SOURCE_LABEL[1],
+        **labels,
+    }

@@ -80,7 +80,8 @@ def _bearer_matches(request: web.Request, token: str) -> bool:
 async def webhook(request: web.Request) -> web.Response:
     try:
         payload = parse_payload(
-            await read_json(request, request.app[keys.CONFIG].server.max_body_bytes))
+            await read_json(request, request.app[keys.CONFIG].server.max_body_bytes)
+        )
     except BodyError as exc:
         return error(exc.status, exc.message, field=exc.field)
     except PayloadError as exc:
@@ -96,8 +97,13 @@ async def webhook(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "instance": request.app[keys.CONFIG].server.instance,
-                              "peer_protocol": PROTOCOL_VERSION})
+    return web.json_response(
+        {
+            "status": "ok",
+            "instance": request.app[keys.CONFIG].server.instance,
+            "peer_protocol": PROTOCOL_VERSION,
+        }
+    )
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -114,8 +120,7 @@ async def readyz(request: web.Request) -> web.Response:
     if sched is not None and not sched.running:
         problems.append("scheduler is not running")
     if problems:
-        return web.json_response({"status": "not ready", "error": "; ".join(problems)},
-                                 status=503)
+        return web.json_response({"status": "not ready", "error": "; ".join(problems)}, status=503)
     return web.json_response({"status": "ready"})
 
 
@@ -144,12 +149,15 @@ async def list_alerts(request: web.Request) -> web.Response:
     where, params = ("", ()) if status is None else ("WHERE status = ?", (status,))
     store = request.app[keys.STORE]
     rows = await store.read_query(
-        f"{ALERT_COLUMNS} {where} ORDER BY updated_at DESC LIMIT ?", (*params, limit))
+        f"{ALERT_COLUMNS} {where} ORDER BY updated_at DESC LIMIT ?", (*params, limit)
+    )
     total = await store.read_query(f"SELECT COUNT(*) FROM alerts {where}", params)
-    return web.json_response({
-        "alerts": [_alert_json(r) for r in rows],
-        "total": total[0][0],
-    })
+    return web.json_response(
+        {
+            "alerts": [_alert_json(r) for r in rows],
+            "total": total[0][0],
+        }
+    )
 
 
 ALERT_COLUMNS = (
@@ -160,10 +168,14 @@ ALERT_COLUMNS = (
 
 def _alert_json(row: sqlite3.Row) -> dict[str, Any]:
     return {
-        "fingerprint": row["fingerprint"], "status": row["status"],
-        "labels": json.loads(row["labels"]), "annotations": json.loads(row["annotations"]),
-        "startsAt": iso(row["starts_at"]), "endsAt": iso(row["ends_at"]),
-        "generatorURL": row["generator_url"], "source": row["source"],
+        "fingerprint": row["fingerprint"],
+        "status": row["status"],
+        "labels": json.loads(row["labels"]),
+        "annotations": json.loads(row["annotations"]),
+        "startsAt": iso(row["starts_at"]),
+        "endsAt": iso(row["ends_at"]),
+        "generatorURL": row["generator_url"],
+        "source": row["source"],
         "alert_groups": list(json.loads(row["memberships"])),
     }
 
@@ -172,7 +184,8 @@ async def list_alert_groups(request: web.Request) -> web.Response:
     limit = _limit(request)
     rows = await request.app[keys.STORE].read_query(
         "SELECT * FROM alert_groups ORDER BY (state = 'open') DESC, updated_at DESC LIMIT ?",
-        (limit,))
+        (limit,),
+    )
     await request.app[keys.PIPELINE].load()
     conv = request.app[keys.PIPELINE].convergence
     return web.json_response({"alert_groups": [_group_json(r, conv) for r in rows]})
@@ -183,12 +196,15 @@ def _group_json(row: sqlite3.Row, conv: Any) -> dict[str, Any]:
     members = group.members if group is not None else {}
     firing = sum(1 for fp in members if conv.alerts[fp].status == "firing")
     return {
-        "key": row["key"], "contact_group": row["contact_group"],
+        "key": row["key"],
+        "contact_group": row["contact_group"],
         "group_labels": json.loads(row["group_labels"]),
         "state": row["state"] if group is None else ("firing" if firing else "resolving"),
         "alerts": {"firing": firing, "resolved": len(members) - firing, "total": len(members)},
-        "created_at": iso(row["created_at"]), "last_notified_at": iso(row["last_notified_at"]),
-        "next_flush_at": iso(row["next_flush_at"]), "updated_at": iso(row["updated_at"]),
+        "created_at": iso(row["created_at"]),
+        "last_notified_at": iso(row["last_notified_at"]),
+        "next_flush_at": iso(row["next_flush_at"]),
+        "updated_at": iso(row["updated_at"]),
     }
 
 
@@ -205,9 +221,13 @@ async def show_alert_group(request: web.Request) -> web.Response:
     members = group.members if group else {}
     rows = await store.read_query(
         f"{ALERT_COLUMNS} WHERE id IN (SELECT value FROM json_each(?))",
-        (json.dumps([conv.alerts[fp].id for fp in members]),))
-    body["members"] = [{**_alert_json(r), "notified": members[r["fingerprint"]]} for r in rows
-                       if r["fingerprint"] in members]
+        (json.dumps([conv.alerts[fp].id for fp in members]),),
+    )
+    body["members"] = [
+        {**_alert_json(r), "notified": members[r["fingerprint"]]}
+        for r in rows
+        if r["fingerprint"] in members
+    ]
     body["notifications"] = await _notifications(store, 20, "WHERE n.group_key = ?", (key,))
     return web.json_response(body)
 
@@ -222,17 +242,19 @@ async def list_notifications(request: web.Request) -> web.Response:
         where = "WHERE n.id IN (SELECT notification_id FROM deliveries WHERE state = ?)"
         params = (state,)
     store = request.app[keys.STORE]
-    return web.json_response(
-        {"notifications": await _notifications(store, limit, where, params)})
+    return web.json_response({"notifications": await _notifications(store, limit, where, params)})
 
 
-async def _notifications(store: Any, limit: int, where: str,
-                         params: tuple[Any, ...]) -> list[dict[str, Any]]:
+async def _notifications(
+    store: Any, limit: int, where: str, params: tuple[Any, ...]
+) -> list[dict[str, Any]]:
     def q(conn: sqlite3.Connection) -> list[dict[str, Any]]:
         conn_rows = conn.execute(
             "SELECT n.id, n.group_key, n.contact_group, n.kind, n.status, n.content_hash, "
             f"n.digest_id, n.created_at, n.message FROM notifications n {where} "
-            "ORDER BY n.id DESC LIMIT ?", (*params, limit)).fetchall()
+            "ORDER BY n.id DESC LIMIT ?",
+            (*params, limit),
+        ).fetchall()
         out = []
         for r in conn_rows:
             message = json.loads(r[8])
@@ -240,20 +262,37 @@ async def _notifications(store: Any, limit: int, where: str,
                 "SELECT id, channel, state, attempts, last_error, note, next_attempt_at, "
                 "delivered_at, updated_at, only_to FROM deliveries WHERE notification_id = ? "
                 "ORDER BY id",
-                (r[0],)).fetchall()
-            out.append({
-                "id": r[0], "alert_group": r[1], "contact_group": r[2], "kind": r[3],
-                "status": r[4], "content_hash": r[5], "digest_id": r[6],
-                "created_at": iso(r[7]),
-                "alert_groups": [g["key"] for g in message["groups"]],
-                "alerts": sum(len(g["alerts"]) for g in message["groups"]),
-                "deliveries": [{
-                    "id": d[0], "channel": d[1], "state": d[2], "attempts": d[3],
-                    "last_error": d[4], "note": d[5], "next_attempt_at": iso(d[6]),
-                    "delivered_at": iso(d[7]), "updated_at": iso(d[8]),
-                    "only_to": json.loads(d[9]) if d[9] else [],
-                } for d in deliveries],
-            })
+                (r[0],),
+            ).fetchall()
+            out.append(
+                {
+                    "id": r[0],
+                    "alert_group": r[1],
+                    "contact_group": r[2],
+                    "kind": r[3],
+                    "status": r[4],
+                    "content_hash": r[5],
+                    "digest_id": r[6],
+                    "created_at": iso(r[7]),
+                    "alert_groups": [g["key"] for g in message["groups"]],
+                    "alerts": sum(len(g["alerts"]) for g in message["groups"]),
+                    "deliveries": [
+                        {
+                            "id": d[0],
+                            "channel": d[1],
+                            "state": d[2],
+                            "attempts": d[3],
+                            "last_error": d[4],
+                            "note": d[5],
+                            "next_attempt_at": iso(d[6]),
+                            "delivered_at": iso(d[7]),
+                            "updated_at": iso(d[8]),
+                            "only_to": json.loads(d[9]) if d[9] else [],
+                        }
+                        for d in deliveries
+                    ],
+                }
+            )
         return out
 
     result: list[dict[str, Any]] = await store.read(q)
@@ -263,12 +302,16 @@ async def _notifications(store: Any, limit: int, where: str,
 async def watchdog_state(request: web.Request) -> web.Response:
     pipeline = request.app[keys.PIPELINE]
     failures = request.app[keys.CONFIG].watchdog.peer_failures
-    return web.json_response({
-        "heartbeats": [b.as_json() for b in pipeline.watchdog.heartbeats],
-        "peers": [p.as_json(failures) for p in request.app[keys.PEERS].states.values()],
-        "alertmanagers": [{"url": url, "last_seen": iso(at)}
-                          for url, at in sorted(pipeline.watchdog.sources.items())],
-    })
+    return web.json_response(
+        {
+            "heartbeats": [b.as_json() for b in pipeline.watchdog.heartbeats],
+            "peers": [p.as_json(failures) for p in request.app[keys.PEERS].states.values()],
+            "alertmanagers": [
+                {"url": url, "last_seen": iso(at)}
+                for url, at in sorted(pipeline.watchdog.sources.items())
+            ],
+        }
+    )
 
 
 async def peer_push(request: web.Request) -> web.Response:
@@ -281,15 +324,19 @@ async def peer_push(request: web.Request) -> web.Response:
         return error(400, str(exc), field=exc.field or None)
     ha = request.app[keys.HA]
     if message.instance not in ha.peers.states:
-        return error(403, f"{message.instance[:60]!r} is not a configured peer of this instance",
-                     field="instance")
+        return error(
+            403,
+            f"{message.instance[:60]!r} is not a configured peer of this instance",
+            field="instance",
+        )
     ops, accepted, rejected = ha.accept(message, pushed=True)
     try:
         await request.app[keys.STORE].write(ops)
     except StoreError as exc:
         return error(503, f"the store cannot commit; retry later ({exc.reason})")
     return web.json_response(
-        {"version": message.version, "accepted": accepted, "rejected": rejected})
+        {"version": message.version, "accepted": accepted, "rejected": rejected}
+    )
 
 
 async def peer_pull(request: web.Request) -> web.Response:
@@ -301,8 +348,9 @@ async def peer_pull(request: web.Request) -> web.Response:
     version = 2 if request.query.get("version") == "2" else 1  # release 1 sends no version
     ha = request.app[keys.HA]
     entries = sorted(ha.log.since(since, version), key=lambda e: e.sent_at)[-MAX_ENTRIES:]
-    return web.json_response({"version": version, "instance": ha.instance,
-                              "entries": [e.wire(version) for e in entries]})
+    return web.json_response(
+        {"version": version, "instance": ha.instance, "entries": [e.wire(version) for e in entries]}
+    )
 
 
 def setup_routes(app: web.Application) -> None:

@@ -25,8 +25,13 @@ BODY_TIMEOUT = 30.0  # seconds for the whole body to arrive
 SERVER_ARGS: dict[str, Any] = {"auto_decompress": False}
 """Handler arguments for every server that runs the app (serve and the tests alike)."""
 
-_CODINGS = {"": None, "identity": None, "gzip": 16 + zlib.MAX_WBITS,
-            "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+_CODINGS = {
+    "": None,
+    "identity": None,
+    "gzip": 16 + zlib.MAX_WBITS,
+    "x-gzip": 16 + zlib.MAX_WBITS,
+    "deflate": zlib.MAX_WBITS,
+}
 # Only a text that spells a surrogate escape can decode to a lone surrogate: the walk over
 # every string runs only then (Go's encoder, Alertmanager's, writes non-ASCII as UTF-8).
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -46,8 +51,9 @@ class BodyError(Exception):
 async def read_json(request: web.Request, limit: int, timeout: float | None = None) -> Any:
     """The request's JSON body, or BodyError."""
     if request.content_type != "application/json":
-        raise BodyError(415, f"expected Content-Type application/json, got "
-                             f"{request.content_type[:100]}")
+        raise BodyError(
+            415, f"expected Content-Type application/json, got {request.content_type[:100]}"
+        )
     charset = (request.charset or "utf-8").lower()
     if charset not in ("utf-8", "utf8"):
         raise BodyError(415, f"JSON bodies must be UTF-8, not {charset[:40]}")
@@ -58,8 +64,9 @@ async def read_body(request: web.Request, limit: int, timeout: float | None = No
     """The whole body, decompressed, at most `limit` bytes, within `timeout` seconds."""
     coding = request.headers.get("Content-Encoding", "").strip().lower()
     if coding not in _CODINGS:
-        raise BodyError(415, f"Content-Encoding {coding[:40]!r} is not supported "
-                             "(use gzip, deflate or none)")
+        raise BodyError(
+            415, f"Content-Encoding {coding[:40]!r} is not supported (use gzip, deflate or none)"
+        )
     if request.content_length is not None and request.content_length > limit:
         raise BodyError(413, f"body is larger than {limit} bytes")
     try:
@@ -120,8 +127,9 @@ def decode_json(body: bytes) -> Any:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise BodyError(400, f"the body is not UTF-8 ({_guess_encoding(body)}); "
-                             "JSON bodies must be UTF-8") from None
+        raise BodyError(
+            400, f"the body is not UTF-8 ({_guess_encoding(body)}); JSON bodies must be UTF-8"
+        ) from None
     if text.startswith("\ufeff"):
         raise BodyError(400, "the body starts with a byte order mark; JSON must not")
     try:
@@ -153,8 +161,9 @@ def _check_text(text: str, path: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise BodyError(400, "a string is not valid Unicode (a lone surrogate)",
-                        path.lstrip(".") or None) from None
+        raise BodyError(
+            400, "a string is not valid Unicode (a lone surrogate)", path.lstrip(".") or None
+        ) from None
 
 
 def _guess_encoding(body: bytes) -> str:

@@ -35,13 +35,18 @@ _running: list[Stack] = []
 
 def _require(binary: str, package: str) -> None:
     if shutil.which(binary) is None:
-        pytest.fail(f"{binary} is missing: install the Debian package {package} "
-                    "(scripts/test.sh does)", pytrace=False)
+        pytest.fail(
+            f"{binary} is missing: install the Debian package {package} (scripts/test.sh does)",
+            pytrace=False,
+        )
 
 
 def _heartbeats_seen(stack: Stack) -> bool:
-    return all(beat["last_seen"] and beat["state"] == "ok"
-               for name in INSTANCES for beat in stack.heartbeats(name).values())
+    return all(
+        beat["last_seen"] and beat["state"] == "ok"
+        for name in INSTANCES
+        for beat in stack.heartbeats(name).values()
+    )
 
 
 @pytest.fixture(scope="session")
@@ -52,8 +57,12 @@ def e2e_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     _running.append(stack)
     try:
         stack.start()
-        wait_until("both instances receive both heartbeats", lambda: _heartbeats_seen(stack),
-                   STACK_READY_TIMEOUT, stack.logs)
+        wait_until(
+            "both instances receive both heartbeats",
+            lambda: _heartbeats_seen(stack),
+            STACK_READY_TIMEOUT,
+            stack.logs,
+        )
         # Whatever start-up paged (nothing, scenario 1 checks) is over before the scenarios.
         stack.recorder.wait_quiet(QUIET, STACK_READY_TIMEOUT)
         stack.startup_pages = list(stack.recorder.pages)
@@ -67,8 +76,12 @@ def e2e_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def stack(e2e_stack: Stack) -> Stack:
     """The running stack, with anything an earlier scenario left broken started again."""
     e2e_stack.heal()
-    wait_until("heartbeats flowing again", lambda: _heartbeats_seen(e2e_stack),
-               STACK_READY_TIMEOUT, e2e_stack.logs)
+    wait_until(
+        "heartbeats flowing again",
+        lambda: _heartbeats_seen(e2e_stack),
+        STACK_READY_TIMEOUT,
+        e2e_stack.logs,
+    )
     # Pages caused by an earlier scenario (or by healing) must not fall into this one.
     e2e_stack.recorder.wait_quiet(QUIET, STACK_READY_TIMEOUT)
     return e2e_stack

@@ -46,18 +46,22 @@ HA_TOKEN = "e2e-ha-token-91c2"
 # it scrapes the exporter, as a per-AZ Prometheus scrapes only its own AZ). team=db routes it
 # to contact group dba as well as to sre.
 TEST_RULES = {
-    "groups": [{
-        "name": "e2e",
-        "rules": [{
-            "alert": TEST_ALERT,
-            "expr": f"{TEST_METRIC} > 0",
-            "labels": {"severity": "critical", "team": "db"},
-            "annotations": {
-                "summary": "The end-to-end test condition is set",
-                "description": "Set and cleared by the test through its exporter.",
-            },
-        }],
-    }],
+    "groups": [
+        {
+            "name": "e2e",
+            "rules": [
+                {
+                    "alert": TEST_ALERT,
+                    "expr": f"{TEST_METRIC} > 0",
+                    "labels": {"severity": "critical", "team": "db"},
+                    "annotations": {
+                        "summary": "The end-to-end test condition is set",
+                        "description": "Set and cleared by the test through its exporter.",
+                    },
+                }
+            ],
+        }
+    ],
 }
 
 
@@ -90,10 +94,12 @@ def prometheus_config(az: str, ports: Ports, test_rules: Path) -> str:
     (mm_static,) = mm_job["static_configs"]
     mm_static["targets"] = [f"127.0.0.1:{port}" for port in ports.mm.values()]
     if az == "az1":
-        cfg["scrape_configs"].append({
-            "job_name": "e2e-exporter",
-            "static_configs": [{"targets": [f"127.0.0.1:{ports.exporter}"]}],
-        })
+        cfg["scrape_configs"].append(
+            {
+                "job_name": "e2e-exporter",
+                "static_configs": [{"targets": [f"127.0.0.1:{ports.exporter}"]}],
+            }
+        )
     return _dump(cfg)
 
 
@@ -116,17 +122,21 @@ def alertmanager_config(ports: Ports, token_file: Path) -> str:
     return _dump(cfg)
 
 
-def mm_config(instance: str, ports: Ports, wecom_api_url: str, corp_id: str, secret: str,
-              agent_id: int) -> str:
+def mm_config(
+    instance: str, ports: Ports, wecom_api_url: str, corp_id: str, secret: str, agent_id: int
+) -> str:
     """One Monitor Manager instance: both heartbeats, its peer, mail and WeCom, two groups."""
     peers = "".join(
         f'[[peers]]\nname = "{name}"\nurl = "http://127.0.0.1:{port}"\n'
-        for name, port in ports.mm.items() if name != instance)
+        for name, port in ports.mm.items()
+        if name != instance
+    )
     heartbeats = "".join(
         f'[[watchdog.heartbeats]]\nname = "prometheus-{az}"\n'
         f'match = {{ alertname = "DeadMansSwitch", az = "{az}" }}\n'
         f'timeout = "{HEARTBEAT_TIMEOUT:g}s"\nresend_interval = "{HEARTBEAT_CADENCE:g}s"\n'
-        for az in ports.prometheus)
+        for az in ports.prometheus
+    )
     return f"""
 [server]
 listen = "127.0.0.1:{ports.mm[instance]}"

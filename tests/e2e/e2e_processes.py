@@ -32,8 +32,14 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
 class Process:
     """One external process; `argv` is fixed, so a restart runs exactly the same command."""
 
-    def __init__(self, name: str, argv: list[str], workdir: Path, ready_url: str,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        workdir: Path,
+        ready_url: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.argv = argv
         self.workdir = workdir
@@ -53,14 +59,18 @@ class Process:
         with open(self.log, "ab") as log:
             log.write(f"\n===== start #{self.starts}: {' '.join(self.argv)}\n".encode())
             log.flush()
-            self.proc = subprocess.Popen(self.argv, cwd=self.workdir, stdout=log,
-                                         stderr=subprocess.STDOUT, env=self.env,
-                                         stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+            )
         _LIVE.add(self)
         return self
 
-    def wait_ready(self, timeout: float = 20.0,
-                   ready: Callable[[], bool] | None = None) -> Process:
+    def wait_ready(self, timeout: float = 20.0, ready: Callable[[], bool] | None = None) -> Process:
         """Until `ready()` (default: GET ready_url is 2xx); fail with the log otherwise."""
         check = ready or (lambda: http_ok(self.ready_url))
         deadline = time.monotonic() + timeout
@@ -68,8 +78,8 @@ class Process:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(
-                    f"{self.name} exited with {self.proc.returncode} while starting\n"
-                    f"{self.logs()}")
+                    f"{self.name} exited with {self.proc.returncode} while starting\n{self.logs()}"
+                )
             if check():
                 return self
             time.sleep(0.05)
@@ -91,8 +101,9 @@ class Process:
 
     def logs(self) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else "(no log)"
-        return f"--- log of {self.name} ({self.log}), last {LOG_TAIL} characters:\n" \
-               f"{text[-LOG_TAIL:]}"
+        return (
+            f"--- log of {self.name} ({self.log}), last {LOG_TAIL} characters:\n{text[-LOG_TAIL:]}"
+        )
 
 
 _LIVE: set[Process] = set()

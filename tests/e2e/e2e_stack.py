@@ -88,8 +88,9 @@ def get_json(url: str, timeout: float = 2.0) -> Any:
         return json.loads(response.read())
 
 
-def wait_until(what: str, predicate: Callable[[], Any], timeout: float,
-               details: Callable[[], str] = lambda: "") -> Any:
+def wait_until(
+    what: str, predicate: Callable[[], Any], timeout: float, details: Callable[[], str] = lambda: ""
+) -> Any:
     """Poll `predicate` until it returns something true; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last_error = ""
@@ -113,8 +114,7 @@ class Exporter:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                body = (f"# TYPE {TEST_METRIC} gauge\n"
-                        f"{TEST_METRIC} {exporter.value}\n").encode()
+                body = (f"# TYPE {TEST_METRIC} gauge\n{TEST_METRIC} {exporter.value}\n").encode()
                 self.send_response(200 if self.path == "/metrics" else 404)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))
@@ -127,8 +127,9 @@ class Exporter:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = int(self.server.server_address[1])
-        self._thread = threading.Thread(target=self.server.serve_forever, name="e2e-exporter",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name="e2e-exporter", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -146,8 +147,7 @@ class WeComThread:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.fake = FakeWeCom(clock=time.time)
-        self._thread = threading.Thread(target=self.loop.run_forever, name="e2e-wecom",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self.loop.run_forever, name="e2e-wecom", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -164,8 +164,9 @@ class WeComThread:
             self.loop.close()
 
     def sent(self) -> list[tuple[float, str, list[str]]]:
-        return [(a.at, a.content, a.touser) for a in list(self.fake.accepted)
-                if a.endpoint == "app"]
+        return [
+            (a.at, a.content, a.touser) for a in list(self.fake.accepted) if a.endpoint == "app"
+        ]
 
 
 class Stack:
@@ -230,44 +231,70 @@ class Stack:
         am_config = w / "alertmanager.yml"
         am_config.write_text(alertmanager_config(self.ports, token))
         # The instances run the code under test, whether or not the package is installed.
-        env = {"PYTHONPATH": os.pathsep.join(
-            p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
+        env = {
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p
+            )
+        }
         for name in INSTANCES:
             config = w / f"{name}.toml"
-            config.write_text(mm_config(name, self.ports, self.wecom.fake.api_url, CORP_ID,
-                                        SECRET, AGENT_ID))
+            config.write_text(
+                mm_config(name, self.ports, self.wecom.fake.api_url, CORP_ID, SECRET, AGENT_ID)
+            )
             port = self.ports.mm[name]
             self.mm[name] = Process(
-                name, [sys.executable, "-m", "monitor_manager", "serve", "--config", str(config)],
-                w, f"http://127.0.0.1:{port}/healthz", env={**env, "PYTHONUNBUFFERED": "1"})
+                name,
+                [sys.executable, "-m", "monitor_manager", "serve", "--config", str(config)],
+                w,
+                f"http://127.0.0.1:{port}/healthz",
+                env={**env, "PYTHONUNBUFFERED": "1"},
+            )
         for az in AZS:
             port, cluster = self.ports.alertmanager[az], self.ports.am_cluster[az]
-            peers = [f"--cluster.peer=127.0.0.1:{p}"
-                     for other, p in self.ports.am_cluster.items() if other != az]
+            peers = [
+                f"--cluster.peer=127.0.0.1:{p}"
+                for other, p in self.ports.am_cluster.items()
+                if other != az
+            ]
             (w / f"am-{az}").mkdir()
-            self.am[az] = Process(f"alertmanager-{az}", [
-                ALERTMANAGER_BIN, f"--config.file={am_config}",
-                f"--storage.path={w / f'am-{az}'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                f"--web.external-url=http://127.0.0.1:{port}",
-                f"--cluster.listen-address=127.0.0.1:{cluster}", *peers,
-                "--cluster.peer-timeout=1s",
-                # Gossip and settling in a loopback cluster take well under a second; the
-                # default 60 s settle timeout would hold back the first notification.
-                "--cluster.gossip-interval=100ms", "--cluster.settle-timeout=3s",
-                "--cluster.pushpull-interval=5s", "--cluster.reconnect-interval=2s",
-            ], w, f"http://127.0.0.1:{port}/-/ready")
+            self.am[az] = Process(
+                f"alertmanager-{az}",
+                [
+                    ALERTMANAGER_BIN,
+                    f"--config.file={am_config}",
+                    f"--storage.path={w / f'am-{az}'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    f"--web.external-url=http://127.0.0.1:{port}",
+                    f"--cluster.listen-address=127.0.0.1:{cluster}",
+                    *peers,
+                    "--cluster.peer-timeout=1s",
+                    # Gossip and settling in a loopback cluster take well under a second; the
+                    # default 60 s settle timeout would hold back the first notification.
+                    "--cluster.gossip-interval=100ms",
+                    "--cluster.settle-timeout=3s",
+                    "--cluster.pushpull-interval=5s",
+                    "--cluster.reconnect-interval=2s",
+                ],
+                w,
+                f"http://127.0.0.1:{port}/-/ready",
+            )
         for az in AZS:
             port = self.ports.prometheus[az]
             config = w / f"prometheus-{az}.yml"
             config.write_text(prometheus_config(az, self.ports, test_rules))
-            self.prometheus[az] = Process(f"prometheus-{az}", [
-                PROMETHEUS_BIN, f"--config.file={config}",
-                f"--storage.tsdb.path={w / f'prometheus-{az}-data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                f"--web.external-url=http://127.0.0.1:{port}",
-                "--rules.alert.resend-delay=1s",
-            ], w, f"http://127.0.0.1:{port}/-/ready")
+            self.prometheus[az] = Process(
+                f"prometheus-{az}",
+                [
+                    PROMETHEUS_BIN,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={w / f'prometheus-{az}-data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    f"--web.external-url=http://127.0.0.1:{port}",
+                    "--rules.alert.resend-delay=1s",
+                ],
+                w,
+                f"http://127.0.0.1:{port}/-/ready",
+            )
 
     def all_processes(self) -> list[Process]:
         return [*self.prometheus.values(), *self.am.values(), *self.mm.values()]
@@ -324,10 +351,14 @@ class Stack:
         for notification in self.notifications(name):
             created = dt.datetime.fromisoformat(notification["created_at"]).timestamp()
             if created >= since:
-                out += [{**d, "contact_group": notification["contact_group"]}
-                        for d in notification["deliveries"]]
+                out += [
+                    {**d, "contact_group": notification["contact_group"]}
+                    for d in notification["deliveries"]
+                ]
         return out
 
     def _mails(self) -> list[tuple[EmailMessage, tuple[str, ...]]]:
-        return [(m, e.rcpt_tos) for m, e in zip(list(self.smtp.messages),
-                                                list(self.smtp.envelopes), strict=False)]
+        return [
+            (m, e.rcpt_tos)
+            for m, e in zip(list(self.smtp.messages), list(self.smtp.envelopes), strict=False)
+        ]

@@ -30,7 +30,11 @@ _TAG = re.compile(r"\[(FIRING:(\d+)|RESOLVED|DIGEST)\]\s*([^<\n]*)")
 
 Channel = tuple[str, str]  # (channel kind "email" | "wecom", contact group)
 EVERY_CHANNEL: tuple[Channel, ...] = (
-    ("email", "sre"), ("wecom", "sre"), ("email", "dba"), ("wecom", "dba"))
+    ("email", "sre"),
+    ("wecom", "sre"),
+    ("email", "dba"),
+    ("wecom", "dba"),
+)
 SRE_CHANNELS: tuple[Channel, ...] = (("email", "sre"), ("wecom", "sre"))
 
 
@@ -47,8 +51,7 @@ class Page:
 
     def describe(self, origin: float) -> str:
         tag = f"FIRING:{self.firing}" if self.status == "firing" else self.status.upper()
-        return (f"t={self.at - origin:+7.2f}s {self.channel:5} {self.group:4} "
-                f"[{tag}] {self.title}")
+        return f"t={self.at - origin:+7.2f}s {self.channel:5} {self.group:4} [{tag}] {self.title}"
 
 
 def _classify(headline: str) -> tuple[str, int, str]:
@@ -62,8 +65,9 @@ def _classify(headline: str) -> tuple[str, int, str]:
 
 def _group_of(recipients: Iterable[str], table: dict[str, frozenset[str]]) -> str:
     found = frozenset(r.lower() for r in recipients)
-    return next((name for name, members in table.items() if members == found),
-                "?" + ",".join(sorted(found)))
+    return next(
+        (name for name, members in table.items() if members == found), "?" + ",".join(sorted(found))
+    )
 
 
 def _email_text(mail: EmailMessage) -> str:
@@ -74,8 +78,11 @@ def _email_text(mail: EmailMessage) -> str:
 class Recorder:
     """Polls the sinks in a thread and stamps each new message with its arrival time."""
 
-    def __init__(self, mails: Callable[[], list[tuple[EmailMessage, tuple[str, ...]]]],
-                 wecom: Callable[[], list[tuple[float, str, list[str]]]]) -> None:
+    def __init__(
+        self,
+        mails: Callable[[], list[tuple[EmailMessage, tuple[str, ...]]]],
+        wecom: Callable[[], list[tuple[float, str, list[str]]]],
+    ) -> None:
         self._mails = mails  # (message, envelope recipients) in arrival order
         self._wecom = wecom  # (arrival epoch, content, touser) in arrival order
         self.pages: list[Page] = []
@@ -102,20 +109,29 @@ class Recorder:
         with self._lock:
             now = time.time()
             mails = self._mails()
-            for mail, rcpts in mails[self._seen_mail:]:
+            for mail, rcpts in mails[self._seen_mail :]:
                 status, firing, title = _classify(str(mail["Subject"]))
-                self._add(now, "email", _group_of(rcpts, GROUP_EMAILS), status, firing, title,
-                          _email_text(mail))
+                self._add(
+                    now,
+                    "email",
+                    _group_of(rcpts, GROUP_EMAILS),
+                    status,
+                    firing,
+                    title,
+                    _email_text(mail),
+                )
             self._seen_mail = len(mails)
             sent = self._wecom()
-            for at, content, users in sent[self._seen_wecom:]:
+            for at, content, users in sent[self._seen_wecom :]:
                 status, firing, title = _classify(content)
-                self._add(at, "wecom", _group_of(users, GROUP_WECHAT), status, firing, title,
-                          content)
+                self._add(
+                    at, "wecom", _group_of(users, GROUP_WECHAT), status, firing, title, content
+                )
             self._seen_wecom = len(sent)
 
-    def _add(self, at: float, channel: str, group: str, status: str, firing: int, title: str,
-             text: str) -> None:
+    def _add(
+        self, at: float, channel: str, group: str, status: str, firing: int, title: str, text: str
+    ) -> None:
         self.pages.append(Page(len(self.pages), at, channel, group, status, firing, title, text))
 
     def wait_quiet(self, quiet: float, timeout: float) -> None:
@@ -129,8 +145,10 @@ class Recorder:
             if time.time() - last >= quiet:
                 return
             time.sleep(POLL)
-        raise AssertionError(f"pages kept coming for {timeout}s: " + "; ".join(
-            p.describe(deadline - timeout) for p in self.pages[-10:]))
+        raise AssertionError(
+            f"pages kept coming for {timeout}s: "
+            + "; ".join(p.describe(deadline - timeout) for p in self.pages[-10:])
+        )
 
     def since(self, at: float) -> list[Page]:
         self.poll()
@@ -164,8 +182,16 @@ class Timeline:
             rows.append((page.at - self.origin, f"{page.describe(self.origin)} {mark}"))
         return "timeline ((!) = not expected):\n" + "\n".join(r for _, r in sorted(rows))
 
-    def expect(self, title: str, status: str, channels: Iterable[Channel], *, after: float,
-               between: tuple[float, float], firing: int | None = None) -> dict[Channel, Page]:
+    def expect(
+        self,
+        title: str,
+        status: str,
+        channels: Iterable[Channel],
+        *,
+        after: float,
+        between: tuple[float, float],
+        firing: int | None = None,
+    ) -> dict[Channel, Page]:
         """One page per channel with this title and status, in [after + a, after + b]."""
         want = list(channels)
         a, b = between
@@ -174,9 +200,14 @@ class Timeline:
         while True:
             for page in self.pages():
                 key = (page.channel, page.group)
-                if (page.seq not in self.claimed and key in want and key not in found
-                        and page.title == title and page.status == status
-                        and (firing is None or page.firing == firing)):
+                if (
+                    page.seq not in self.claimed
+                    and key in want
+                    and key not in found
+                    and page.title == title
+                    and page.status == status
+                    and (firing is None or page.firing == firing)
+                ):
                     found[key] = page
             if len(found) == len(want) or time.time() > deadline:
                 break
@@ -184,10 +215,10 @@ class Timeline:
         missing = [c for c in want if c not in found]
         assert not missing, (
             f"expected [{status}] {title} on {missing} between t={after + a:.1f}s and "
-            f"t={after + b:.1f}s\n{self.show()}")
+            f"t={after + b:.1f}s\n{self.show()}"
+        )
         early = [p for p in found.values() if p.at < self.origin + after + a]
-        assert not early, (
-            f"[{status}] {title} came earlier than t={after + a:.1f}s\n{self.show()}")
+        assert not early, f"[{status}] {title} came earlier than t={after + a:.1f}s\n{self.show()}"
         self.claimed.update(p.seq for p in found.values())
         return found
 
@@ -198,9 +229,13 @@ class Timeline:
         extra: list[Page] = []
         for page in self.pages():
             key = (page.channel, page.group)
-            if (page.seq not in self.claimed and key in wanted
-                    and key not in {(p.channel, p.group) for p in extra}
-                    and page.title == title and page.status == status):
+            if (
+                page.seq not in self.claimed
+                and key in wanted
+                and key not in {(p.channel, p.group) for p in extra}
+                and page.title == title
+                and page.status == status
+            ):
                 extra.append(page)
         self.claimed.update(p.seq for p in extra)
         return extra

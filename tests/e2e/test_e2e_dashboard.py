@@ -157,17 +157,22 @@ def test_dashboard_uses_only_metrics_the_service_exports() -> None:
     unknown = used - set(exported_series()) - {"up"}
     now_exported = NOT_YET_EXPORTED - unknown
     assert not now_exported, (
-        f"the service exports {sorted(now_exported)} now: remove them from NOT_YET_EXPORTED")
+        f"the service exports {sorted(now_exported)} now: remove them from NOT_YET_EXPORTED"
+    )
     assert unknown == NOT_YET_EXPORTED, (
         f"the dashboard queries metrics the service does not export: "
-        f"{sorted(unknown - NOT_YET_EXPORTED)}")
+        f"{sorted(unknown - NOT_YET_EXPORTED)}"
+    )
 
 
 def test_dashboard_shows_every_metric_of_the_service() -> None:
     # A new monitor_manager_* metric gets a panel (a histogram through its _bucket series).
     used = set().union(*(metric_names(expr) for _, expr in _targets()))
-    families = {name for name in exported_series() if name.startswith("monitor_manager_")
-                and not name.endswith(("_created", "_sum", "_count"))}
+    families = {
+        name
+        for name in exported_series()
+        if name.startswith("monitor_manager_") and not name.endswith(("_created", "_sum", "_count"))
+    }
     assert not families - used, f"no panel shows {sorted(families - used)}"
 
 
@@ -208,22 +213,35 @@ def _has_data(result: list[dict[str, Any]]) -> bool:
 
 
 def _prometheus_config(targets: list[str]) -> str:
-    return yaml.safe_dump({
-        "global": {"scrape_interval": f"{SCRAPE_INTERVAL:g}s",
-                   "scrape_timeout": f"{SCRAPE_INTERVAL:g}s",
-                   "evaluation_interval": f"{SCRAPE_INTERVAL:g}s"},
-        "rule_files": [str(RULES)],
-        "scrape_configs": [{"job_name": JOB, "metrics_path": "/metrics",
-                            "static_configs": [{"targets": targets}]}],
-    }, sort_keys=False)
+    return yaml.safe_dump(
+        {
+            "global": {
+                "scrape_interval": f"{SCRAPE_INTERVAL:g}s",
+                "scrape_timeout": f"{SCRAPE_INTERVAL:g}s",
+                "evaluation_interval": f"{SCRAPE_INTERVAL:g}s",
+            },
+            "rule_files": [str(RULES)],
+            "scrape_configs": [
+                {
+                    "job_name": JOB,
+                    "metrics_path": "/metrics",
+                    "static_configs": [{"targets": targets}],
+                }
+            ],
+        },
+        sort_keys=False,
+    )
 
 
 @pytest.fixture
 def scraped(tmp_path: Path) -> Iterator[tuple[str, list[ServeProcess]]]:
     """Two peered instances and a Prometheus scraping them; yields (Prometheus URL, instances)."""
     if shutil.which(PROMETHEUS_BIN) is None:
-        pytest.fail(f"{PROMETHEUS_BIN} is missing: install the Debian package prometheus "
-                    "(scripts/test.sh does)", pytrace=False)
+        pytest.fail(
+            f"{PROMETHEUS_BIN} is missing: install the Debian package prometheus "
+            "(scripts/test.sh does)",
+            pytrace=False,
+        )
     ports = {name: free_port() for name in NAMES}
     instances = []
     for me, peer in (NAMES, NAMES[::-1]):
@@ -232,11 +250,17 @@ def scraped(tmp_path: Path) -> Iterator[tuple[str, list[ServeProcess]]]:
     port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(_prometheus_config([f"127.0.0.1:{p}" for p in ports.values()]))
-    prometheus = Process("prometheus", [
-        PROMETHEUS_BIN, f"--config.file={config}",
-        f"--storage.tsdb.path={tmp_path / 'prometheus-data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-    ], tmp_path, f"http://127.0.0.1:{port}/-/ready")
+    prometheus = Process(
+        "prometheus",
+        [
+            PROMETHEUS_BIN,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'prometheus-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        tmp_path,
+        f"http://127.0.0.1:{port}/-/ready",
+    )
     try:
         for instance in instances:
             instance.launch()
@@ -252,12 +276,13 @@ def scraped(tmp_path: Path) -> Iterator[tuple[str, list[ServeProcess]]]:
 
 def _settled(instance: ServeProcess) -> bool:
     """Something was delivered (or suppressed as a peer's) and nothing waits in the outbox."""
+
     def count(state: str) -> int:
         status, body = http("GET", f"{instance.url}/api/v1/notifications?state={state}")
         assert status == 200, body
         return len(body["notifications"])
-    return count("delivered") >= 3 and not any(
-        count(s) for s in ("pending", "sending", "retrying"))
+
+    return count("delivered") >= 3 and not any(count(s) for s in ("pending", "sending", "retrying"))
 
 
 def _scraped_since(prometheus: str, since: float, targets: int) -> bool:
@@ -276,31 +301,44 @@ def dt_seconds(rfc3339: str) -> float:
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_every_dashboard_query_returns_data_from_a_scraped_instance(
-        scraped: tuple[str, list[ServeProcess]]) -> None:
+    scraped: tuple[str, list[ServeProcess]],
+) -> None:
     started = time.monotonic()
     prometheus, instances = scraped
     # Counters must have a sample from before the traffic, or rate() sees no increase.
-    wait_until("Prometheus scraped both instances once",
-               lambda: _scraped_since(prometheus, 0.0, len(instances)), 15)
+    wait_until(
+        "Prometheus scraped both instances once",
+        lambda: _scraped_since(prometheus, 0.0, len(instances)),
+        15,
+    )
     now = time.time()
-    alerts = [alert_json(name, starts=now - 60, cluster="e2e", severity="warning")
-              for name in ("DiskFull", "HighLatency", "QueueStuck")]
+    alerts = [
+        alert_json(name, starts=now - 60, cluster="e2e", severity="warning")
+        for name in ("DiskFull", "HighLatency", "QueueStuck")
+    ]
     heartbeat = alert_json("DeadMansSwitch", starts=now - 60, severity="none")
     for instance in instances:  # as every Alertmanager sends to every instance
         for body in (payload(*alerts, heartbeat), payload(*alerts)):  # the second: duplicates
             status, answer = http("POST", f"{instance.url}/webhook/alertmanager", body)
             assert status == 200, answer
     for instance in instances:
-        instance.wait_for(lambda i=instance: _settled(i), timeout=20,
-                          what=f"{instance.name}: deliveries settled")
+        instance.wait_for(
+            lambda i=instance: _settled(i), timeout=20, what=f"{instance.name}: deliveries settled"
+        )
     settled_at = time.time()
-    wait_until("two scrapes of both instances after the traffic",
-               lambda: _scraped_since(prometheus, settled_at, len(instances)), 15,
-               lambda: "\n".join(i.logs() for i in instances))
+    wait_until(
+        "two scrapes of both instances after the traffic",
+        lambda: _scraped_since(prometheus, settled_at, len(instances)),
+        15,
+        lambda: "\n".join(i.logs() for i in instances),
+    )
 
     addresses = [f"127.0.0.1:{i.port}" for i in instances]
-    queries = {title: _substitute(expr, addresses) for title, expr in _targets()
-               if not metric_names(expr) & NOT_YET_EXPORTED}
+    queries = {
+        title: _substitute(expr, addresses)
+        for title, expr in _targets()
+        if not metric_names(expr) & NOT_YET_EXPORTED
+    }
     for name, query in _variable_queries().items():
         selector, label = _label_values(query)
         queries[f"variable ${name}"] = f"count by ({label}) ({_substitute(selector, addresses)})"
@@ -310,20 +348,29 @@ def test_every_dashboard_query_returns_data_from_a_scraped_instance(
     deadline, rounds = time.monotonic() + QUERY_DEADLINE, 0
     while True:
         rounds += 1
-        empty = {title: expr for title, expr in queries.items()
-                 if not _has_data(_query(prometheus, expr))}
+        empty = {
+            title: expr
+            for title, expr in queries.items()
+            if not _has_data(_query(prometheus, expr))
+        }
         if not empty or time.monotonic() > deadline:
             break
         time.sleep(SCRAPE_INTERVAL)
     report = "\n".join(f"  {title}: {expr}" for title, expr in empty.items())
-    print(f"{len(queries)} queries evaluated in {rounds} round(s) ({skipped} skipped as "
-          f"NOT_YET_EXPORTED), {time.monotonic() - started:.1f}s after the stack was up")
-    assert not empty, f"{len(empty)} of {len(queries)} dashboard queries returned no data:\n" \
-                      f"{report}"
+    print(
+        f"{len(queries)} queries evaluated in {rounds} round(s) ({skipped} skipped as "
+        f"NOT_YET_EXPORTED), {time.monotonic() - started:.1f}s after the stack was up"
+    )
+    assert not empty, (
+        f"{len(empty)} of {len(queries)} dashboard queries returned no data:\n{report}"
+    )
 
     # The alert rules load and evaluate on these metrics, and every metric they use exists.
-    rules = [rule for group in get_json(f"{prometheus}/api/v1/rules")["data"]["groups"]
-             for rule in group["rules"]]
+    rules = [
+        rule
+        for group in get_json(f"{prometheus}/api/v1/rules")["data"]["groups"]
+        for rule in group["rules"]
+    ]
     assert rules and all(r["health"] == "ok" for r in rules), rules
     rule_metrics = set().union(*(metric_names(r["query"]) for r in rules)) - {"up"}
     missing = {m for m in rule_metrics if not _query(prometheus, f'count({{__name__="{m}"}})')}

@@ -50,7 +50,7 @@ def _metric(stack: Stack, name: str, metric: str) -> dict[str, float]:
     for line in text.splitlines():
         if line.startswith((metric + "{", metric + " ")):
             key, _, value = line.rpartition(" ")
-            samples[key[len(metric):]] = float(value)
+            samples[key[len(metric) :]] = float(value)
     return samples
 
 
@@ -73,14 +73,18 @@ def _epoch(iso: str) -> float:
 
 # ----------------------------------------------------------------------------- 1. steady state
 
+
 def test_in_steady_state_heartbeats_flow_through_both_alertmanagers_and_nobody_is_paged(
-        stack: Stack, timeline: Timeline) -> None:
+    stack: Stack, timeline: Timeline
+) -> None:
     assert stack.startup_pages == [], "start-up paged someone"
     # Every Prometheus sends its DeadMansSwitch to every Alertmanager ...
     for az in AZS:
-        sources = {a["labels"].get("az") for a in stack.am_alerts(az)
-                   if a["labels"]["alertname"] == "DeadMansSwitch"
-                   and a["status"]["state"] == "active"}
+        sources = {
+            a["labels"].get("az")
+            for a in stack.am_alerts(az)
+            if a["labels"]["alertname"] == "DeadMansSwitch" and a["status"]["state"] == "active"
+        }
         assert sources == set(AZS), f"alertmanager-{az} holds heartbeats of {sources}"
     # ... the two Alertmanagers form one cluster, so one of them sends each webhook ...
     assert sorted(stack.am_position(az) for az in AZS) == [0, 1]
@@ -110,12 +114,20 @@ def test_in_steady_state_heartbeats_flow_through_both_alertmanagers_and_nobody_i
 
 # --------------------------------------------------------------- 2. an alert fires and resolves
 
+
 def test_a_firing_rule_pages_each_contact_group_once_per_channel_and_once_when_it_resolves(
-        stack: Stack, timeline: Timeline) -> None:
+    stack: Stack, timeline: Timeline
+) -> None:
     t = timeline.act(f"{TEST_ALERT}: condition set")
     stack.set_condition(1)
-    fired = timeline.expect(TEST_ALERT, "firing", EVERY_CHANNEL, after=t, firing=1,
-                            between=(FIRST_PAGE_AT_LEAST, PAGE_WITHIN))
+    fired = timeline.expect(
+        TEST_ALERT,
+        "firing",
+        EVERY_CHANNEL,
+        after=t,
+        firing=1,
+        between=(FIRST_PAGE_AT_LEAST, PAGE_WITHIN),
+    )
     for page in fired.values():
         assert "The end-to-end test condition is set" in page.text, page.text
     timeline.expect_nothing_else(quiet=DUPLICATE_QUIET)
@@ -132,11 +144,18 @@ def test_a_firing_rule_pages_each_contact_group_once_per_channel_and_once_when_i
 
 
 def test_an_alert_resolved_within_the_peer_wait_is_not_paged_again_by_the_second_instance(
-        stack: Stack, timeline: Timeline) -> None:
+    stack: Stack, timeline: Timeline
+) -> None:
     t = timeline.act(f"{TEST_ALERT}: condition set")
     stack.set_condition(1)
-    timeline.expect(TEST_ALERT, "firing", EVERY_CHANNEL, after=t, firing=1,
-                    between=(FIRST_PAGE_AT_LEAST, PAGE_WITHIN))
+    timeline.expect(
+        TEST_ALERT,
+        "firing",
+        EVERY_CHANNEL,
+        after=t,
+        firing=1,
+        between=(FIRST_PAGE_AT_LEAST, PAGE_WITHIN),
+    )
     # Cleared at once: mm-az1 pages the resolution while mm-az2 still waits its position
     # (ha.peer_wait) before deciding on the firing message, which is stale by then.
     t = timeline.act(f"{TEST_ALERT}: condition cleared")
@@ -153,16 +172,19 @@ def test_an_alert_resolved_within_the_peer_wait_is_not_paged_again_by_the_second
 
 # ------------------------------------------------------------------- 3. a Prometheus goes silent
 
+
 def test_a_killed_prometheus_is_paged_as_a_missing_heartbeat_naming_the_hop_and_resolved(
-        stack: Stack, timeline: Timeline) -> None:
+    stack: Stack, timeline: Timeline
+) -> None:
     t = timeline.act("kill -9 prometheus-az1")
     stack.prometheus["az1"].kill()
     # Alertmanager keeps the last alert until its endsAt (4 s ahead), re-sending it on the
     # heartbeat cadence; the page comes a timeout after the last one that arrived.
     earliest = HEARTBEAT_TIMEOUT - HEARTBEAT_CADENCE
     latest = ENDS_AT_AHEAD + HEARTBEAT_TIMEOUT + 5
-    page = timeline.expect("HeartbeatMissing", "firing", SRE_CHANNELS, after=t,
-                           between=(earliest, latest))
+    page = timeline.expect(
+        "HeartbeatMissing", "firing", SRE_CHANNELS, after=t, between=(earliest, latest)
+    )
     mail = page[("email", "sre")].text
     assert "prometheus-az1" in mail
     # az2's heartbeats still come through that Alertmanager: Prometheus is the silent hop.
@@ -183,8 +205,10 @@ def test_a_killed_prometheus_is_paged_as_a_missing_heartbeat_naming_the_hop_and_
 
 # ---------------------------------------------------------------- 4. an Alertmanager goes away
 
+
 def test_a_killed_alertmanager_loses_nothing_and_causes_no_storm(
-        stack: Stack, timeline: Timeline) -> None:
+    stack: Stack, timeline: Timeline
+) -> None:
     # The one at position 0 sends first; without it the other must send on its own.
     victim = next(az for az in AZS if stack.am_position(az) == 0)
     t_kill = timeline.act(f"kill -9 alertmanager-{victim}")
@@ -192,13 +216,20 @@ def test_a_killed_alertmanager_loses_nothing_and_causes_no_storm(
 
     t = timeline.act(f"{TEST_ALERT}: condition set")
     stack.set_condition(1)
-    timeline.expect(TEST_ALERT, "firing", EVERY_CHANNEL, after=t, firing=1,
-                    between=(FIRST_PAGE_AT_LEAST, PAGE_WITHIN + AM_PEER_TIMEOUT))
+    timeline.expect(
+        TEST_ALERT,
+        "firing",
+        EVERY_CHANNEL,
+        after=t,
+        firing=1,
+        between=(FIRST_PAGE_AT_LEAST, PAGE_WITHIN + AM_PEER_TIMEOUT),
+    )
     timeline.expect_nothing_else(quiet=DUPLICATE_QUIET)
     t = timeline.act(f"{TEST_ALERT}: condition cleared")
     stack.set_condition(0)
-    timeline.expect(TEST_ALERT, "resolved", EVERY_CHANNEL, after=t,
-                    between=(0, PAGE_WITHIN + AM_PEER_TIMEOUT))
+    timeline.expect(
+        TEST_ALERT, "resolved", EVERY_CHANNEL, after=t, between=(0, PAGE_WITHIN + AM_PEER_TIMEOUT)
+    )
     # Stay down for longer than the heartbeat timeout: the other Alertmanager carries them.
     time.sleep(max(t_kill + HEARTBEAT_TIMEOUT + 2 - timeline.now(), 0))
     for name in INSTANCES:
@@ -208,15 +239,20 @@ def test_a_killed_alertmanager_loses_nothing_and_causes_no_storm(
     # Back again, it learns the notification log from its peer and re-sends nothing.
     timeline.act(f"restart alertmanager-{victim}")
     stack.am[victim].start(30)
-    wait_until("the cluster has two members again",
-               lambda: all(stack.am_cluster_size(az) == 2 for az in AZS), 15)
+    wait_until(
+        "the cluster has two members again",
+        lambda: all(stack.am_cluster_size(az) == 2 for az in AZS),
+        15,
+    )
     timeline.expect_nothing_else(quiet=4)
 
 
 # -------------------------------------------------------------- 5. a Monitor Manager goes away
 
+
 def test_a_killed_instance_is_paged_by_the_other_which_then_delivers_alone(
-        stack: Stack, timeline: Timeline) -> None:
+    stack: Stack, timeline: Timeline
+) -> None:
     t = timeline.act("kill -9 mm-az1")
     stack.mm["mm-az1"].kill()
     # 4 failed probes 0.5 s apart, then no group_wait for internal alerts.
@@ -224,14 +260,19 @@ def test_a_killed_instance_is_paged_by_the_other_which_then_delivers_alone(
 
     t = timeline.act(f"{TEST_ALERT}: condition set")
     stack.set_condition(1)
-    timeline.expect(TEST_ALERT, "firing", EVERY_CHANNEL, after=t, firing=1,
-                    between=(FIRST_PAGE_AT_LEAST, PAGE_WITHIN))
+    timeline.expect(
+        TEST_ALERT,
+        "firing",
+        EVERY_CHANNEL,
+        after=t,
+        firing=1,
+        between=(FIRST_PAGE_AT_LEAST, PAGE_WITHIN),
+    )
     t = timeline.act(f"{TEST_ALERT}: condition cleared")
     stack.set_condition(0)
     # Alertmanager retries the dead instance until its 10 s flush deadline, and the group's
     # next flush (carrying the resolution) waits for that.
-    timeline.expect(TEST_ALERT, "resolved", EVERY_CHANNEL, after=t,
-                    between=(0, PAGE_WITHIN + 10))
+    timeline.expect(TEST_ALERT, "resolved", EVERY_CHANNEL, after=t, between=(0, PAGE_WITHIN + 10))
     mails = [d for d in stack.deliveries("mm-az2", timeline.origin) if d["channel"] == "mail"]
     assert mails and all(d["state"] == "delivered" and not d["note"] for d in mails), mails
     # The slower heartbeat while Alertmanager retries the dead instance is no false alarm.
@@ -246,30 +287,36 @@ def test_a_killed_instance_is_paged_by_the_other_which_then_delivers_alone(
 
 # ------------------------------------------------------------------------ 6. SMTP goes away
 
+
 def test_mail_that_could_not_be_sent_while_smtp_was_down_is_delivered_once_it_is_back(
-        stack: Stack, timeline: Timeline) -> None:
+    stack: Stack, timeline: Timeline
+) -> None:
     timeline.act("SMTP server stopped")
     stack.smtp.stop()
     t = timeline.act(f"{TEST_ALERT}: condition set")
     stack.set_condition(1)
-    timeline.expect(TEST_ALERT, "firing", WECOM, after=t, firing=1,
-                    between=(FIRST_PAGE_AT_LEAST, PAGE_WITHIN))
+    timeline.expect(
+        TEST_ALERT, "firing", WECOM, after=t, firing=1, between=(FIRST_PAGE_AT_LEAST, PAGE_WITHIN)
+    )
 
     def mail_retrying(name: str) -> bool:
         mails = [d for d in stack.deliveries(name, timeline.origin) if d["channel"] == "mail"]
-        return len(mails) == 2 and all(d["state"] == "retrying" and d["attempts"] >= 2
-                                       for d in mails)
+        return len(mails) == 2 and all(
+            d["state"] == "retrying" and d["attempts"] >= 2 for d in mails
+        )
 
     # Down long enough for both instances to try: mm-az2 found nothing sent by mm-az1 after
     # its position wait, so it tries too.
-    wait_until("both instances retry both mails",
-               lambda: all(mail_retrying(name) for name in INSTANCES), 20)
+    wait_until(
+        "both instances retry both mails",
+        lambda: all(mail_retrying(name) for name in INSTANCES),
+        20,
+    )
     timeline.expect_nothing_else()
 
     t = timeline.act("SMTP server started again")
     stack.smtp.start()
-    timeline.expect(TEST_ALERT, "firing", EMAIL, after=t, firing=1,
-                    between=(0, MM_RETRY_MAX + 3))
+    timeline.expect(TEST_ALERT, "firing", EMAIL, after=t, firing=1, between=(0, MM_RETRY_MAX + 3))
     time.sleep(DUPLICATE_QUIET)
     # Both instances were retrying; when the first one's retry succeeds, its nflog push
     # reaches the other within milliseconds, and the other drops its own next retry. Only
