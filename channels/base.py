@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import builtins
 import collections
+import hashlib
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, TextIO
+from typing import Any, ClassVar, Protocol, TextIO, TypeVar
 
 import aiohttp
 
@@ -19,16 +21,26 @@ from monitor_manager.clock import Clock
 from monitor_manager.deliver.render import Renderer
 from monitor_manager.models import Message
 
+T = TypeVar("T")
+
 
 class ChannelError(Exception):
     """A send failed. `permanent` means retrying the same message cannot succeed."""
 
     def __init__(
-        self, reason: str, *, permanent: bool = False, recipients_refused: bool = False
+        self,
+        reason: str,
+        *,
+        permanent: bool = False,
+        retry_after: float | None = None,
+        recipients_refused: bool = False,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent
+        # Seconds before a retry may help (a rate limit hit; an HTTP Retry-After): at least
+        # this long, whatever the backoff says.
+        self.retry_after = retry_after
         # The destination works and refused these recipients (e.g. every RCPT refused): a
         # fact about them, not about the channel.
         self.recipients_refused = recipients_refused
@@ -88,6 +100,20 @@ class ChannelContext:
     extra: dict[str, Any] = field(default_factory=dict)
     parts: PartsLog = field(default_factory=MemoryPartsLog)
 
+    def shared(self, name: str, factory: Callable[[], T]) -> T:
+        """One object per service under `name`, created on first use: channels that post
+        through the same robot or application share its rate limiter and its token cache."""
+        if name not in self.extra:
+            self.extra[name] = factory()
+        return self.extra[name]  # type: ignore[no-any-return]
+
+
+def parts_key(channel: str, message: Message, contents: list[str]) -> str:
+    """Names one message as a channel splits it (ChannelContext.parts): the same message
+    rendered the same way. A message merged with others is new content, sent whole."""
+    digest = hashlib.sha256("\0".join(contents).encode()).hexdigest()[:32]
+    return f"{channel}:{message.id}:{digest}"
+
 
 class Channel(ABC):
     """A configured destination (`[channels.NAME]`).
@@ -101,6 +127,11 @@ class Channel(ABC):
     # True where the channel has a rate limit: the outbox then merges messages that queued up
     # for one contact group into one message instead of sending them one by one.
     merges_backlog: ClassVar[bool] = False
+    # The member address (a field of models.Member) this kind sends to, where it addresses
+    # members one by one: a member without it is not reached (check-config warns).
+    member_address: ClassVar[str | None] = None
+    # Member addresses this kind mentions people by in a group chat (optional).
+    mentions: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, settings: Any, ctx: ChannelContext) -> None:
         self.name = name

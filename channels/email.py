@@ -109,6 +109,7 @@ class _Slot:
 
 class EmailChannel(Channel):
     type: ClassVar[str] = "email"
+    member_address: ClassVar[str | None] = "email"
     Settings = EmailSettings
 
     def __init__(self, name: str, settings: EmailSettings, ctx: ChannelContext) -> None:

@@ -18,25 +18,22 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-import jinja2
-
 from monitor_manager.channels.base import (
     Channel,
     ChannelContext,
     ChannelError,
     SlidingWindowLimiter,
+    parts_key,
     redact,
 )
-from monitor_manager.channels.wecom_format import (
+from monitor_manager.channels.chat_text import overflow_note, render_chat
+from monitor_manager.channels.text_parts import split_content
+from monitor_manager.channels.wecom_api import (
     APP_LIMIT,
     TOKEN_ERRORS,
-    RateLimited,
     call_api,
     error_for,
-    neutralise_message,
-    overflow_note,
-    split_content,
-    tidy,
+    markdown_marker,
 )
 from monitor_manager.durations import Duration
 from monitor_manager.models import Message
@@ -108,40 +105,25 @@ class TokenCache:
         return (token.value,) if token else ()
 
 
-def shared(ctx: ChannelContext, name: str, factory: Any) -> Any:
-    """One object per service (per ChannelContext) under `name`, created on first use."""
-    if name not in ctx.extra:
-        ctx.extra[name] = factory()
-    return ctx.extra[name]
-
-
-def parts_key(channel: str, message: Message, contents: list[str]) -> str:
-    """Names one message as this channel splits it (ChannelContext.parts): the same message
-    rendered the same way. A message merged with others is new content, sent whole."""
-    digest = hashlib.sha256("\0".join(contents).encode()).hexdigest()[:32]
-    return f"{channel}:{message.id}:{digest}"
-
-
 class WechatChannel(Channel):
     Settings: ClassVar[type] = WechatSettings  # before `type`, which would shadow the builtin
     type: ClassVar[str] = "wechat"
+    member_address: ClassVar[str | None] = "wechat"
     merges_backlog: ClassVar[bool] = True
 
     settings: WechatSettings
 
     def __init__(self, name: str, settings: WechatSettings, ctx: ChannelContext) -> None:
         super().__init__(name, settings, ctx)
-        self._tokens: TokenCache = shared(ctx, "wecom.tokens", TokenCache)
+        self._tokens: TokenCache = ctx.shared("wecom.tokens", TokenCache)
         self._token_key = TokenCache.key(settings.api_url, settings.corp_id, settings.secret)
         # Per member of this application, shared by channels that name the same application.
         app = f"wecom.app.{settings.corp_id}.{settings.agent_id}"
-        self._per_minute: SlidingWindowLimiter = shared(
-            ctx,
+        self._per_minute: SlidingWindowLimiter = ctx.shared(
             app + ".minute",
             lambda: SlidingWindowLimiter(MEMBER_PER_MINUTE, 60.0 + WINDOW_SLACK, ctx.clock),
         )
-        self._per_hour: SlidingWindowLimiter = shared(
-            ctx,
+        self._per_hour: SlidingWindowLimiter = ctx.shared(
             app + ".hour",
             lambda: SlidingWindowLimiter(MEMBER_PER_HOUR, 3600.0 + WINDOW_SLACK, ctx.clock),
         )
@@ -164,21 +146,14 @@ class WechatChannel(Channel):
         if self._rendered and self._rendered[0] is message:
             return self._rendered[1]
         markdown = self.settings.msgtype == "markdown"
-        # Alert text is neutralised in every msgtype: WeCom renders <@userid> mentions and
-        # <a href> links in text messages too.
-        try:
-            text = self.ctx.renderer.render(
-                "wechat.md" if markdown else "wechat.txt", neutralise_message(message)
-            )
-        except jinja2.TemplateError as exc:
-            raise ChannelError(f"template error: {exc}", permanent=True) from None
-        text = tidy(text)
-        if not text:
-            raise ChannelError("the template rendered an empty message", permanent=True)
+        text = render_chat(
+            self.ctx.renderer, ("wechat.md",) if markdown else ("wechat.txt",), message
+        )
         contents = split_content(
             text,
             APP_LIMIT,
             markdown=markdown,
+            marker=markdown_marker if markdown else None,
             overflow=overflow_note(message, self.ctx.renderer.language, markdown=markdown),
         )
         self._rendered = (message, contents)
@@ -211,10 +186,10 @@ class WechatChannel(Channel):
         now = self.ctx.clock()
         ready = max(max(self._per_minute.ready_at(u), self._per_hour.ready_at(u)) for u in users)
         if ready > now:
-            raise RateLimited(
+            raise ChannelError(
                 f"holding back: WeCom drops more than {MEMBER_PER_MINUTE} messages a minute "
                 f"or {MEMBER_PER_HOUR} an hour to one member",
-                ready - now,
+                retry_after=ready - now,
             )
         for user in users:
             self._per_minute.record(user)

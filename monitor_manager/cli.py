@@ -26,7 +26,7 @@ from monitor_manager.config import (
     split_listen,
 )
 from monitor_manager.config import summary as config_summary
-from monitor_manager.models import Member, Message
+from monitor_manager.models import Message
 from monitor_manager.web.bodies import SERVER_ARGS
 
 log = logging.getLogger("monitor_manager")
@@ -148,7 +148,7 @@ async def send_test(config: Config, group_name: str) -> int:
         id=0,
         kind="test",
         contact_group=group.name,
-        recipients=tuple(Member(m.name, m.email, m.wechat, m.mobile) for m in group.members),
+        recipients=group.members,
         groups=(),
         created_at=time.time(),
         instance=config.server.instance,

@@ -7,7 +7,7 @@ notification row, so a delivery retried after a restart sends exactly what was d
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 AlertStatus = Literal["firing", "resolved", "stale"]
@@ -18,10 +18,20 @@ MessageKind = Literal["group", "digest", "test"]
 
 @dataclass(frozen=True, slots=True)
 class Member:
+    """A person of a contact group (`members = [...]` in the config) and their addresses, one
+    field per kind of address; a channel kind names the one it uses (Channel.member_address).
+    A new kind of address is one more field here."""
+
     name: str
     email: str = ""
     wechat: str = ""
     mobile: str = ""
+
+    def addresses(self) -> tuple[str, ...]:
+        """Every address the member has, of any kind."""
+        return tuple(
+            value for f in fields(self) if f.name != "name" if (value := getattr(self, f.name))
+        )
 
 
 @dataclass(frozen=True, slots=True)

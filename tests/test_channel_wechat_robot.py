@@ -21,8 +21,8 @@ from fake_wecom import (
     send_when_ready,
 )
 from monitor_manager.channels.base import ChannelContext, ChannelError
+from monitor_manager.channels.text_parts import utf8_len
 from monitor_manager.channels.wechat_robot import WechatRobotChannel, WechatRobotSettings
-from monitor_manager.channels.wecom_format import utf8_len
 from monitor_manager.clock import ManualClock
 from monitor_manager.deliver.render import Renderer
 from monitor_manager.models import Member

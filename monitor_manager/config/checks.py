@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from monitor_manager.channels import REGISTRY
 from monitor_manager.config.problems import LABEL_NAME, Problems, join_path, valid_items
 from monitor_manager.config.schema import (
     Config,
@@ -297,8 +298,6 @@ def config_warnings(cfg: Config) -> list[str]:
 
 def _contact_group_warnings(cfg: Config) -> list[str]:
     kinds = {c.name: c.type for c in cfg.channels}
-    # Kinds that address members individually, and the member field each one needs.
-    needs = {"email": ("email", "an email address"), "wechat": ("wechat", "a wechat user id")}
     notes = []
     for i, group in enumerate(cfg.contact_groups):
         if not group.channels:
@@ -307,13 +306,13 @@ def _contact_group_warnings(cfg: Config) -> list[str]:
                 "channels; its notifications are recorded but sent nowhere"
             )
         for name in group.channels:
-            if kinds.get(name) not in needs:
-                continue
-            attribute, what = needs[kinds[name]]
-            if not any(getattr(m, attribute) for m in group.members):
+            kind = REGISTRY.get(kinds.get(name, ""))
+            # Kinds that address members one by one name the address they need.
+            address = kind.member_address if kind is not None else None
+            if address and not any(getattr(m, address) for m in group.members):
                 notes.append(
                     f'contact_groups[{i}].members: channel "{name}" ({kinds[name]}) '
-                    f"needs members with {what}, and none has one"
+                    f"needs members with {address} addresses, and none has one"
                 )
     return notes
 

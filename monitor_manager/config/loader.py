@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
+from monitor_manager.channels import REGISTRY
 from monitor_manager.config.checks import cross_check
 from monitor_manager.config.problems import CHANNEL_NAME, Problems, join_path
 from monitor_manager.config.schema import ChannelConfig, Config, ConfigError, ContactGroupConfig
@@ -122,9 +123,6 @@ def default_config() -> Config:
 
 
 def _embedded_channels() -> tuple[ChannelConfig, ...]:
-    from monitor_manager.channels import (
-        REGISTRY,  # here, not at the top: the channels import our modules
-    )
 
     return (ChannelConfig("console", "console", REGISTRY["console"].Settings()),)
 
@@ -297,9 +295,6 @@ def _convert_dataclass(value: Any, cls: type, path: str, loader: _Loader) -> Any
 def _convert_channels(value: Any, path: str, loader: _Loader) -> Any:
     """`[channels.NAME]` tables: `type` picks a kind in channels.REGISTRY, the other keys are
     converted into that kind's Settings."""
-    from monitor_manager.channels import (
-        REGISTRY,  # here, not at the top: the channels import our modules
-    )
 
     if not isinstance(value, dict):
         loader.problems.add(path, f"expected [channels.NAME] tables, got {_describe(value)}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from monitor_manager.durations import Duration
+from monitor_manager.models import Member as MemberConfig  # the config's members are the models'
 
 
 @dataclass(frozen=True)
@@ -78,14 +79,6 @@ class ChannelConfig:
     name: str
     type: str
     settings: Any
-
-
-@dataclass(frozen=True)
-class MemberConfig:
-    name: str
-    email: str = ""
-    wechat: str = ""
-    mobile: str = ""
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from monitor_manager.converge.alerts import (
 from monitor_manager.converge.routing import Router
 from monitor_manager.converge.storm import StormControl
 from monitor_manager.ingest.payload import IncomingAlert
-from monitor_manager.models import GroupView, Member, Message
+from monitor_manager.models import GroupView, Message
 from monitor_manager.store import Op
 from monitor_manager.store.records import (
     Draft,
@@ -108,10 +108,7 @@ class Convergence:
         self.next_alert_id = 1
         self.next_notification_id = 1
         self.next_delivery_id = 1
-        self._members = {
-            g.name: tuple(Member(m.name, m.email, m.wechat, m.mobile) for m in g.members)
-            for g in config.contact_groups
-        }
+        self._members = {g.name: g.members for g in config.contact_groups}
         self._channels = {g.name: g.channels for g in config.contact_groups}
         # High availability: how long new deliveries wait for instances before this one.
         self.send_delay: Callable[[], float] = lambda: 0.0

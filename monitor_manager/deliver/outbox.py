@@ -354,7 +354,7 @@ class Outbox:
                 False,
                 permanent=exc.permanent,
                 error=exc.reason,
-                retry_after=getattr(exc, "retry_after", None),
+                retry_after=exc.retry_after,
                 recipients_refused=exc.recipients_refused,
             )
         except asyncio.CancelledError:
@@ -605,7 +605,7 @@ def _only_to(delivery: Delivery) -> Delivery:
     recipients = tuple(
         m
         for m in delivery.message.recipients
-        if owed & {v.strip().casefold() for v in (m.email, m.wechat, m.mobile)}
+        if owed & {v.strip().casefold() for v in m.addresses()}
     )
     return dataclasses.replace(
         delivery, message=dataclasses.replace(delivery.message, recipients=recipients)

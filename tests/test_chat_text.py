@@ -1,4 +1,4 @@
-"""The WeCom helpers: byte-limit splitting, markdown neutralising, errcode classification."""
+"""The chat helpers: byte-limit splitting, markdown neutralising, WeCom's errcode classes."""
 
 from __future__ import annotations
 
@@ -10,17 +10,9 @@ from hypothesis import strategies as st
 
 from fake_wecom import alert, group, message
 from monitor_manager.channels.base import ChannelError
-from monitor_manager.channels.wecom_format import (
-    RateLimited,
-    error_for,
-    markdown_marker,
-    neutralise,
-    neutralise_message,
-    safe_url,
-    split_content,
-    text_marker,
-    utf8_len,
-)
+from monitor_manager.channels.chat_text import neutralise, neutralise_message, safe_url
+from monitor_manager.channels.text_parts import split_content, text_marker, utf8_len
+from monitor_manager.channels.wecom_api import error_for, markdown_marker
 
 MARKER = re.compile(r'^(?:<font color="comment">)?\((\d+)/(\d+)\)(?:</font>)?\n')
 
@@ -81,7 +73,7 @@ def test_parts_prefer_to_end_at_a_blank_line_between_alerts() -> None:
 
 def test_markers_count_inside_the_limit_even_past_nine_parts() -> None:
     text = "\n".join("行" * 30 for _ in range(400))  # ~36 KB: dozens of parts
-    parts = split_content(text, 300, markdown=True, max_parts=UNCAPPED)
+    parts = split_content(text, 300, markdown=True, max_parts=UNCAPPED, marker=markdown_marker)
     assert len(parts) > 99
     assert all(utf8_len(p) <= 300 for p in parts)
     assert numbers(parts)[-1] == (len(parts), len(parts))
@@ -229,8 +221,7 @@ def test_errcodes_are_classified(errcode: int, permanent: bool) -> None:
 
 def test_a_frequency_limit_asks_for_at_least_a_minute_of_backoff() -> None:
     error = error_for(45009, "api freq out of limit", "message/send")
-    assert isinstance(error, RateLimited)
-    assert error.retry_after >= 60
+    assert not error.permanent and error.retry_after is not None and error.retry_after >= 60
 
 
 def test_the_errcode_reason_names_the_fix() -> None:

@@ -1,0 +1,108 @@
+"""Alert text made safe for chat messages, and the note that ends a message cut short.
+
+Chat platforms render markup in messages (WeCom even in text messages: `<@userid>` mentions,
+`<a href>` links), and alert text is anyone's: label and annotation values are neutralised
+before any template sees them, and only http(s) URLs become links.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import urllib.parse
+
+import jinja2
+
+from monitor_manager.channels.base import ChannelError
+from monitor_manager.channels.text_parts import Overflow
+from monitor_manager.deliver.render import Renderer
+from monitor_manager.models import Message, map_text
+
+# WeCom markdown has no escape syntax, so characters that would open a tag, a link or inline
+# code are swapped for look-alikes that render as text.
+_NEUTRAL = str.maketrans({"<": "＜", ">": "＞", "`": "ˋ", "[": "［", "]": "］"})
+# Characters that end or break a markdown link target or a tag; percent-encoded in URLs.
+_URL_UNSAFE = re.compile(r"[\s()<>\[\]`\"']")
+
+
+def neutralise(value: str) -> str:
+    """`value` with <, >, `, [ and ] replaced by look-alikes that WeCom shows as plain text."""
+    return value.translate(_NEUTRAL)
+
+
+def safe_url(url: str) -> str:
+    """An http(s) URL usable as a markdown link target, or "" when it is not one."""
+    url = url.strip()
+    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+        return ""
+    return _URL_UNSAFE.sub(lambda m: urllib.parse.quote(m.group(), safe=""), url)
+
+
+def neutralise_message(message: Message) -> Message:
+    """A copy of the message whose label, annotation and name values cannot break markdown."""
+    message = map_text(message, neutralise)
+    groups = tuple(
+        dataclasses.replace(
+            g,
+            key=neutralise(g.key),
+            contact_group=neutralise(g.contact_group),
+            url=safe_url(g.url),
+            alerts=tuple(
+                dataclasses.replace(a, generator_url=safe_url(a.generator_url)) for a in g.alerts
+            ),
+        )
+        for g in message.groups
+    )
+    return dataclasses.replace(
+        message,
+        contact_group=neutralise(message.contact_group),
+        instance=neutralise(message.instance),
+        external_url=safe_url(message.external_url),
+        groups=groups,
+    )
+
+
+def tidy(text: str) -> str:
+    """Rendered template output without trailing spaces and runs of blank lines."""
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines))
+
+
+_OVERFLOW = {"en": "… {n} more bytes left out", "zh": "……另有 {n} 字节未显示"}
+_OVERFLOW_LINK = {"en": "the whole message", "zh": "查看完整内容"}
+
+
+def overflow_note(message: Message, language: str, *, markdown: bool) -> Overflow:
+    """The note ending a message cut at MAX_PARTS: how much is missing, and where it is."""
+    url = safe_url(
+        message.groups[0].url if message.groups and message.groups[0].url else message.external_url
+    )
+    head = _OVERFLOW.get(language, _OVERFLOW["en"])
+    link = _OVERFLOW_LINK.get(language, _OVERFLOW_LINK["en"])
+
+    def note(left_out: int) -> str:
+        text = head.format(n=left_out)
+        if url:
+            text += f": [{link}]({url})" if markdown else f": {url}"
+        return text
+
+    return note
+
+
+def render_chat(renderer: Renderer, names: tuple[str, ...], message: Message) -> str:
+    """The message rendered by the first of `names` that exists, its alert text neutralised
+    first (in every msgtype: WeCom renders <@userid> and <a href> in text too), tidied."""
+    safe = neutralise_message(message)
+    for name in names:
+        try:
+            text = tidy(renderer.render(name, safe))
+        except jinja2.TemplateNotFound as exc:
+            if exc.name != name:  # a template that exists includes one that does not
+                raise ChannelError(f"template error: {exc}", permanent=True) from None
+            continue
+        except jinja2.TemplateError as exc:
+            raise ChannelError(f"template error: {exc}", permanent=True) from None
+        if not text:
+            raise ChannelError("the template rendered an empty message", permanent=True)
+        return text
+    raise ChannelError(f"no template {' or '.join(names)}", permanent=True)

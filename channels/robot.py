@@ -1,0 +1,142 @@
+"""What every group-chat robot shares (WeCom, DingTalk, Feishu): render, split, pace, resume.
+
+A robot posts to one group chat through a webhook URL whose token is its only credential. A
+subclass says how big one post may be, which templates render it, how many posts the platform
+takes a minute (and a second), and how one part is posted and its answer classified; this
+class does the rest:
+- alert text is neutralised before any template sees it (`chat_text.render_chat`);
+- the message is split at the byte limit into at most five numbered parts
+  (`text_parts.split_content`), the mentions arriving with the last;
+- posts are paced below the platform's limits: `ready_at` tells the outbox when the next
+  message fits, and the outbox merges what queues up meanwhile into one digest;
+- a message retried after some of its parts went out (also after a restart) resumes after them
+  (`ChannelContext.parts`).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from functools import partial
+from typing import ClassVar
+
+from monitor_manager.channels.base import (
+    Channel,
+    ChannelContext,
+    ChannelError,
+    SlidingWindowLimiter,
+    parts_key,
+)
+from monitor_manager.channels.chat_text import overflow_note, render_chat
+from monitor_manager.channels.text_parts import Marker, split_content
+from monitor_manager.models import Message
+
+WINDOW_SLACK = 1.0  # a second more than the platform's window: network delay cannot crowd it
+
+
+class RobotChannel(Channel):
+    merges_backlog: ClassVar[bool] = True
+    per_minute: ClassVar[int]  # posts a minute per robot
+    per_second: ClassVar[int] = 0  # posts a second per robot; 0: no such limit
+    # Per msgtype, the templates to try in order (the first found renders the message).
+    templates: ClassVar[dict[str, tuple[str, ...]]]
+
+    def __init__(self, name: str, settings: object, ctx: ChannelContext) -> None:
+        super().__init__(name, settings, ctx)
+        robot = f"robot.{self.type}.{self.robot_id()}"  # channels of one robot share its limits
+        self._limiters = [
+            ctx.shared(
+                f"{robot}.{window}",
+                partial(SlidingWindowLimiter, n, window + WINDOW_SLACK, ctx.clock),
+            )
+            for n, window in ((self.per_minute, 60.0), (self.per_second, 1.0))
+            if n
+        ]
+        self._robot = robot
+        self._rendered: tuple[Message, list[str]] | None = None
+
+    # -- what a kind says -------------------------------------------------------------------
+    @property
+    def msgtype(self) -> str:
+        msgtype: str = self.settings.msgtype  # type: ignore[attr-defined]
+        return msgtype
+
+    @property
+    def markdown(self) -> bool:
+        return self.msgtype != "text"
+
+    @abstractmethod
+    def robot_id(self) -> str:
+        """A stable name of the robot (a hash of its token: never the token itself)."""
+
+    @abstractmethod
+    def byte_limit(self) -> int:
+        """UTF-8 bytes one post of the current msgtype may carry."""
+
+    def marker(self) -> Marker | None:
+        """The "(2/3)" marker of split parts; None: the plain default."""
+        return None
+
+    def mention_suffix(self, message: Message) -> str:
+        """Text appended to the rendered message to mention its recipients ("" for none)."""
+        return ""
+
+    @abstractmethod
+    async def post(self, content: str, message: Message, *, last: bool) -> None:
+        """Post one part; raise ChannelError classified from the platform's answer."""
+
+    # -- the shared flow --------------------------------------------------------------------
+    def contents(self, message: Message) -> list[str]:
+        """The message rendered (with its mentions) and split into parts (cached)."""
+        if self._rendered and self._rendered[0] is message:
+            return self._rendered[1]
+        text = render_chat(self.ctx.renderer, self.templates[self.msgtype], message)
+        suffix = self.mention_suffix(message)
+        text = f"{text}\n\n{suffix}" if suffix else text  # at the end: with the last part
+        contents = split_content(
+            text,
+            self.byte_limit(),
+            markdown=self.markdown,
+            marker=self.marker(),
+            overflow=overflow_note(message, self.ctx.renderer.language, markdown=self.markdown),
+        )
+        self._rendered = (message, contents)
+        return contents
+
+    def ready_at(self, message: Message) -> float:
+        try:
+            contents = self.contents(message)
+        except ChannelError:
+            return 0.0  # send() reports the problem
+        needed = len(contents) - self.ctx.parts.get(parts_key(self.name, message, contents))
+        return max(
+            limiter.ready_at(self._robot, min(max(needed, 1), limiter.limit))
+            for limiter in self._limiters
+        )
+
+    def _take_slot(self) -> None:
+        # Checked and recorded with no await in between, so concurrent sends cannot both pass.
+        now = self.ctx.clock()
+        ready = max(limiter.ready_at(self._robot) for limiter in self._limiters)
+        if ready > now:
+            raise ChannelError(
+                f"holding back: a {self.type} robot accepts {self.per_minute} messages a minute"
+                + (f" and {self.per_second} a second" if self.per_second else ""),
+                retry_after=ready - now,
+            )
+        for limiter in self._limiters:
+            limiter.record(self._robot)
+
+    def fill_window(self) -> None:
+        """Someone else posts through this robot too (the platform said: too fast): count
+        its minute as full."""
+        self._limiters[0].record(self._robot, self.per_minute)
+
+    async def send(self, message: Message) -> str:
+        contents = self.contents(message)
+        key = parts_key(self.name, message, contents)
+        for index in range(self.ctx.parts.get(key), len(contents)):
+            self._take_slot()
+            await self.post(contents[index], message, last=index == len(contents) - 1)
+            if len(contents) > 1:  # kept when complete too: a crash before the outbox
+                await self.ctx.parts.set(key, index + 1)  # records it resumes at the end
+        return f"sent in {len(contents)} parts" if len(contents) > 1 else ""
