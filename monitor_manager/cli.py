@@ -135,9 +135,8 @@ async def _exit_on_second_signal(app: web.Application) -> None:
 
 
 async def send_test(config: Config, group_name: str) -> int:
-    from monitor_manager.app import build_channels
+    from monitor_manager.build import build_channels, build_renderer
     from monitor_manager.channels import ChannelContext, ChannelError
-    from monitor_manager.deliver.render import Renderer
 
     group = next((g for g in config.contact_groups if g.name == group_name), None)
     if group is None:
@@ -154,9 +153,7 @@ async def send_test(config: Config, group_name: str) -> int:
         instance=config.server.instance,
         external_url=config.server.external_url,
     )
-    renderer = Renderer(
-        config.templates.language, config.templates.dir or None, config.templates.max_alerts
-    )
+    renderer = build_renderer(config)
     failed = 0
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         ctx = ChannelContext(

@@ -6,6 +6,7 @@ import aiohttp
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from monitor_manager.build import Core
 from monitor_manager.channels.base import Channel
 from monitor_manager.clock import Clock
 from monitor_manager.cluster.ha import HighAvailability
@@ -31,3 +32,4 @@ SCHEDULER = web.AppKey("scheduler", AsyncIOScheduler)
 PEERS = web.AppKey("peers", Peers)
 HA = web.AppKey("ha", HighAvailability)
 PARTS = web.AppKey("parts", StoredPartsLog)
+CORE = web.AppKey("core", Core)

@@ -1,10 +1,13 @@
-"""The pipeline, stage by stage: ingest → dedup → route → group → (timers) → storm → enqueue.
+"""The pipeline: what happens to a webhook, and on every timer tick, in order.
 
-`receive()` answers a webhook: it applies the payload to the in-memory state and returns only
-once the resulting writes are committed (group commit shares that commit with concurrent
-requests). `tick()` is the timer job: due groups flush into notifications and outbox rows.
-If a commit fails, memory is rebuilt from the store before anything else is decided, so what
-was not stored is not remembered either (the sender retries on our 503).
+`receive()` answers a webhook: screen the payload (ingest.payload), take heartbeats out
+(watch.watchdog), dedup and group (converge.convergence), then commit, and only then answer
+(group commit shares the commit with concurrent requests). `tick()` is the timer job: due
+alert groups flush (convergence), their changes become notifications and outbox rows
+(converge.notify, through storm control), committed in one transaction, and the outbox is
+woken. `watch()` is the watchdog's once-a-second job. If a commit fails, memory is rebuilt
+from the store before anything else is decided, so what was not stored is not remembered
+either (the sender retries on our 503).
 """
 
 from __future__ import annotations
@@ -13,25 +16,34 @@ import asyncio
 import gc
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from monitor_manager.clock import Clock
 from monitor_manager.cluster.ha import NotificationLog
 from monitor_manager.config import Config
-from monitor_manager.converge.alerts import fingerprint, identity_labels
-from monitor_manager.converge.convergence import Convergence, FlushResult, IngestResult
+from monitor_manager.converge.convergence import Convergence, IngestResult
+from monitor_manager.converge.ids import Ids
+from monitor_manager.converge.notify import Notifier, Written
 from monitor_manager.deliver.parts_log import StoredPartsLog
 from monitor_manager.ingest.payload import IncomingAlert, Payload, screen
 from monitor_manager.metrics import Metrics
-from monitor_manager.models import AlertView, GroupView, Message
-from monitor_manager.store import Op, Store, StoreError, failure_reason, probe_op
-from monitor_manager.store.records import insert_notification
+from monitor_manager.models import AlertStatus, AlertView, GroupView, Message
+from monitor_manager.store import (
+    Op,
+    Store,
+    StoreError,
+    deliveries,
+    failure_reason,
+    notifications,
+    probe_op,
+)
+from monitor_manager.watch.store_health import STORE_FAILING, StoreHealth
 from monitor_manager.watch.watchdog import SOURCE_LABEL, Watchdog
 
 log = logging.getLogger(__name__)
 
-STORE_FAILING = "StoreFailing"
 STALE_CHECK_SECONDS = 60.0
+PageDirectly = Callable[[list[Message]], Awaitable[None]]
 
 
 class Pipeline:
@@ -41,37 +53,47 @@ class Pipeline:
         store: Store,
         clock: Clock,
         metrics: Metrics,
+        *,
+        ids: Ids,
+        convergence: Convergence,
+        notifier: Notifier,
+        watchdog: Watchdog,
+        store_health: StoreHealth,
+        nflog: NotificationLog,
+        parts: StoredPartsLog,
+        page_directly: PageDirectly,
         on_enqueued: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config
         self.store = store
         self.clock = clock
         self.metrics = metrics
+        self.ids = ids
+        self.convergence = convergence
+        self.notifier = notifier
+        self.watchdog = watchdog
+        self.store_health = store_health
+        self.nflog = nflog
+        self.parts = parts
+        self.page_directly = page_directly
         self.on_enqueued = on_enqueued
-        self.convergence = Convergence(config, clock)
-        self.watchdog = Watchdog(config, clock, self.is_firing)
-        self.nflog: NotificationLog | None = None  # set when high availability is on
-        self.parts: StoredPartsLog | None = None  # set by the app: the channels' parts log
         self._reload_needed = True  # nothing loaded yet
         self._next_stale_check = 0.0
         self._reload_lock = asyncio.Lock()
-        store.on_failure = self._on_store_failure
 
-    def _on_store_failure(self, exc: BaseException) -> None:
+    # -- memory and the store ------------------------------------------------------------------
+    def store_failed(self, exc: BaseException) -> None:
+        """A commit failed (the store calls this): memory may hold what is not stored."""
         self.metrics.store_commit_failures.inc()
-        self.watchdog.store_failed(failure_reason(exc), self.clock())
+        self.store_health.failed(failure_reason(exc), self.clock())
         self._reload_needed = True
 
-    def is_firing(self, labels: dict[str, str]) -> bool:
-        fp = fingerprint(identity_labels(labels, self.convergence.ignore))
-        alert = self.convergence.alerts.get(fp)
-        return alert is not None and alert.status == "firing"
-
     def _load(self, conn: sqlite3.Connection) -> None:
+        self.ids.load(conn)
         self.convergence.load(conn)
+        self.notifier.storm.load(conn)
         self.watchdog.load(conn)
-        if self.nflog is not None:
-            self.nflog.load(conn)
+        self.nflog.load(conn)
 
     async def load(self) -> None:
         if not self._reload_needed:
@@ -86,6 +108,7 @@ class Pipeline:
                 gc.freeze()
                 self.metrics.alert_groups_open.set(len(self.convergence.groups))
 
+    # -- the webhook -----------------------------------------------------------------------------
     async def receive(self, payload: Payload) -> IngestResult:
         """Raises StoreError (nothing stored, answer 503) when the commit fails."""
         await self.load()
@@ -130,17 +153,6 @@ class Pipeline:
         self.metrics.alerts_duplicate.inc(result.duplicates)
         return result
 
-    async def tick(self) -> FlushResult:
-        await self.load()
-        result = self.convergence.flush_due()
-        if result.ops:
-            await self.store.write(result.ops)
-            self.metrics.notifications_decided.inc(result.notifications)
-            self.metrics.alert_groups_open.set(len(self.convergence.groups))
-            if result.deliveries:
-                self.on_enqueued()
-        return result
-
     async def raise_internal(self, alerts: list[IncomingAlert]) -> None:
         """Internal alerts: to the watchdog groups, without group_wait, otherwise as any alert."""
         if alerts:
@@ -148,53 +160,36 @@ class Pipeline:
                 alerts, source=SOURCE_LABEL[1], groups=list(self.config.watchdog_groups), wait=0.0
             )
 
-    def store_failing_messages(self, alert: IncomingAlert) -> list[Message]:
-        """StoreFailing, one message per watchdog group, outside any alert group: its page
-        cannot be stored, so it never joins one (the caller sends it)."""
-        view = AlertView(
-            "store",
-            alert.status,  # type: ignore[arg-type]
-            alert.labels,
-            alert.annotations,
-            alert.starts_at,
-            alert.ends_at,
-        )
-        now = self.clock()
-        return [
-            self.convergence.new_message(
-                "group",
-                name,
-                (GroupView(STORE_FAILING, name, {"alertname": STORE_FAILING}, (view,)),),
-                now,
-            )
-            for name in self.config.watchdog_groups
-        ]
-
-    async def enqueue_store_failing(self, alert: IncomingAlert) -> None:
-        """StoreFailing's resolution, through the outbox: the store takes writes again."""
-        await self.load()  # ids come from memory: after a failed commit, from the store
-        result = FlushResult()
-        for message in self.store_failing_messages(alert):
-            result.ops.append(insert_notification(message, None, None))
-            result.notifications += 1
-            self.convergence.enqueue(
-                message.id, message.contact_group, set(), message.created_at, result
-            )
-        await self.store.write(result.ops)
-        self.on_enqueued()
-
-    async def watch(self) -> None:
-        """The watchdog job: deadlines, channel health, the store; raise what changed."""
+    # -- timers ----------------------------------------------------------------------------------
+    async def tick(self) -> Written:
+        """Due alert groups flush; their changes and ended storm windows become notifications
+        and outbox rows, committed with the flush."""
         await self.load()
         now = self.clock()
-        if not self.store.healthy:
-            try:  # a real commit through the shared path: it alone makes the store healthy
-                await self.store.write([probe_op(now)])
-            except StoreError:
-                return  # still failing: StoreFailing is the caller's to page
-        self.watchdog.store_ok(now)
-        alerts = self.watchdog.check(now)
-        await self.raise_internal(alerts)
+        flushed = self.convergence.flush_due(now)
+        written = Written(ops=flushed.ops)
+        for change in flushed.changes:
+            self.notifier.group_changed(change, now, written)
+        self.notifier.windows_closed(now, written)
+        if written.ops:
+            await self.store.write(written.ops)
+            self.metrics.notifications_decided.inc(written.notifications)
+            self.metrics.alert_groups_open.set(len(self.convergence.groups))
+            if written.deliveries:
+                self.on_enqueued()
+        return written
+
+    def next_due(self) -> float:
+        return min(self.convergence.next_due(), self.notifier.storm.next_due())
+
+    async def watch(self) -> None:
+        """The watchdog job, every second: the store's health, heartbeat deadlines, channel
+        health, stale alerts; raise what changed."""
+        await self.load()
+        now = self.clock()
+        if not await self._store_takes_writes(now):
+            return
+        await self.raise_internal(self.watchdog.check(now))
         ops = self.watchdog.ops()
         if now >= self._next_stale_check:  # a walk over every alert: once a minute is enough
             self._next_stale_check = now + STALE_CHECK_SECONDS
@@ -204,15 +199,61 @@ class Pipeline:
         if ops:
             await self.store.write(ops)
 
+    async def _store_takes_writes(self, now: float) -> bool:
+        """StoreFailing: paged straight to the channels once, after store_failing_after of
+        refused writes; resolved through the outbox once a real commit succeeds."""
+        if not self.store.healthy:
+            try:  # a real commit through the shared path: it alone makes the store healthy
+                await self.store.write([probe_op(now)])
+            except StoreError:
+                page = self.store_health.page(now)
+                if page is not None:
+                    await self.page_directly(self._store_failing_messages(page, now))
+                return False
+        resolved = self.store_health.recovered(now)
+        if resolved is not None:
+            messages = self._store_failing_messages(resolved, now)
+            try:
+                await self._enqueue(messages, now)
+            except StoreError:  # failing again already: the direct way, as the page went
+                await self.page_directly(messages)
+                return False
+        return True
+
+    def _store_failing_messages(self, alert: IncomingAlert, now: float) -> list[Message]:
+        """StoreFailing, one message per watchdog group, outside any alert group: its page
+        cannot be stored, so it never joins one."""
+        status: AlertStatus = "firing" if alert.status == "firing" else "resolved"
+        view = AlertView(
+            "store", status, alert.labels, alert.annotations, alert.starts_at, alert.ends_at
+        )
+        return [
+            self.notifier.message(
+                "group",
+                name,
+                (GroupView(STORE_FAILING, name, {"alertname": STORE_FAILING}, (view,)),),
+                now,
+            )
+            for name in self.config.watchdog_groups
+        ]
+
+    async def _enqueue(self, messages: list[Message], now: float) -> None:
+        """Messages decided outside an alert group, through the outbox."""
+        written = Written()
+        for message in messages:
+            written.ops.append(notifications.insert(message, None, None))
+            written.notifications += 1
+            self.notifier.deliver(message.id, message.contact_group, frozenset(), now, written)
+        await self.store.write(written.ops)
+        self.on_enqueued()
+
     async def purge(self) -> None:
+        """Forget what is older than the retention (and the notification log's horizon)."""
         await self.load()
         now = self.clock()
-        ops = self.convergence.purge(now - self.config.storage.retention)
-        if self.nflog is not None:
-            ops += self.nflog.expire(now - 2 * self.config.convergence.repeat_interval)
-        if self.parts is not None:
-            ops += self.parts.expire(now - self.config.storage.retention)
+        before = now - self.config.storage.retention
+        ops = self.convergence.purge(before)
+        ops += [deliveries.purge(before), notifications.purge(before)]
+        ops += self.nflog.expire(now - 2 * self.config.convergence.repeat_interval)
+        ops += self.parts.expire(before)
         await self.store.write(ops)
-
-    def next_due(self) -> float:
-        return min(self.convergence.next_due(), self.convergence.storm.next_due())

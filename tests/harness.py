@@ -15,14 +15,12 @@ from typing import Any
 import aiohttp
 
 from builders import T0
-from monitor_manager.app import build_channels
-from monitor_manager.channels.base import ChannelContext
+from monitor_manager.build import Core, build_core
+from monitor_manager.channels.base import Channel
 from monitor_manager.clock import ManualClock
 from monitor_manager.config import Config
 from monitor_manager.converge.convergence import IngestResult
 from monitor_manager.deliver.outbox import Outbox
-from monitor_manager.deliver.parts_log import StoredPartsLog
-from monitor_manager.deliver.render import Renderer
 from monitor_manager.ingest.payload import IncomingAlert, Payload
 from monitor_manager.metrics import Metrics
 from monitor_manager.models import Message
@@ -46,25 +44,57 @@ class Decided:
 
 
 class Harness:
+    """The core that build_core wires for the service (store, pipeline, storm, outbox,
+    channels, watchdog, high availability), on a manual clock, with nothing scheduled: the
+    test moves the clock and runs the jobs."""
+
     def __init__(self, config: Config) -> None:
         self.config = config
         self.clock = ManualClock(T0)
-        self.store: Store | None = None
-        self.pipeline: Pipeline | None = None
+        self.stdout = io.StringIO()
+        self.core: Core | None = None
+        self.session: aiohttp.ClientSession | None = None
         self._seen: set[int] = set()
         self.decided: list[Decided] = []
 
     async def start(self) -> Harness:
-        self.store = Store(self.config.storage.path)
-        await self.store.open()
-        self.pipeline = Pipeline(self.config, self.store, self.clock, Metrics())
-        await self.pipeline.load()
+        self.session = aiohttp.ClientSession()
+        self.core = build_core(
+            self.config,
+            clock=self.clock,
+            session=self.session,
+            stdout=self.stdout,
+            metrics=Metrics(),
+            rng=lambda: 1.0,
+        )
+        await self.core.open()
         return self
 
     async def stop(self) -> None:
-        if self.store is not None:
-            await self.store.close()
-            self.store = None
+        if self.core is not None:
+            await self.core.close()
+            self.core = None
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    @property
+    def store(self) -> Store | None:
+        return self.core.store if self.core is not None else None
+
+    @property
+    def pipeline(self) -> Pipeline | None:
+        return self.core.pipeline if self.core is not None else None
+
+    @property
+    def outbox(self) -> Outbox:
+        assert self.core is not None
+        return self.core.outbox
+
+    @property
+    def channels(self) -> dict[str, Channel]:
+        assert self.core is not None
+        return self.core.channels
 
     async def restart(self) -> None:
         await self.stop()
@@ -118,48 +148,7 @@ class Harness:
 
 
 class OutboxHarness(Harness):
-    """Harness plus channels and the outbox, all on the manual clock."""
-
-    def __init__(self, config: Any) -> None:
-        super().__init__(config)
-        self.stdout = io.StringIO()
-        self.outboxes: list[Outbox] = []
-
-    async def start(self) -> OutboxHarness:
-        await super().start()
-        self.session = aiohttp.ClientSession()
-        assert self.store is not None
-        parts = StoredPartsLog(self.store, self.clock)  # as the service has it
-        await parts.load()
-        ctx = ChannelContext(
-            session=self.session,
-            renderer=Renderer(),
-            clock=self.clock,
-            stdout=self.stdout,
-            instance="mm-test",
-            parts=parts,
-        )
-        self.channels = build_channels(self.config, ctx)
-        assert self.store is not None and self.pipeline is not None
-        self.outbox = Outbox(
-            self.store,
-            self.channels,
-            self.config.delivery,
-            self.clock,
-            self.pipeline.metrics,
-            rng=lambda: 1.0,
-        )
-        self.outbox.observer = self.pipeline.watchdog
-        await self.outbox.recover()
-        return self
-
-    async def stop(self) -> None:
-        for channel in getattr(self, "channels", {}).values():
-            await channel.close()
-        if getattr(self, "session", None) is not None:
-            await self.session.close()
-            self.session = None
-        await super().stop()
+    """Harness with helpers for the outbox: its rows, and a step that delivers."""
 
     async def deliveries(self) -> list[dict[str, Any]]:
         return await self.rows("SELECT * FROM deliveries ORDER BY id")

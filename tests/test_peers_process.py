@@ -47,8 +47,10 @@ def test_a_killed_peer_is_paged_once_and_resolved_when_it_returns(tmp_path: Path
         port=port_b,
     )
     try:
-        a.start()
-        b.start()
+        a.launch()
+        b.launch()
+        a.wait_healthy()
+        b.wait_healthy()
 
         def peer_state(proc: ServeProcess) -> str:
             status, body = http("GET", f"{proc.url}/api/v1/watchdog")
@@ -60,14 +62,19 @@ def test_a_killed_peer_is_paged_once_and_resolved_when_it_returns(tmp_path: Path
             timeout=10,
             what="both peers up",
         )
+        before = pages(a, "[FIRING:1]"), pages(a, "[RESOLVED]")  # a slow start may page too
         b.kill()
-        a.wait_for(lambda: pages(a, "[FIRING:1]") == 1, timeout=15, what="PeerDown page")
+        a.wait_for(
+            lambda: pages(a, "[FIRING:1]") == before[0] + 1, timeout=15, what="PeerDown page"
+        )
         assert peer_state(a) == "down"
         status, body = http("GET", f"{a.url}/api/v1/watchdog")
         assert body["peers"][0]["consecutive_failures"] >= 3
         b.start()
-        a.wait_for(lambda: pages(a, "[RESOLVED]") == 1, timeout=15, what="PeerDown resolved")
-        assert pages(a, "[FIRING:1]") == 1  # paged once, not once per failed probe
+        a.wait_for(
+            lambda: pages(a, "[RESOLVED]") == before[1] + 1, timeout=15, what="PeerDown resolved"
+        )
+        assert pages(a, "[FIRING:1]") == before[0] + 1  # once, not once per failed probe
         assert pages(b, "[FIRING:1]") == 0  # b never saw a down peer
     finally:
         a.stop()

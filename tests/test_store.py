@@ -14,6 +14,7 @@ from builders import make_config
 from monitor_manager.clock import ManualClock
 from monitor_manager.converge.alerts import fingerprint
 from monitor_manager.converge.convergence import Convergence, group_key
+from monitor_manager.converge.ids import Ids
 from monitor_manager.deliver.parts_log import StoredPartsLog
 from monitor_manager.store import Store, StoreError, migrations
 
@@ -37,7 +38,7 @@ def test_memberships_move_from_the_old_table_into_alert_rows(tmp_path: Path) -> 
     assert db.execute("SELECT memberships FROM alerts").fetchone()[0] == '{"g1":"firing"}'
     assert "group_alerts" not in db.table_names()
     migrations.apply(db)  # m010 then renames both by their labels
-    conv = Convergence(make_config(tmp_path), ManualClock())
+    conv = Convergence(make_config(tmp_path), ManualClock(), Ids())
     conv.load(db.conn)
     key, fp = group_key("default", {"alertname": "A"}), fingerprint({"alertname": "A"})
     assert conv.groups[key].members == {fp: "firing"}
@@ -105,9 +106,11 @@ def test_alert_rows_get_ids_and_lose_the_fingerprint_index(tmp_path: Path) -> No
     ]
     assert db.execute("PRAGMA index_list(alerts)").fetchall() == []
     migrations.apply(db)
-    conv = Convergence(make_config(tmp_path), ManualClock())
+    conv = Convergence(make_config(tmp_path), ManualClock(), Ids())
     conv.load(db.conn)
-    assert conv.next_alert_id == 3
+    ids = Ids()
+    ids.load(db.conn)
+    assert ids.alert() == 3
 
 
 async def test_a_step_runs_in_order_inside_the_transaction(tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
-"""Convergence: alerts become alert groups, group changes become notifications.
+"""Convergence: dedup, alert groups and their timers. Nothing else.
 
 This module is the in-memory half of the pipeline; it never does I/O. Each call returns the
 statements (`Op`s) that make its decisions durable, and the caller commits them before it
-answers or delivers anything. `load()` rebuilds the same state from the store after a restart
-or a failed commit.
+answers or delivers anything; group changes people must hear about are returned as
+`GroupChange`s (converge.notify turns them into notifications). `load()` rebuilds the same
+state from the store after a restart or a failed commit.
 
 Timers, per alert group (one per contact group and `group_by` label values):
 - first notification `group_wait` after the first firing alert arrived;
@@ -21,7 +22,7 @@ import heapq
 import json
 import sqlite3
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from monitor_manager.clock import Clock
@@ -35,18 +36,13 @@ from monitor_manager.converge.alerts import (
     identity_labels,
     to_json,
 )
+from monitor_manager.converge.ids import Ids
+from monitor_manager.converge.notify import GroupChange
 from monitor_manager.converge.routing import Router
-from monitor_manager.converge.storm import StormControl
 from monitor_manager.ingest.payload import IncomingAlert
-from monitor_manager.models import GroupView, Message
 from monitor_manager.store import Op
-from monitor_manager.store.records import (
-    Draft,
-    insert_alert,
-    update_alert,
-    upsert_group,
-    write_group_notification,
-)
+from monitor_manager.store import alerts as alert_rows
+from monitor_manager.store import groups as group_rows
 from monitor_manager.watch.watchdog import SOURCE_LABEL, failing_channel
 
 INF = float("inf")
@@ -85,33 +81,28 @@ class IngestResult:
 @dataclass
 class FlushResult:
     ops: list[Op] = field(default_factory=list)
-    notifications: int = 0
-    deliveries: int = 0
+    changes: list[GroupChange] = field(default_factory=list)
 
 
 class Convergence:
-    def __init__(self, config: Config, clock: Clock) -> None:
+    def __init__(self, config: Config, clock: Clock, ids: Ids) -> None:
         self.config = config
         self.conv = config.convergence
         self.clock = clock
         self.router = Router(config)
         self.ignore = frozenset(config.convergence.ignore_labels)
         self.group_all = tuple(config.convergence.group_by) == ("...",)
-        self.external_url = config.server.base_url
-        self.storm = StormControl(config.storm, self)
+        self.ids = ids
         self.alerts: dict[str, Alert] = {}  # by fingerprint
         # fingerprint -> channel, for internal alerts about a failing channel (few)
         self.failing_channel: dict[str, str] = {}
         self.internal: set[str] = set()  # fingerprints of internal alerts: never stale
         self.groups: dict[str, Group] = {}
         self._due: list[tuple[float, str]] = []
-        self.next_alert_id = 1
-        self.next_notification_id = 1
-        self.next_delivery_id = 1
-        self._members = {g.name: g.members for g in config.contact_groups}
-        self._channels = {g.name: g.channels for g in config.contact_groups}
-        # High availability: how long new deliveries wait for instances before this one.
-        self.send_delay: Callable[[], float] = lambda: 0.0
+
+    def is_firing(self, labels: dict[str, str]) -> bool:
+        alert = self.alerts.get(fingerprint(identity_labels(labels, self.ignore)))
+        return alert is not None and alert.status == "firing"
 
     # -- ingest -------------------------------------------------------------------------------
     def ingest(
@@ -143,13 +134,12 @@ class Convergence:
                     and now - known.seen_at >= SEEN_EVERY
                 ):
                     known.seen_at = now
-                    seen.append(("UPDATE alerts SET seen_at = ? WHERE id = ?", (now, known.id)))
+                    seen.append(alert_rows.seen(known.id, now))
                 continue
             result.accepted += 1
             new = known is None
             if known is None:
-                known = Alert(fp, self.next_alert_id, "", incoming.starts_at, None)
-                self.next_alert_id += 1
+                known = Alert(fp, self.ids.alert(), "", incoming.starts_at, None)
                 self.alerts[fp] = known
                 self._note_internal(fp, labels, source)
             known.seen_at = now
@@ -167,7 +157,7 @@ class Convergence:
             annotations = to_json(incoming.annotations)
             if new:
                 inserts.append(
-                    insert_alert(
+                    alert_rows.insert(
                         known,
                         to_json(labels),
                         annotations,
@@ -179,7 +169,7 @@ class Convergence:
                 )
             else:
                 result.ops.append(
-                    update_alert(
+                    alert_rows.update(
                         known,
                         annotations,
                         incoming.generator_url,
@@ -196,7 +186,7 @@ class Convergence:
             group = self.groups.get(key)
             if group is not None:
                 self._touch(group, now)
-                result.ops.append(upsert_group(group, now))
+                result.ops.append(group_rows.upsert(group, now))
         return result
 
     def _note_internal(self, fp: str, labels: dict[str, str], source: str) -> None:
@@ -223,18 +213,13 @@ class Convergence:
                 and alert.fingerprint not in self.internal
             ):
                 alert.status = "stale"
-                ops.append(
-                    (
-                        "UPDATE alerts SET status = 'stale', updated_at = ? WHERE id = ?",
-                        (now, alert.id),
-                    )
-                )
+                ops.append(alert_rows.stale(alert.id, now))
                 touched.update(alert.groups)
         closed = len(ops)
         for key in touched:
             group = self.groups[key]
             self._touch(group, now)
-            ops.append(upsert_group(group, now))
+            ops.append(group_rows.upsert(group, now))
         return closed, ops
 
     def memberships(self, alert: Alert) -> str:
@@ -296,14 +281,12 @@ class Convergence:
             heapq.heappop(self._due)  # stale heap entry
         return INF
 
-    def flush_due(self) -> FlushResult:
-        """Flush every group whose deadline passed, and close storm windows that ended."""
-        now = self.clock()
+    def flush_due(self, now: float) -> FlushResult:
+        """Flush every group whose deadline passed: the changes to notify, and the ops."""
         result = FlushResult()
         while self.next_due() <= now:
             _, key = heapq.heappop(self._due)
             self._flush(self.groups[key], now, result)
-        self.storm.close_due(now, result)
         return result
 
     def _flush(self, group: Group, now: float, result: FlushResult) -> None:
@@ -330,7 +313,7 @@ class Convergence:
         )
         if send:
             shown = firing + newly_resolved + newly_stale
-            self._notify(group, shown, now, result)
+            result.changes.append(self._change(group, shown))
             group.last_notified_at = now
             group.last_flush_at = now
         changed: list[Alert] = []
@@ -345,96 +328,43 @@ class Convergence:
             changed.append(alert)
         if not group.members:
             del self.groups[group.key]
-        result.ops += [
-            ("UPDATE alerts SET memberships = ? WHERE id = ?", (self.memberships(a), a.id))
-            for a in changed
-        ]
+        result.ops += [alert_rows.memberships(a.id, self.memberships(a)) for a in changed]
         if group.key not in self.groups:
-            result.ops.append(upsert_group(group, now, state="closed"))
+            result.ops.append(group_rows.upsert(group, now, state="closed"))
             return
         # Whoever is left fires and has been notified: the next flush is the repeat.
         group.next_flush_at = (group.last_notified_at or now) + self.conv.repeat_interval
         heapq.heappush(self._due, (group.next_flush_at, group.key))
-        result.ops.append(upsert_group(group, now))
+        result.ops.append(group_rows.upsert(group, now))
 
-    def _notify(
-        self, group: Group, fingerprints: list[str], now: float, result: FlushResult
-    ) -> None:
-        """Record a group notification; storm control decides: deliver now, or digest it."""
+    def _change(self, group: Group, fingerprints: list[str]) -> GroupChange:
         alerts = sorted(
             (self.alerts[fp] for fp in fingerprints),
             key=lambda a: (a.status != "firing", a.starts_at, a.fingerprint),
         )
-        failing = {self.failing_channel[fp] for fp in fingerprints if fp in self.failing_channel}
-        draft = Draft(
-            header=self.new_message("group", group.contact_group, (), now),
-            group_key=group.key,
-            group_labels=group.group_labels,
-            url=f"{self.external_url}/api/v1/alert-groups/{group.key}",
+        return GroupChange(
+            group.key,
+            group.contact_group,
+            group.group_labels,
             # A stale alert's end, in the message, is when it was last reported.
-            alerts=tuple(
+            tuple(
                 (
                     a.id,
                     a.fingerprint,
                     a.status,
-                    a.starts_at,
+                    a.starts_at,  # type: ignore[misc]
                     a.seen_at if a.status == "stale" else a.ends_at,
                 )
                 for a in alerts
             ),
+            frozenset(
+                self.failing_channel[fp] for fp in fingerprints if fp in self.failing_channel
+            ),
         )
-        digest_id = self.storm.admit(group.contact_group, now, result, failing)
-        result.ops.append(write_group_notification(draft, digest_id))
-        result.notifications += 1
-        if digest_id is None:
-            self.enqueue(draft.header.id, group.contact_group, failing, now, result)
-
-    def new_message(
-        self, kind: str, contact_group: str, groups: tuple[GroupView, ...], now: float
-    ) -> Message:
-        message = Message(
-            id=self.next_notification_id,
-            kind=kind,  # type: ignore[arg-type]
-            contact_group=contact_group,
-            recipients=self._members.get(contact_group, ()),
-            groups=groups,
-            created_at=now,
-            instance=self.config.server.instance,
-            external_url=self.external_url,
-        )
-        self.next_notification_id += 1
-        return message
-
-    def enqueue(
-        self,
-        notification_id: int,
-        contact_group: str,
-        failing: set[str],
-        now: float,
-        result: FlushResult,
-    ) -> None:
-        """One outbox row per (notification, channel), written with the notification.
-
-        A page about a failing channel goes through the group's other channels, where it has
-        any.
-        """
-        due = now + self.send_delay()
-        channels = self._channels.get(contact_group, ())
-        for channel in tuple(c for c in channels if c not in failing) or channels:
-            result.ops.append(
-                (
-                    "INSERT INTO deliveries (id, notification_id, channel, state, attempts, "
-                    "next_attempt_at, created_at, updated_at) "
-                    "VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)",
-                    (self.next_delivery_id, notification_id, channel, due, now, now),
-                )
-            )
-            self.next_delivery_id += 1
-            result.deliveries += 1
 
     # -- retention ------------------------------------------------------------------------------
     def purge(self, before: float) -> list[Op]:
-        """Forget resolved alerts not in any group whose resolution is older than `before`."""
+        """Forget alerts that left every group and ended before `before`, and closed groups."""
         old = [
             fp
             for fp, a in self.alerts.items()
@@ -442,24 +372,10 @@ class Convergence:
         ]
         ops: list[Op] = []
         for fp in old:
-            ops.append(("DELETE FROM alerts WHERE id = ?", (self.alerts.pop(fp).id,)))
+            ops.append(alert_rows.delete(self.alerts.pop(fp).id))
             self.failing_channel.pop(fp, None)
             self.internal.discard(fp)
-        ops += [
-            (
-                "DELETE FROM deliveries WHERE notification_id IN "
-                "(SELECT id FROM notifications WHERE created_at < ?) "
-                "AND state IN ('delivered', 'failed')",
-                (before,),
-            ),
-            (
-                "DELETE FROM notifications WHERE created_at < ? AND NOT EXISTS "
-                "(SELECT 1 FROM deliveries d WHERE d.notification_id = notifications.id) "
-                "AND id NOT IN (SELECT digest_id FROM storm_windows WHERE digest_id IS NOT NULL)",
-                (before,),
-            ),
-            ("DELETE FROM alert_groups WHERE state = 'closed' AND updated_at < ?", (before,)),
-        ]
+        ops.append(group_rows.purge_closed(before))
         return ops
 
     # -- restart ------------------------------------------------------------------------------
@@ -470,52 +386,36 @@ class Convergence:
         self.internal.clear()
         self.groups.clear()
         self._due.clear()
-        for row in conn.execute(
-            "SELECT key, contact_group, group_labels, created_at, next_flush_at, "
-            "last_notified_at, last_flush_at FROM alert_groups WHERE state = 'open'"
-        ):
-            loaded = Group(row[0], row[1], json.loads(row[2]), row[3], {}, row[4], row[5], row[6])
+        for row in group_rows.open_rows(conn):
+            loaded = Group(*row[:4], {}, *row[4:])  # type: ignore[misc]
             self.groups[loaded.key] = loaded
         times: dict[float, float] = {}  # one float object per distinct time, as ingest has
-        for row in conn.execute(
-            "SELECT fingerprint, id, status, starts_at, ends_at, memberships, seen_at FROM alerts "
-            "ORDER BY id"
+        for fp, row_id, status, starts_at, ends_at, memberships, seen_at in alert_rows.memory_rows(
+            conn
         ):
             alert = Alert(
-                row[0],
-                row[1],
-                sys.intern(row[2]),
-                times.setdefault(row[3], row[3]),
-                row[4],
-                seen_at=times.setdefault(row[6], row[6]),
-            )
+                fp,
+                row_id,
+                sys.intern(status),
+                times.setdefault(starts_at, starts_at),
+                ends_at,
+                seen_at=times.setdefault(seen_at, seen_at),
+            )  # type: ignore[arg-type]
             self.alerts[alert.fingerprint] = alert  # were there two rows, the newer counts
-            if row[5] == "{}":
+            if memberships == "{}":
                 continue
-            for key, notified in json.loads(row[5]).items():
+            for key, notified in json.loads(memberships).items():
                 group = self.groups.get(key)
                 if group is not None:
                     # The group's own key object: one copy of the string in memory.
                     group.members[alert.fingerprint] = sys.intern(notified)
                     alert.groups = alert.groups + (group.key,) if alert.groups else group.alone
-        for fp, labels in conn.execute(
-            "SELECT fingerprint, labels FROM alerts WHERE source = ?", (SOURCE_LABEL[1],)
-        ):
-            self._note_internal(fp, json.loads(labels), SOURCE_LABEL[1])
+        for fp, labels in alert_rows.labels_from(conn, SOURCE_LABEL[1]):
+            self._note_internal(fp, labels, SOURCE_LABEL[1])
         for group in self.groups.values():
             if group.next_flush_at is not None:
                 self._due.append((group.next_flush_at, group.key))
         heapq.heapify(self._due)
-        self.next_alert_id = (
-            conn.execute("SELECT COALESCE(MAX(id), 0) FROM alerts").fetchone()[0] + 1
-        )
-        self.next_notification_id = (
-            conn.execute("SELECT COALESCE(MAX(id), 0) FROM notifications").fetchone()[0] + 1
-        )
-        self.next_delivery_id = (
-            conn.execute("SELECT COALESCE(MAX(id), 0) FROM deliveries").fetchone()[0] + 1
-        )
-        self.storm.load(conn)
 
 
 @functools.lru_cache(maxsize=65536)

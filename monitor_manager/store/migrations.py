@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
@@ -223,7 +224,7 @@ def m010_unambiguous_identity(db: sqlite_utils.Database) -> None:
     from monitor_manager.converge.alerts import fingerprint
     from monitor_manager.converge.convergence import group_key
     from monitor_manager.models import Message
-    from monitor_manager.store.records import content_hash
+    from monitor_manager.store.notifications import content_hash
 
     conn = db.conn
     keys: dict[str, str] = {}
@@ -302,4 +303,24 @@ def m011_alerts_seen_at(db: sqlite_utils.Database) -> None:
         ALTER TABLE alerts ADD COLUMN seen_at REAL;
         UPDATE alerts SET seen_at = updated_at;
         """
+    )
+
+
+@migrations()
+def m012_deliveries_superseded_by(db: sqlite_utils.Database) -> None:
+    # Whether a row was written off for a newer message of its group is a column, no longer
+    # read back from the human-readable note.
+    db.executescript("ALTER TABLE deliveries ADD COLUMN superseded_by INTEGER;")
+    conn = db.conn
+    rows = conn.execute(
+        "SELECT id, note FROM deliveries WHERE note LIKE '%with a newer state of the alert "
+        "group went out first%'"
+    ).fetchall()
+    conn.executemany(
+        "UPDATE deliveries SET superseded_by = ? WHERE id = ?",
+        [
+            (int(m.group(1)), row_id)
+            for row_id, note in rows
+            if (m := re.search(r"notification (\d+) with a newer state", note))
+        ],
     )

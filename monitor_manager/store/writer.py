@@ -77,7 +77,9 @@ def failure_reason(exc: BaseException) -> str:
 
 
 class Store:
-    def __init__(self, path: str) -> None:
+    def __init__(
+        self, path: str, on_failure: Callable[[BaseException], None] = lambda exc: None
+    ) -> None:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._conn: sqlite3.Connection | None = None
@@ -88,7 +90,7 @@ class Store:
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
-        self.on_failure: Callable[[BaseException], None] = lambda exc: None
+        self.on_failure = on_failure  # told of every failed commit (memory must reload)
         self.healthy = True
         self.last_error = ""
         self.commits = 0

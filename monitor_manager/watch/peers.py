@@ -19,7 +19,7 @@ from monitor_manager.clock import Clock, iso
 from monitor_manager.config import Config, PeerConfig, peer_ssl_context
 from monitor_manager.ingest.payload import IncomingAlert
 from monitor_manager.metrics import Metrics
-from monitor_manager.watch.watchdog import TEXTS, internal_alert
+from monitor_manager.watch.watchdog import TEXTS, internal_alert, internal_labels
 from monitor_manager.web.bodies import BodyError, read_answer
 
 
@@ -117,13 +117,7 @@ class Peers:
         now = self.clock()
         for name, state in self.states.items():
             labels = {"peer": name}
-            full = {
-                "alertname": "PeerDown",
-                "severity": "critical",
-                "source": "monitor-manager",
-                **labels,
-            }
-            firing = self.is_firing(full)
+            firing = self.is_firing(internal_labels("PeerDown", labels))
             summary = self.texts["peer_summary"].format(peer=name)
             if state.failures >= limit and not firing:
                 out.append(

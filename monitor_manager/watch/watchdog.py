@@ -21,6 +21,7 @@ from monitor_manager.clock import iso
 from monitor_manager.config import Config, HeartbeatConfig
 from monitor_manager.durations import format_duration
 from monitor_manager.ingest.payload import INTERNAL_SOURCE, IncomingAlert
+from monitor_manager.metrics import Metrics
 from monitor_manager.store import Op
 
 SOURCE_LABEL = INTERNAL_SOURCE
@@ -100,7 +101,7 @@ TEXTS = {
 }
 
 
-def _time(ts: float | None) -> str:
+def format_when(ts: float | None) -> str:
     if ts is None:
         return "-"
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -114,16 +115,10 @@ def internal_alert(
     description: str,
     starts_at: float,
     ends_at: float | None = None,
-    severity: str = "critical",
 ) -> IncomingAlert:
     return IncomingAlert(
         status=status,
-        labels={
-            "alertname": alertname,
-            "severity": severity,
-            SOURCE_LABEL[0]: SOURCE_LABEL[1],
-            **labels,
-        },
+        labels=internal_labels(alertname, labels),
         annotations={"summary": summary, "description": description},
         starts_at=starts_at,
         ends_at=ends_at if status == "resolved" else None,
@@ -170,8 +165,10 @@ class Watchdog:
         config: Config,
         clock: Callable[[], float],
         is_firing: Callable[[dict[str, str]], bool],
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics
         self.clock = clock
         self.is_firing = is_firing
         self.texts = TEXTS[config.templates.language]
@@ -183,10 +180,6 @@ class Watchdog:
         self._sources_changed: set[str] = set()
         self._sources_forgotten: set[str] = set()
         self.channels: dict[str, ChannelHealth] = {}
-        self.store_failing_since: float | None = None
-        self.store_error = ""
-        self._store_paged: float | None = None  # since when, once StoreFailing went out
-        self._store_resolved: IncomingAlert | None = None  # its resolution, not yet sent
 
     # -- heartbeats ------------------------------------------------------------------------------
     def observe(
@@ -235,7 +228,7 @@ class Watchdog:
                 beat.state, beat.missing_since, beat.changed = "missing", beat.due_at, True
             elif not missing and beat.state == "missing":
                 beat.state, beat.missing_since, beat.changed = "ok", None, True
-            firing = self.is_firing(_full(labels, "HeartbeatMissing"))
+            firing = self.is_firing(internal_labels("HeartbeatMissing", labels))
             if beat.state == "missing" and not firing:
                 out.append(self._heartbeat_missing(beat, now))
             elif beat.state == "ok" and firing:
@@ -251,15 +244,18 @@ class Watchdog:
                     )
                 )
         out += self._channel_alerts(now)
-        out += self._store_alerts(now)
         out += self._peering_alerts(now)
+        if self.metrics is not None:
+            for beat in self.heartbeats:
+                self.metrics.heartbeat_last_seen.labels(beat.config.name).set(beat.last_seen or 0)
+                self.metrics.heartbeat_missing.labels(beat.config.name).set(beat.state == "missing")
         return out
 
     def _peering_alerts(self, now: float) -> list[IncomingAlert]:
         # Peers without ha.token: peering is off (this instance sends alone) until it is set.
         labels = {"instance": self.config.server.instance}
         off = bool(self.config.peers) and not self.config.ha.token
-        firing = self.is_firing(_full(labels, "PeeringDisabled"))
+        firing = self.is_firing(internal_labels("PeeringDisabled", labels))
         t = self.texts
         if off and not firing:
             return [
@@ -286,13 +282,13 @@ class Watchdog:
         if beat.last_seen is None:
             hop = "never"
             description = t["hb_never"].format(
-                match=beat.config.match, start=_time(self.started_at)
+                match=beat.config.match, start=format_when(self.started_at)
             )
         else:
             other = self.sources.get(beat.via, 0.0)
             hop = "prometheus" if other > beat.last_seen + 0.5 else "alertmanager"
             description = t[f"hb_{hop}"].format(
-                seen=_time(beat.last_seen), via=beat.via or "?", other=_time(other)
+                seen=format_when(beat.last_seen), via=beat.via or "?", other=format_when(other)
             )
         # The hop goes into the summary too: short channels (WeCom) show only the summary.
         summary = t["hb_summary"].format(name=beat.config.name, age=age)
@@ -327,7 +323,7 @@ class Watchdog:
         limit = self.config.watchdog.channel_failing_after
         for channel, health in self.channels.items():
             labels = {"channel": channel}
-            failed = self.is_firing(_full(labels, "DeliveryFailed"))
+            failed = self.is_firing(internal_labels("DeliveryFailed", labels))
             if health.failed_for_good and not failed:
                 out.append(
                     internal_alert(
@@ -353,7 +349,7 @@ class Watchdog:
                         now,
                     )
                 )
-            failing = self.is_firing(_full(labels, "ChannelFailing"))
+            failing = self.is_firing(internal_labels("ChannelFailing", labels))
             # A channel already paged as DeliveryFailed is not paged twice for the same trouble.
             too_long = (
                 health.failing_since is not None
@@ -371,7 +367,7 @@ class Watchdog:
                             channel=channel, age=format_duration(now - since)
                         ),
                         t["failing_description"].format(
-                            channel=channel, since=_time(since), error=health.last_error
+                            channel=channel, since=format_when(since), error=health.last_error
                         ),
                         since,
                     )
@@ -389,59 +385,6 @@ class Watchdog:
                     )
                 )
         return out
-
-    def store_failed(self, error: str, now: float) -> None:
-        if self.store_failing_since is None:
-            self.store_failing_since = now
-        self.store_error = error
-
-    def store_ok(self, now: float) -> None:
-        if self._store_paged is not None:
-            self._store_resolved = internal_alert(
-                "StoreFailing",
-                "resolved",
-                {"instance": self.config.server.instance},
-                self.texts["store_summary"],
-                "",
-                self._store_paged,
-                now,
-            )
-        self.store_failing_since = None
-        self._store_paged = None
-
-    def store_alert(self, now: float) -> IncomingAlert | None:
-        """StoreFailing, once, when the store has refused writes for `store_failing_after`;
-        its resolution once the store takes writes again."""
-        if self._store_resolved is not None:
-            resolved, self._store_resolved = self._store_resolved, None
-            return resolved
-        since = self.store_failing_since
-        if (
-            since is None
-            or self._store_paged is not None
-            or now - since < self.config.watchdog.store_failing_after
-        ):
-            return None
-        self._store_paged = since
-        return internal_alert(
-            "StoreFailing",
-            "firing",
-            {"instance": self.config.server.instance},
-            self.texts["store_summary"],
-            self.texts["store_description"].format(since=_time(since), error=self.store_error),
-            since,
-        )
-
-    def _store_alerts(self, now: float) -> list[IncomingAlert]:
-        # Reached only when the store takes writes again: resolve a StoreFailing still firing.
-        labels = {"instance": self.config.server.instance}
-        if self.store_failing_since is None and self.is_firing(_full(labels, "StoreFailing")):
-            return [
-                internal_alert(
-                    "StoreFailing", "resolved", labels, self.texts["store_summary"], "", now, now
-                )
-            ]
-        return []
 
     # -- persistence -----------------------------------------------------------------------------
     def heartbeat_ops(self) -> list[Op]:
@@ -512,7 +455,9 @@ class Watchdog:
         self._forget_oldest_sources()
 
 
-def _full(labels: dict[str, str], alertname: str) -> dict[str, str]:
+def internal_labels(alertname: str, labels: dict[str, str]) -> dict[str, str]:
+    """An internal alert's labels: they name the broken thing and nothing about this instance,
+    so that instances in several AZs raise the *same* alert and HA sends it once."""
     return {
         "alertname": alertname,
         "severity": "critical",

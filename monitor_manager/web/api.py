@@ -22,6 +22,10 @@ from monitor_manager.clock import iso
 from monitor_manager.cluster.ha import MAX_ENTRIES, PROTOCOL_VERSION, EntryError, parse_message
 from monitor_manager.ingest.payload import PayloadError, parse_payload
 from monitor_manager.store import StoreError
+from monitor_manager.store import alerts as alert_rows
+from monitor_manager.store import groups as group_rows
+from monitor_manager.store import notifications as notification_rows
+from monitor_manager.store.deliveries import DeliveryState
 from monitor_manager.web.bodies import BodyError, read_json
 
 log = logging.getLogger(__name__)
@@ -146,24 +150,10 @@ async def list_alerts(request: web.Request) -> web.Response:
         return error(400, 'status must be "firing", "resolved" or "stale"', field="status")
     limit = _limit(request, default=10_000)
     # Labels and annotations are only in the store; the order is the most recently changed.
-    where, params = ("", ()) if status is None else ("WHERE status = ?", (status,))
-    store = request.app[keys.STORE]
-    rows = await store.read_query(
-        f"{ALERT_COLUMNS} {where} ORDER BY updated_at DESC LIMIT ?", (*params, limit)
+    rows, total = await request.app[keys.STORE].read(
+        lambda conn: alert_rows.listing(conn, status, limit)
     )
-    total = await store.read_query(f"SELECT COUNT(*) FROM alerts {where}", params)
-    return web.json_response(
-        {
-            "alerts": [_alert_json(r) for r in rows],
-            "total": total[0][0],
-        }
-    )
-
-
-ALERT_COLUMNS = (
-    "SELECT fingerprint, status, labels, annotations, starts_at, ends_at, generator_url, "
-    "source, memberships FROM alerts"
-)
+    return web.json_response({"alerts": [_alert_json(r) for r in rows], "total": total})
 
 
 def _alert_json(row: sqlite3.Row) -> dict[str, Any]:
@@ -182,10 +172,7 @@ def _alert_json(row: sqlite3.Row) -> dict[str, Any]:
 
 async def list_alert_groups(request: web.Request) -> web.Response:
     limit = _limit(request)
-    rows = await request.app[keys.STORE].read_query(
-        "SELECT * FROM alert_groups ORDER BY (state = 'open') DESC, updated_at DESC LIMIT ?",
-        (limit,),
-    )
+    rows = await request.app[keys.STORE].read(lambda conn: group_rows.listing(conn, limit))
     await request.app[keys.PIPELINE].load()
     conv = request.app[keys.PIPELINE].convergence
     return web.json_response({"alert_groups": [_group_json(r, conv) for r in rows]})
@@ -211,92 +198,47 @@ def _group_json(row: sqlite3.Row, conv: Any) -> dict[str, Any]:
 async def show_alert_group(request: web.Request) -> web.Response:
     key = request.match_info["key"]
     store = request.app[keys.STORE]
-    rows = await store.read_query("SELECT * FROM alert_groups WHERE key = ?", (key,))
-    if not rows:
+    row = await store.read(lambda conn: group_rows.one(conn, key))
+    if row is None:
         return error(404, f"no alert group {key!r}")
     await request.app[keys.PIPELINE].load()
     conv = request.app[keys.PIPELINE].convergence
-    body = _group_json(rows[0], conv)
+    body = _group_json(row, conv)
     group = conv.groups.get(key)
     members = group.members if group else {}
-    rows = await store.read_query(
-        f"{ALERT_COLUMNS} WHERE id IN (SELECT value FROM json_each(?))",
-        (json.dumps([conv.alerts[fp].id for fp in members]),),
-    )
+    ids = [conv.alerts[fp].id for fp in members]
+    rows = await store.read(lambda conn: alert_rows.by_ids(conn, ids))
     body["members"] = [
         {**_alert_json(r), "notified": members[r["fingerprint"]]}
         for r in rows
         if r["fingerprint"] in members
     ]
-    body["notifications"] = await _notifications(store, 20, "WHERE n.group_key = ?", (key,))
+    listed = await store.read(lambda conn: notification_rows.listing(conn, 20, group_key=key))
+    body["notifications"] = [_notification_json(n) for n in listed]
     return web.json_response(body)
 
 
 async def list_notifications(request: web.Request) -> web.Response:
     limit = _limit(request, default=100, most=10_000)
-    where, params = "", tuple[str, ...]()
     state = request.query.get("state")
-    if state is not None:
-        if state not in ("pending", "sending", "retrying", "delivered", "failed"):
-            return error(400, "unknown delivery state", field="state")
-        where = "WHERE n.id IN (SELECT notification_id FROM deliveries WHERE state = ?)"
-        params = (state,)
-    store = request.app[keys.STORE]
-    return web.json_response({"notifications": await _notifications(store, limit, where, params)})
+    if state is not None and state not in DeliveryState.__members__.values():
+        return error(400, "unknown delivery state", field="state")
+    listed = await request.app[keys.STORE].read(
+        lambda conn: notification_rows.listing(conn, limit, delivery_state=state)
+    )
+    return web.json_response({"notifications": [_notification_json(n) for n in listed]})
 
 
-async def _notifications(
-    store: Any, limit: int, where: str, params: tuple[Any, ...]
-) -> list[dict[str, Any]]:
-    def q(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-        conn_rows = conn.execute(
-            "SELECT n.id, n.group_key, n.contact_group, n.kind, n.status, n.content_hash, "
-            f"n.digest_id, n.created_at, n.message FROM notifications n {where} "
-            "ORDER BY n.id DESC LIMIT ?",
-            (*params, limit),
-        ).fetchall()
-        out = []
-        for r in conn_rows:
-            message = json.loads(r[8])
-            deliveries = conn.execute(
-                "SELECT id, channel, state, attempts, last_error, note, next_attempt_at, "
-                "delivered_at, updated_at, only_to FROM deliveries WHERE notification_id = ? "
-                "ORDER BY id",
-                (r[0],),
-            ).fetchall()
-            out.append(
-                {
-                    "id": r[0],
-                    "alert_group": r[1],
-                    "contact_group": r[2],
-                    "kind": r[3],
-                    "status": r[4],
-                    "content_hash": r[5],
-                    "digest_id": r[6],
-                    "created_at": iso(r[7]),
-                    "alert_groups": [g["key"] for g in message["groups"]],
-                    "alerts": sum(len(g["alerts"]) for g in message["groups"]),
-                    "deliveries": [
-                        {
-                            "id": d[0],
-                            "channel": d[1],
-                            "state": d[2],
-                            "attempts": d[3],
-                            "last_error": d[4],
-                            "note": d[5],
-                            "next_attempt_at": iso(d[6]),
-                            "delivered_at": iso(d[7]),
-                            "updated_at": iso(d[8]),
-                            "only_to": json.loads(d[9]) if d[9] else [],
-                        }
-                        for d in deliveries
-                    ],
-                }
-            )
-        return out
-
-    result: list[dict[str, Any]] = await store.read(q)
-    return result
+def _notification_json(n: dict[str, Any]) -> dict[str, Any]:
+    """A stored notification as the API shows it: times in RFC 3339."""
+    return {
+        **n,
+        "created_at": iso(n["created_at"]),
+        "deliveries": [
+            {**d, **{k: iso(d[k]) for k in ("next_attempt_at", "delivered_at", "updated_at")}}
+            for d in n["deliveries"]
+        ],
+    }
 
 
 async def watchdog_state(request: web.Request) -> web.Response:

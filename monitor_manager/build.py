@@ -1,0 +1,157 @@
+"""build_core: the one place that wires the service together, through constructors only.
+
+The app (app.py), the command line and the tests all build the same core from a config:
+
+    store ─ parts log ─ channels
+    ids ─ convergence ─ storm ─ notifier ─ pipeline ─ outbox
+    watchdog, store health, peers, high availability
+
+`build_core` does no I/O; `Core.open()` opens the store and rebuilds memory from it (and asks
+the peers what they sent meanwhile, and hands back deliveries a crash left `sending`);
+`Core.close()` closes the channels and the store.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+import aiohttp
+
+from monitor_manager.channels import REGISTRY, Channel, ChannelContext, ChannelError
+from monitor_manager.clock import Clock, system_clock
+from monitor_manager.cluster.ha import HighAvailability
+from monitor_manager.config import Config
+from monitor_manager.converge.convergence import Convergence
+from monitor_manager.converge.directory import Directory
+from monitor_manager.converge.ids import Ids
+from monitor_manager.converge.notify import Notifier
+from monitor_manager.converge.storm import Storm
+from monitor_manager.deliver.outbox import Outbox
+from monitor_manager.deliver.parts_log import StoredPartsLog
+from monitor_manager.deliver.render import Renderer
+from monitor_manager.metrics import Metrics
+from monitor_manager.models import Message
+from monitor_manager.pipeline import Pipeline
+from monitor_manager.store import Store
+from monitor_manager.watch.peers import Peers
+from monitor_manager.watch.store_health import StoreHealth
+from monitor_manager.watch.watchdog import Watchdog
+
+log = logging.getLogger(__name__)
+
+
+def build_channels(config: Config, ctx: ChannelContext) -> dict[str, Channel]:
+    return {c.name: REGISTRY[c.type](c.name, c.settings, ctx) for c in config.channels}
+
+
+def build_renderer(config: Config) -> Renderer:
+    t = config.templates
+    return Renderer(t.language, t.dir or None, t.max_alerts)
+
+
+@dataclass
+class Core:
+    config: Config
+    clock: Clock
+    metrics: Metrics
+    store: Store
+    renderer: Renderer
+    parts: StoredPartsLog
+    channels: dict[str, Channel]
+    pipeline: Pipeline
+    outbox: Outbox
+    peers: Peers
+    ha: HighAvailability
+
+    async def open(self) -> None:
+        await self.store.open()
+        await self.parts.load()
+        await self.pipeline.load()
+        await self.store.write(await self.ha.pull())  # what peers sent while we were away
+        recovered = await self.outbox.recover()
+        if recovered:
+            log.warning(
+                "%d deliveries were interrupted by a restart; sending them again", recovered
+            )
+
+    async def close(self) -> None:
+        for channel in self.channels.values():
+            try:
+                await channel.close()
+            except Exception:  # closing is best effort
+                log.exception("closing channel %s", channel.name)
+        await self.store.close()
+
+
+def build_core(
+    config: Config,
+    *,
+    clock: Clock = system_clock,
+    session: aiohttp.ClientSession | None = None,
+    stdout: TextIO | None = None,
+    metrics: Metrics | None = None,
+    rng: Callable[[], float] = random.random,
+) -> Core:
+    metrics = metrics or Metrics(channels=[c.name for c in config.channels])
+    pipeline: Pipeline | None = None
+
+    def store_failed(exc: BaseException) -> None:
+        if pipeline is not None:
+            pipeline.store_failed(exc)
+
+    store = Store(config.storage.path, on_failure=store_failed)
+    renderer = build_renderer(config)
+    parts = StoredPartsLog(store, clock)
+    channels = build_channels(
+        config,
+        ChannelContext(
+            session=session,
+            renderer=renderer,
+            clock=clock,
+            stdout=stdout or io.StringIO(),
+            instance=config.server.instance,
+            parts=parts,
+        ),
+    )
+    ids = Ids()
+    convergence = Convergence(config, clock, ids)
+    watchdog = Watchdog(config, clock, convergence.is_firing, metrics)
+    peers = Peers(config, session, clock, metrics, convergence.is_firing)
+    ha = HighAvailability(config, peers, session, clock, metrics)
+    notifier = Notifier(
+        config, ids, Directory(config), Storm(config.storm, ids), send_delay=ha.send_delay
+    )
+    outbox = Outbox(store, channels, config.delivery, clock, metrics, rng, observer=watchdog, ha=ha)
+
+    async def page_directly(messages: list[Message]) -> None:
+        """The one side path (StoreFailing): straight to the channels, best effort."""
+        for message in messages:
+            for name in config.contact_group(message.contact_group).channels:
+                try:
+                    await channels[name].send(message)
+                except ChannelError as exc:
+                    log.error("StoreFailing page via %s failed: %s", name, exc)
+
+    pipeline = Pipeline(
+        config,
+        store,
+        clock,
+        metrics,
+        ids=ids,
+        convergence=convergence,
+        notifier=notifier,
+        watchdog=watchdog,
+        store_health=StoreHealth(config),
+        nflog=ha.log,
+        parts=parts,
+        page_directly=page_directly,
+        on_enqueued=outbox.wake,
+    )
+    return Core(
+        config, clock, metrics, store, renderer, parts, channels, pipeline, outbox, peers, ha
+    )
