@@ -35,7 +35,10 @@ from monitor_manager.channels.chat_text import neutralise, overflow_note, render
 from monitor_manager.channels.text_parts import Marker, split_content
 from monitor_manager.models import Message
 
-WINDOW_SLACK = 1.0  # a second more than the platform's window: network delay cannot crowd it
+# A little more than the platform's window, so that network delay cannot crowd it: a second on
+# a minute, a fifth of a second on a second.
+WINDOW_SLACK = 1.0
+SECOND_SLACK = 0.2
 _SHRINK_TRIES = 8  # re-splits at a smaller limit before a message is declared unsendable
 _MIN_PART = 512  # bytes of content below which re-splitting stops
 
@@ -55,9 +58,12 @@ class RobotChannel(Channel):
         self._limiters = [
             ctx.shared(
                 f"{robot}.{window}",
-                partial(SlidingWindowLimiter, n, window + WINDOW_SLACK, ctx.clock),
+                partial(SlidingWindowLimiter, n, window + slack, ctx.clock),
             )
-            for n, window in ((self.per_minute, 60.0), (self.per_second, 1.0))
+            for n, window, slack in (
+                (self.per_minute, 60.0, WINDOW_SLACK),
+                (self.per_second, 1.0, SECOND_SLACK),
+            )
             if n
         ]
         self._robot = robot
