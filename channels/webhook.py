@@ -4,8 +4,9 @@ For ticket systems and home-grown tools. The body is a documented, versioned sch
 (`"version": "1"`, see `build_payload` and the README); a receiver is a program, so label and
 annotation values go out whole (JSON is escaped by construction) unless the body would pass
 MAX_BODY_BYTES: then values are cut as in chat messages (Renderer.bounded: 1024 characters and
-a note), then alerts and alert groups past the first are left out and counted, and
-`"truncated": true` says so. The store, the API and the console keep everything.
+a note) and the rendered `text` to MAX_TEXT_BYTES, then alerts and alert groups past the first
+are left out and counted, and `"truncated": true` says so. The store, the API and the console
+keep everything.
 
 Signing (optional `secret`): every request carries `X-Monitor-Manager-Timestamp` (Unix seconds)
 and, with a secret, `X-Monitor-Manager-Signature: sha256=<hex>`, the HMAC-SHA256 under the
@@ -47,6 +48,7 @@ from monitor_manager.models import AlertView, GroupView, Message
 SCHEMA_VERSION = "1"
 # Below the 1 MiB that common receivers take by default (nginx's client_max_body_size).
 MAX_BODY_BYTES = 1_000_000
+MAX_TEXT_BYTES = 65536  # the rendered `text` of a document that had to be cut
 MAX_RETRY_AFTER = 3600.0  # a receiver cannot park a delivery for longer than this at a time
 TIMESTAMP_HEADER = "X-Monitor-Manager-Timestamp"
 SIGNATURE_HEADER = "X-Monitor-Manager-Signature"
@@ -161,6 +163,7 @@ class WebhookChannel(Channel):
         if len(data) <= MAX_BODY_BYTES:
             return data
         bounded = self.ctx.renderer.bounded(message)  # values cut as in chat messages
+        text = _cut(text, MAX_TEXT_BYTES)
         keep = max((len(g.alerts) for g in message.groups), default=0)
         groups = len(message.groups)
         while True:
@@ -276,6 +279,13 @@ def _alert(a: AlertView) -> dict[str, Any]:
         "endsAt": iso(a.ends_at),
         "generatorURL": a.generator_url,
     }
+
+
+def _cut(text: str, limit: int) -> str:
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode("utf-8", "ignore") + f"\n… {len(data) - limit} more bytes left out"
 
 
 def _encode(payload: dict[str, Any]) -> bytes:
