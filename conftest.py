@@ -6,4 +6,4 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent / "tests"))
 
-pytest_plugins = ["smtp_server", "fake_wecom"]
+pytest_plugins = ["smtp_server", "fake_wecom", "fake_dingtalk", "fake_feishu"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import urllib.parse
+from collections.abc import Callable
 
 import jinja2
 
@@ -30,6 +31,38 @@ def neutralise(value: str) -> str:
     return value.translate(_NEUTRAL)
 
 
+# DingTalk markdown and Feishu (whose text messages too take **bold**, ~~strike~~, [links](url)
+# and <at> tags; cards take lark_md) render more than WeCom does, and neither documents an
+# escape syntax. Besides WeCom's characters: @ (a mention look-alike), * and ~ (emphasis), an
+# underscore that could open or close emphasis (one between two letters or digits cannot, so
+# metric names such as node_cpu_seconds_total stay whole and searchable), and at the start of a
+# line the characters that make a heading, a list, a rule or a setext heading.
+_MARKUP_NEUTRAL = str.maketrans(
+    {
+        "<": "＜",
+        ">": "＞",
+        "`": "ˋ",
+        "[": "［",
+        "]": "］",
+        "@": "＠",
+        "*": "∗",
+        "~": "～",
+    }
+)
+_EDGE_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")
+_LINE_START = re.compile(r"(?m)^([ \t]*)([#+=-]|\d+[.)])")
+_LINE_START_NEUTRAL = str.maketrans(
+    {"#": "＃", "+": "＋", "=": "＝", "-": "－", ".": "．", ")": "）"}
+)
+
+
+def neutralise_markup(value: str) -> str:
+    """`value` safe in DingTalk and Feishu messages of every msgtype: what `neutralise` swaps,
+    plus @, *, ~, emphasis underscores and line-leading markdown block syntax."""
+    value = _EDGE_UNDERSCORE.sub("＿", value.translate(_MARKUP_NEUTRAL))
+    return _LINE_START.sub(lambda m: m.group(1) + m.group(2).translate(_LINE_START_NEUTRAL), value)
+
+
 def safe_url(url: str) -> str:
     """An http(s) URL usable as a markdown link target, or "" when it is not one."""
     url = url.strip()
@@ -38,14 +71,15 @@ def safe_url(url: str) -> str:
     return _URL_UNSAFE.sub(lambda m: urllib.parse.quote(m.group(), safe=""), url)
 
 
-def neutralise_message(message: Message) -> Message:
-    """A copy of the message whose label, annotation and name values cannot break markdown."""
-    message = map_text(message, neutralise)
+def neutralise_message(message: Message, neutraliser: Callable[[str], str] = neutralise) -> Message:
+    """A copy of the message whose label, annotation and name values cannot break markdown
+    (`neutraliser` says how, per platform)."""
+    message = map_text(message, neutraliser)
     groups = tuple(
         dataclasses.replace(
             g,
-            key=neutralise(g.key),
-            contact_group=neutralise(g.contact_group),
+            key=neutraliser(g.key),
+            contact_group=neutraliser(g.contact_group),
             url=safe_url(g.url),
             alerts=tuple(
                 dataclasses.replace(a, generator_url=safe_url(a.generator_url)) for a in g.alerts
@@ -55,8 +89,8 @@ def neutralise_message(message: Message) -> Message:
     )
     return dataclasses.replace(
         message,
-        contact_group=neutralise(message.contact_group),
-        instance=neutralise(message.instance),
+        contact_group=neutraliser(message.contact_group),
+        instance=neutraliser(message.instance),
         external_url=safe_url(message.external_url),
         groups=groups,
     )
@@ -89,10 +123,15 @@ def overflow_note(message: Message, language: str, *, markdown: bool) -> Overflo
     return note
 
 
-def render_chat(renderer: Renderer, names: tuple[str, ...], message: Message) -> str:
+def render_chat(
+    renderer: Renderer,
+    names: tuple[str, ...],
+    message: Message,
+    neutraliser: Callable[[str], str] = neutralise,
+) -> str:
     """The message rendered by the first of `names` that exists, its alert text neutralised
     first (in every msgtype: WeCom renders <@userid> and <a href> in text too), tidied."""
-    safe = neutralise_message(message)
+    safe = neutralise_message(message, neutraliser)
     for name in names:
         try:
             text = tidy(renderer.render(name, safe))

@@ -29,14 +29,19 @@ async def call_json(
     params: dict[str, str] | None = None,
     payload: dict[str, Any] | None = None,
     code_field: str = "errcode",
+    coded_errors: bool = False,
 ) -> dict[str, Any]:
     """One call of a chat platform's JSON API (`service` names it in errors); the decoded
     body, whose `code_field` (an integer) the caller still has to check: these platforms
     answer HTTP 200 even on failure.
 
-    Transport errors, timeouts, non-200 answers and bodies that are not a JSON object raise a
-    transient ChannelError. Reasons are redacted and chain no exception, because aiohttp's
-    exceptions can carry the request URL with its token or key.
+    With `coded_errors`, a non-200 answer whose body carries a non-zero `code_field` is
+    returned too, for the caller to classify by its code (Feishu answers its frequency limit
+    with HTTP 400 and code 9499).
+
+    Transport errors, timeouts, other non-200 answers and bodies that are not a JSON object
+    raise a transient ChannelError. Reasons are redacted and chain no exception, because
+    aiohttp's exceptions can carry the request URL with its token or key.
     """
     if session is None:
         raise ChannelError(f"{service} {what}: no HTTP session", permanent=True)
@@ -62,14 +67,16 @@ async def call_json(
         reason = redact(f"{service} {what}: {type(exc).__name__}: {exc}", *secrets)
         raise ChannelError(reason) from None
     snippet = raw[:200].decode("utf-8", "replace").strip()
-    if status != 200:
-        raise ChannelError(redact(f"{service} {what}: HTTP {status}: {snippet}", *secrets))
     try:
         body = json.loads(raw)
     except ValueError:
         body = None
-    if not isinstance(body, dict) or not isinstance(body.get(code_field), int):
+    coded = isinstance(body, dict) and isinstance(body.get(code_field), int)
+    if status != 200 and not (coded_errors and coded and body[code_field] != 0):
+        raise ChannelError(redact(f"{service} {what}: HTTP {status}: {snippet}", *secrets))
+    if not coded:
         raise ChannelError(redact(f"{service} {what}: unexpected answer: {snippet}", *secrets))
+    assert isinstance(body, dict)
     return body
 
 

@@ -26,6 +26,8 @@ class Member:
     email: str = ""
     wechat: str = ""
     mobile: str = ""
+    dingtalk: str = ""  # DingTalk user id (dingtalk_robot mentions; mobiles come from `mobile`)
+    feishu: str = ""  # Feishu/Lark open id, "ou_..." (feishu_robot mentions)
 
     def addresses(self) -> tuple[str, ...]:
         """Every address the member has, of any kind."""

@@ -1,5 +1,5 @@
-"""Fixtures for every test (the fixture modules smtp_server and fake_wecom load as plugins: see
-the repository's conftest.py)."""
+"""Fixtures for every test (the fixture modules smtp_server, fake_wecom, fake_dingtalk and
+fake_feishu load as plugins: see the repository's conftest.py)."""
 
 from __future__ import annotations
 

@@ -231,3 +231,22 @@ def test_the_errcode_reason_names_the_fix() -> None:
 def test_error_reasons_are_redacted() -> None:
     error = error_for(40014, "invalid access_token=abc123 for s3cr3t", "send", "s3cr3t")
     assert "abc123" not in error.reason and "s3cr3t" not in error.reason
+
+
+def test_dingtalk_and_feishu_neutralising_goes_further_than_wecom_and_keeps_metric_names() -> None:
+    from monitor_manager.channels.chat_text import neutralise, neutralise_markup
+
+    assert neutralise_markup('node_cpu_seconds_total{mode="idle"}') == (
+        'node_cpu_seconds_total{mode="idle"}'
+    )
+    assert neutralise_markup("_it_ __b__ **b** ~~s~~ @all") == (
+        "＿it＿ ＿＿b＿＿ ∗∗b∗∗ ～～s～～ ＠all"
+    )
+    assert neutralise_markup("<at id=all></at> [x](http://e) `c`") == (
+        "＜at id=all＞＜/at＞ ［x］(http://e) ˋcˋ"
+    )
+    assert neutralise_markup("# h\n  - item\n+ p\n1. one\n2) two\n===\nok-not-a-list") == (
+        "＃ h\n  － item\n＋ p\n1． one\n2） two\n＝==\nok-not-a-list"
+    )
+    # WeCom's neutralising is unchanged.
+    assert neutralise("**b** @all _i_ # h") == "**b** @all _i_ # h"

@@ -109,7 +109,18 @@ def test_example_config_loads_with_its_environment_variables_set() -> None:
     cfg = load_config(EXAMPLE, env=example_env())
 
     assert cfg.source == str(EXAMPLE)
-    assert [c.name for c in cfg.channels] == ["console", "mail", "wecom", "dba-robot"]
+    assert [c.name for c in cfg.channels] == [
+        "console",
+        "mail",
+        "wecom",
+        "dba-robot",
+        "net-dingtalk",
+        "app-feishu",
+        "tickets",
+    ]
+    assert cfg.channel("tickets").settings.headers == {"X-Tenant": "ops"}
+    assert cfg.contact_group("network").members[0].dingtalk == "zhaoliu01"
+    assert cfg.contact_group("app").members[0].feishu.startswith("ou_")
     assert cfg.channel("mail").settings.from_ == "Monitor Manager <alerts@example.com>"
     assert cfg.channel("mail").settings.password == "example-mm_smtp_password"
     assert cfg.contact_group("dba").members[0].email == "wangwu@example.com"
