@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fake_wecom import message
+import pytest
+
+from fake_wecom import alert, group, message
 from monitor_manager.deliver.render import Renderer
 from smtp_server import SMTPTestServer
 
@@ -97,3 +99,15 @@ def test_send_test_exits_non_zero_when_a_channel_fails(
     result = run_send_test(config)
     assert result.returncode == 1
     assert "mail: FAILED (permanent)" in result.stdout and "console: ok" in result.stdout
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+@pytest.mark.parametrize("template", ["wechat.md", "wechat.txt"])
+def test_the_counts_line_ends_before_the_common_labels(language: str, template: str) -> None:
+    text = Renderer(language).render(template, message(group("g1", alert(1), alert(2, "resolved"))))
+    lines = text.splitlines()
+    counts = next(
+        i for i, line in enumerate(lines) if "1" in line and ("Firing" in line or "告警中" in line)
+    )
+    assert lines[counts].rstrip().endswith(("1", "1</font>")), lines[counts]
+    assert "cluster=prod" in lines[counts + 1]
