@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 MEMBER_PER_MINUTE = 30
 MEMBER_PER_HOUR = 1000
 WINDOW_SLACK = 1.0
-MAX_TOUSER = 1000  # member ids per call (DOC-send)
+MAX_TOUSER = 1000  # member ids per call (developer.work.weixin.qq.com/document/path/90236)
 # Refresh a token this long before WeCom says it expires (at most half its lifetime).
 TOKEN_MARGIN = 300.0
 

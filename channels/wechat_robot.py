@@ -4,7 +4,7 @@ Posts to the group chat through the robot's webhook URL, whose `key` is its only
 and mentions the contact group's members: in markdown as `<@userid>`, in text through
 `mentioned_list` (wechat ids) and `mentioned_mobile_list` (mobiles of members without a wechat
 id; markdown cannot mention by mobile). A robot accepts 20 messages a minute; robot markdown
-takes 4096 UTF-8 bytes, text 2048 (reference: wecom-and-smtp.md, "group robot").
+takes 4096 UTF-8 bytes, text 2048 (developer.work.weixin.qq.com/document/path/91770).
 """
 
 from __future__ import annotations

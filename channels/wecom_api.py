@@ -17,12 +17,14 @@ APP_LIMIT = 2048
 ROBOT_TEXT_LIMIT = 2048
 ROBOT_MARKDOWN_LIMIT = 4096
 
-# Tokens that expired or were invalidated early: refresh once and re-send (reference A.3, A.4).
+# Tokens that expired or were invalidated early: refresh once and re-send (global error
+# codes: developer.work.weixin.qq.com/document/path/90313).
 TOKEN_ERRORS = frozenset({40001, 40014, 42001})
 # System busy and the two frequency limits: worth retrying later. Everything else is a
 # configuration or content error that the same request will hit again.
 TRANSIENT_ERRORS = frozenset({-1, 45009, 45033})
-# A 45009 block lasts as long as the window that was hit, at least a minute (DOC-freq).
+# A 45009 block lasts as long as the window that was hit, at least a minute
+# (developer.work.weixin.qq.com/document/path/90454).
 FREQ_LIMIT_BACKOFF = 60.0
 
 # Hints for the codes an operator will meet, so a failed delivery says what to fix.

@@ -213,6 +213,7 @@ class FakeDingTalk:
             return self._answer(130101)
         robot.sends.append(now)
         at = body.get("at") if isinstance(body.get("at"), dict) else {}
+        assert isinstance(at, dict)
         mobiles = [str(m) for m in at.get("atMobiles") or []]
         user_ids = [str(u) for u in at.get("atUserIds") or []]
         self.accepted.append(

@@ -1,7 +1,8 @@
 """A fake WeCom (企业微信) API on loopback, written from the published API.
 
 It serves `GET /cgi-bin/gettoken`, `POST /cgi-bin/message/send` and `POST /cgi-bin/webhook/send`
-the way /work/shared/reference/wecom-and-smtp.md describes them: HTTP 200 with a JSON
+the way WeCom documents them (developer.work.weixin.qq.com/document/path/90236, 90313,
+90454, 91770): HTTP 200 with a JSON
 `errcode` for every outcome, tokens that expire after `expires_in`, byte limits on content
 (application text longer than 2048 bytes is truncated silently, as the real API does, and
 recorded as `truncated`), 20 messages per robot per rolling minute (45009), and application

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 
@@ -57,7 +57,7 @@ class Harness:
         self._seen: set[int] = set()
         self.decided: list[Decided] = []
 
-    async def start(self) -> Harness:
+    async def start(self) -> Self:
         self.session = aiohttp.ClientSession()
         self.core = build_core(
             self.config,

@@ -15,7 +15,7 @@ from monitor_manager.channels import REGISTRY
 from monitor_manager.channels.base import ChannelContext, ChannelError, PartlySent
 from monitor_manager.channels.email import EmailChannel, EmailSettings
 from monitor_manager.deliver.render import Renderer
-from monitor_manager.models import AlertView, GroupView, Member, Message
+from monitor_manager.models import AlertView, GroupView, Member, Message, MessageKind
 from smtp_server import SMTPTestServer
 
 ServerFactory = Callable[..., SMTPTestServer]
@@ -63,12 +63,15 @@ def group(
 
 
 def message(
-    *groups: GroupView, kind: str = "group", id: int = 1, recipients: tuple[Member, ...] = MEMBERS
+    *groups: GroupView,
+    kind: MessageKind = "group",
+    id: int = 1,
+    recipients: tuple[Member, ...] = MEMBERS,
 ) -> Message:
     return Message(
         id=id,
         kind=kind,
-        contact_group="sre",  # type: ignore[arg-type]
+        contact_group="sre",
         recipients=recipients,
         groups=groups or (group(),),
         created_at=T0 + 900,

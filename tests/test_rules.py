@@ -73,7 +73,8 @@ def _seconds(duration: str) -> float:
 
 
 def _heartbeat_cadence(group_interval: float, repeat_interval: float) -> float:
-    """How often Alertmanager re-sends an unchanged group (reference alertmanager.md §2.5).
+    """How often Alertmanager re-sends an unchanged group (its dispatcher flushes a group
+    every group_interval).
 
     repeat_interval is only checked on group_interval ticks, against a send stamped just
     after the previous tick, so the first tick strictly later than repeat_interval sends.

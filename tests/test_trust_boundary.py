@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -76,6 +76,11 @@ def start(aiohttp_client: Any, tmp_path: Path) -> Callable[..., Any]:
 
 def peered(token: str = TOKEN) -> dict[str, Any]:
     return {"peers": (PeerConfig("mm-b", "http://127.0.0.1:9"),), "ha": {"token": token}}
+
+
+def labelled(alert: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+    alert["labels"].update(labels)
+    return alert
 
 
 async def count(client: TestClient, table: str) -> int:
@@ -278,13 +283,17 @@ async def test_a_huge_summary_takes_at_most_five_wecom_parts_ending_with_a_link(
     if endpoint == "app":
         ch: Any = WechatChannel(
             "wecom",
-            WechatSettings(CORP_ID, AGENT_ID, SECRET, api_url=fake_wecom.api_url, msgtype=msgtype),
+            WechatSettings(
+                CORP_ID, AGENT_ID, SECRET, api_url=fake_wecom.api_url, msgtype=cast(Any, msgtype)
+            ),
             ctx,
         )
     else:
         ch = WechatRobotChannel(
-            "robot", WechatRobotSettings(webhook_url=fake_wecom.robot_url(), msgtype=msgtype), ctx
-        )  # type: ignore[arg-type]
+            "robot",
+            WechatRobotSettings(webhook_url=fake_wecom.robot_url(), msgtype=cast(Any, msgtype)),
+            ctx,
+        )
     for sent in (message(group("g1", alert(1, summary=HUGE))), many):
         before = len(fake_wecom.accepted)
         await ch.send(sent)
@@ -329,7 +338,9 @@ async def test_rejected_times_and_long_label_names_are_not_kept(start: Callable[
         await answer(await client.post(WEBHOOK, json=body), 400)
     assert _parse_time_cached.cache_info().currsize == cached
     long_name = "n" * 5000
-    await answer(await client.post(WEBHOOK, json=payload(alert_json("L", **{long_name: "v"}))), 200)
+    await answer(
+        await client.post(WEBHOOK, json=payload(labelled(alert_json("L"), {long_name: "v"}))), 200
+    )
     assert long_name not in _KNOWN_NAMES
 
 
@@ -663,13 +674,15 @@ def test_a_store_written_by_release_1_is_migrated_to_the_new_keys(
     labels = {"cluster": "prod\xffx", "instance": "a"}
     try:
         for name in ("Kept", "Gone"):
-            status, _ = http("POST", f"{old.url}{WEBHOOK}", payload(alert_json(name, **labels)))
+            status, _ = http(
+                "POST", f"{old.url}{WEBHOOK}", payload(labelled(alert_json(name), labels))
+            )
             assert status == 200
         old.wait_for(lambda: "[FIRING:1] Kept" in old.stdout.read_text(), what="a message")
         http(
             "POST",
             f"{old.url}{WEBHOOK}",
-            payload(alert_json("Gone", "resolved", ends=T0 + 1, **labels)),
+            payload(labelled(alert_json("Gone", "resolved", ends=T0 + 1), labels)),
         )
     finally:
         old.terminate()
@@ -684,7 +697,9 @@ def test_a_store_written_by_release_1_is_migrated_to_the_new_keys(
         shown = http("GET", f"{new.url}/api/v1/alert-groups/{kept}")[1]
         assert [m["fingerprint"] for m in shown["members"]] == [fps["Kept"]]
         assert shown["notifications"][0]["alert_group"] == kept
-        status, body = http("POST", f"{new.url}{WEBHOOK}", payload(alert_json("Kept", **labels)))
+        status, body = http(
+            "POST", f"{new.url}{WEBHOOK}", payload(labelled(alert_json("Kept"), labels))
+        )
         assert (status, body["duplicates"]) == (200, 1)  # the same alert, under its new key
     finally:
         new.stop()

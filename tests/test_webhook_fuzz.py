@@ -372,7 +372,7 @@ def hostile(draw: st.DrawFn, doc: dict[str, Any]) -> tuple[bytes, dict[str, str]
 async def test_hostile_bodies_among_good_ones_cost_the_good_ones_nothing(
     client: TestClient, docs: list[dict[str, Any]], data: st.DataObject
 ) -> None:
-    requests = []
+    requests: list[tuple[bytes, dict[str, str], dict[str, Any] | None]] = []
     for doc in docs:
         requests.append((json.dumps(doc).encode(), dict(JSON_TYPE), doc))
         body, headers = data.draw(hostile(doc))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from prometheus_client import generate_latest
@@ -15,6 +15,7 @@ from fake_wecom import (
     CORP_ID,
     ROBOT_KEY,
     SECRET,
+    Endpoint,
     FakeWeCom,
     assert_no_secrets,
 )
@@ -113,7 +114,7 @@ async def test_a_45009_frequency_block_backs_off_at_least_a_minute(
 
 @pytest.mark.parametrize(("channel", "endpoint"), [("wecom", "send"), ("robot", "robot")])
 async def test_after_a_restart_a_message_sent_in_parts_resumes_after_the_parts_sent(
-    wecom: tuple[OutboxHarness, FakeWeCom], channel: str, endpoint: str
+    wecom: tuple[OutboxHarness, FakeWeCom], channel: str, endpoint: Endpoint
 ) -> None:
     box, fake = wecom
     fake.fail_next(-1, on=endpoint, after=1)  # the second part fails: a system busy error
@@ -126,7 +127,7 @@ async def test_after_a_restart_a_message_sent_in_parts_resumes_after_the_parts_s
     )
     rows = await box.step(1)
     assert by_channel(rows, channel)[0]["state"] == "retrying"
-    kind = "app" if channel == "wecom" else "robot"
+    kind: Literal["app", "robot"] = "app" if channel == "wecom" else "robot"
     sent_before = fake.contents(kind)
     assert len(sent_before) == 1
     await box.restart()  # what went out is stored, not remembered
