@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jinja2
 
+from monitor_manager.durations import format_duration
 from monitor_manager.models import Message, map_text
 
 BUILTIN_DIR = Path(__file__).parent / "templates"
@@ -29,15 +30,6 @@ def format_time(ts: float | None, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
     if ts is None:
         return ""
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime(fmt)
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    text = "".join(f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m")) if n)
-    return text if days or hours else f"{text}{secs}s"
 
 
 class Renderer:
@@ -61,7 +53,7 @@ class Renderer:
             keep_trailing_newline=False,
         )
         self.env.filters["time"] = format_time
-        self.env.filters["duration"] = format_duration
+        self.env.filters["duration"] = lambda seconds: format_duration(seconds, units=2)
 
     def render(self, name: str, message: Message, **extra: object) -> str:
         """`name` rendered for `message`, whose label and annotation values are cut to
