@@ -59,7 +59,10 @@ def create_app(
     app[keys.CLOCK] = clock
     app[keys.METRICS] = metrics or Metrics(channels=[c.name for c in config.channels])
     app[keys.RENDERER] = Renderer(
-        config.templates.language, config.templates.dir or None, config.templates.max_alerts
+        config.templates.language,
+        config.templates.dir or None,
+        config.templates.max_alerts,
+        config.templates.zone,
     )
     out = stdout or sys.stdout
 

@@ -155,7 +155,10 @@ async def send_test(config: Config, group_name: str) -> int:
         external_url=config.server.external_url,
     )
     renderer = Renderer(
-        config.templates.language, config.templates.dir or None, config.templates.max_alerts
+        config.templates.language,
+        config.templates.dir or None,
+        config.templates.max_alerts,
+        config.templates.zone,
     )
     failed = 0
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:

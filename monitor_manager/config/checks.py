@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from monitor_manager.channels import REGISTRY
+from monitor_manager.clock import time_zone
 from monitor_manager.config.problems import LABEL_NAME, Problems, join_path, valid_items
 from monitor_manager.config.schema import (
     Config,
@@ -76,6 +77,10 @@ def cross_check(cfg: Config, data: Mapping[str, Any], problems: Problems) -> Non
     _check_peers(cfg, problems)
     if cfg.templates.dir and not Path(cfg.templates.dir).is_dir():
         problems.check("templates.dir", f'directory "{cfg.templates.dir}" does not exist')
+    try:
+        time_zone(cfg.templates.time_zone)
+    except ValueError as exc:
+        problems.check("templates.time_zone", str(exc))
 
 
 def _check_server(cfg: Config, problems: Problems) -> None:

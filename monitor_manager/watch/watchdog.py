@@ -12,12 +12,11 @@ second, so a restart neither forgets a missing heartbeat nor pages for one seen 
 
 from __future__ import annotations
 
-import datetime as dt
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from monitor_manager.clock import iso
+from monitor_manager.clock import format_time, iso
 from monitor_manager.config import Config, HeartbeatConfig
 from monitor_manager.durations import format_duration
 from monitor_manager.ingest.payload import INTERNAL_SOURCE, IncomingAlert
@@ -100,12 +99,6 @@ TEXTS = {
 }
 
 
-def _time(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
 def internal_alert(
     alertname: str,
     status: str,
@@ -175,6 +168,7 @@ class Watchdog:
         self.clock = clock
         self.is_firing = is_firing
         self.texts = TEXTS[config.templates.language]
+        self.zone = config.templates.zone  # the messages' zone: these texts are messages too
         self.started_at = clock()
         self.heartbeats = [
             Heartbeat(h, self.started_at + h.timeout) for h in config.watchdog.heartbeats
@@ -187,6 +181,9 @@ class Watchdog:
         self.store_error = ""
         self._store_paged: float | None = None  # since when, once StoreFailing went out
         self._store_resolved: IncomingAlert | None = None  # its resolution, not yet sent
+
+    def _time(self, ts: float | None) -> str:
+        return format_time(ts, self.zone) or "-"
 
     # -- heartbeats ------------------------------------------------------------------------------
     def observe(
@@ -286,13 +283,13 @@ class Watchdog:
         if beat.last_seen is None:
             hop = "never"
             description = t["hb_never"].format(
-                match=beat.config.match, start=_time(self.started_at)
+                match=beat.config.match, start=self._time(self.started_at)
             )
         else:
             other = self.sources.get(beat.via, 0.0)
             hop = "prometheus" if other > beat.last_seen + 0.5 else "alertmanager"
             description = t[f"hb_{hop}"].format(
-                seen=_time(beat.last_seen), via=beat.via or "?", other=_time(other)
+                seen=self._time(beat.last_seen), via=beat.via or "?", other=self._time(other)
             )
         # The hop goes into the summary too: short channels (WeCom) show only the summary.
         summary = t["hb_summary"].format(name=beat.config.name, age=age)
@@ -371,7 +368,7 @@ class Watchdog:
                             channel=channel, age=format_duration(now - since)
                         ),
                         t["failing_description"].format(
-                            channel=channel, since=_time(since), error=health.last_error
+                            channel=channel, since=self._time(since), error=health.last_error
                         ),
                         since,
                     )
@@ -428,7 +425,7 @@ class Watchdog:
             "firing",
             {"instance": self.config.server.instance},
             self.texts["store_summary"],
-            self.texts["store_description"].format(since=_time(since), error=self.store_error),
+            self.texts["store_description"].format(since=self._time(since), error=self.store_error),
             since,
         )
 
