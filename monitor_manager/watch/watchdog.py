@@ -13,7 +13,7 @@ second, so a restart neither forgets a missing heartbeat nor pages for one seen 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from monitor_manager.clock import format_time, iso
@@ -99,6 +99,11 @@ TEXTS = {
 }
 
 
+def is_heartbeat(beat: HeartbeatConfig, labels: Mapping[str, str]) -> bool:
+    """True when an alert with these labels is this heartbeat: every `match` label equal."""
+    return all(labels.get(k) == v for k, v in beat.match.items())
+
+
 def internal_alert(
     alertname: str,
     status: str,
@@ -135,7 +140,7 @@ class Heartbeat:
     changed: bool = True  # not yet persisted
 
     def matches(self, labels: dict[str, str]) -> bool:
-        return all(labels.get(k) == v for k, v in self.config.match.items())
+        return is_heartbeat(self.config, labels)
 
     def as_json(self) -> dict[str, object]:
         return {
