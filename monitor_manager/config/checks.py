@@ -131,6 +131,7 @@ def _check_numbers(cfg: Config, problems: Problems) -> None:
         ("convergence.repeat_interval", cfg.convergence.repeat_interval),
         ("watchdog.peer_interval", cfg.watchdog.peer_interval),
         ("watchdog.peer_timeout", cfg.watchdog.peer_timeout),
+        ("watchdog.ping_interval", cfg.watchdog.ping_interval),
     ]
     for path, seconds in longer_than_zero:
         if seconds <= 0:
@@ -229,6 +230,9 @@ def _check_routes(cfg: Config, problems: Problems) -> None:
 
 
 def _check_watchdog(cfg: Config, problems: Problems) -> None:
+    if cfg.watchdog.ping_url and not _is_http_url(cfg.watchdog.ping_url):
+        # Not quoted: a ping URL carries its token.
+        problems.check("watchdog.ping_url", "must be empty or an http:// or https:// URL")
     seen: set[str] = set()
     for i, beat in valid_items(cfg.watchdog.heartbeats, HeartbeatConfig):
         path = f"watchdog.heartbeats[{i}]"

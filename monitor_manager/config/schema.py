@@ -128,6 +128,11 @@ class WatchdogConfig:
     channel_failing_after: Duration = 600.0  # a channel failing this long raises ChannelFailing
     store_failing_after: Duration = 60.0  # a store refusing writes this long raises StoreFailing
     heartbeats: tuple[HeartbeatConfig, ...] = ()
+    # Watched from outside: GET this URL every ping_interval while healthy, so that an outside
+    # service (healthchecks.io, Dead Man's Snitch, Tingyun) pages when the pings stop. It
+    # usually carries a token: never shown. Empty: off.
+    ping_url: str = field(default="", repr=False)
+    ping_interval: Duration = 60.0
 
 
 @dataclass(frozen=True)
