@@ -26,7 +26,8 @@ from monitor_manager.clock import Clock, system_clock
 from monitor_manager.config import Config
 from monitor_manager.metrics import Metrics
 from monitor_manager.store import StoreError
-from monitor_manager.web.api import setup_routes
+from monitor_manager.watch.ping import schedule_pings
+from monitor_manager.web.api import readiness, setup_routes
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,8 @@ def create_app(
                 misfire_grace_time=None,
                 next_run_time=datetime.now(UTC),
             )
+        ready = partial(readiness, app)  # pings go out while /readyz would answer 200
+        schedule_pings(sched, config.watchdog, app[keys.SESSION], app[keys.METRICS], ready)
         sched.start()
         app[keys.SCHEDULER] = sched
         yield

@@ -51,7 +51,7 @@ def build_channels(config: Config, ctx: ChannelContext) -> dict[str, Channel]:
 
 def build_renderer(config: Config) -> Renderer:
     t = config.templates
-    return Renderer(t.language, t.dir or None, t.max_alerts)
+    return Renderer(t.language, t.dir or None, t.max_alerts, t.zone)
 
 
 @dataclass

@@ -1,15 +1,19 @@
-"""Command line: `serve`, `check-config`, `send-test`. Parses arguments and runs; nothing else."""
+"""Command line: `serve`, `check-config`, `send-test`, `route-test`. Parses arguments and runs;
+nothing else."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import logging
 import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -18,6 +22,7 @@ from monitor_manager import __version__
 from monitor_manager.config import (
     Config,
     ConfigError,
+    RouteConfig,
     config_warnings,
     default_config,
     load_config,
@@ -26,8 +31,12 @@ from monitor_manager.config import (
     split_listen,
 )
 from monitor_manager.config import summary as config_summary
+from monitor_manager.ingest.payload import LABEL_NAME
 from monitor_manager.models import Message
 from monitor_manager.web.bodies import SERVER_ARGS
+
+if TYPE_CHECKING:
+    from monitor_manager.converge.routing import NotRouted
 
 log = logging.getLogger("monitor_manager")
 
@@ -46,7 +55,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     test = sub.add_parser("send-test", help="send a test notification to a contact group")
     test.add_argument("--config", required=True)
     test.add_argument("--group", required=True, help="contact group name")
+    route = sub.add_parser(
+        "route-test",
+        help="show the contact groups and channels an alert with these labels reaches, and why",
+    )
+    route.add_argument("--config", required=True)
+    route.add_argument("--format", choices=["text", "json"], default="text")
+    route.add_argument("labels", nargs="+", metavar="LABEL=VALUE")
     args = parser.parse_args(argv)
+    if args.command == "route-test":
+        try:
+            labels = parse_labels(args.labels)
+        except ValueError as exc:
+            route.error(str(exc))  # exit 2, as for any other bad argument
     logging.basicConfig(
         level=args.log_level,
         stream=sys.stderr,
@@ -65,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.command == "serve":
         return serve_forever(config)
+    if args.command == "route-test":
+        print(route_test(config, labels, args.format))
+        return 0
     return asyncio.run(send_test(config, args.group))
 
 
@@ -84,6 +108,83 @@ def check_config(path: str) -> int:
         return 1
     print(config_summary(config))
     return 0
+
+
+def parse_labels(items: Sequence[str]) -> dict[str, str]:
+    """`LABEL=VALUE` arguments as a label set; ValueError saying which one is wrong."""
+    labels: dict[str, str] = {}
+    for item in items:
+        name, equals, value = item.partition("=")
+        if not equals:
+            raise ValueError(f"{item!r} is not LABEL=VALUE (e.g. severity=critical)")
+        if not LABEL_NAME.fullmatch(name):
+            raise ValueError(
+                f"{name!r} is not a valid label name (letters, digits and _, not first a digit)"
+            )
+        if name in labels:
+            raise ValueError(f"label {name!r} is given twice")
+        labels[name] = value
+    return labels
+
+
+def route_test(config: Config, labels: dict[str, str], fmt: str = "text") -> str:
+    """What `route-test` prints: where an alert with `labels` goes and why, as
+    `amtool config routes test` does; `fmt` "json" for scripts."""
+    from monitor_manager.converge.routing import explain, not_routed
+
+    matches = explain(config, labels)
+    skipped = not_routed(config, labels)
+    if fmt == "json":
+        return json.dumps(
+            {
+                "contact_groups": [
+                    {"name": m.name, "channels": list(m.channels), "route": m.route}
+                    for m in matches
+                ],
+                "not_routed": None if skipped is None else dataclasses.asdict(skipped),
+            },
+            ensure_ascii=False,
+        )
+    if skipped is not None:
+        return f"no contact group: {_not_routed_text(config, skipped)}"
+    lines = []
+    for m in matches:
+        channels = ", ".join(m.channels) or "no channels (recorded, sent nowhere)"
+        lines.append(f"{m.name}: {channels}")
+        if m.route == "default":
+            lines.append("  routing.default_groups: no route matched")
+        else:
+            route = config.routes[m.route]
+            also = "; continue = true: later routes tried too" if route.continue_ else ""
+            lines.append(f"  routes[{m.route}] matched {_matchers(route)}{also}")
+    return "\n".join(lines)
+
+
+def _matchers(route: RouteConfig) -> str:
+    """A route's matchers as Alertmanager writes them: `{team="db", severity=~"page"}`."""
+    exact = [
+        f"{name}={json.dumps(value, ensure_ascii=False)}" for name, value in route.match.items()
+    ]
+    regex = [
+        f"{name}=~{json.dumps(value, ensure_ascii=False)}" for name, value in route.match_re.items()
+    ]
+    return "{" + ", ".join(exact + regex) + "}"
+
+
+def _not_routed_text(config: Config, why: NotRouted) -> str:
+    if why.reason == "internal":
+        return (
+            'source="monitor-manager" marks Monitor Manager\'s own alerts; the webhook drops '
+            "an alert from outside that claims to be one (counted as rejected)"
+        )
+    beat = next(b for b in config.watchdog.heartbeats if b.name == why.heartbeat)
+    shown = ", ".join(
+        f"{name}={json.dumps(value, ensure_ascii=False)}" for name, value in beat.match.items()
+    )
+    return (
+        f'these labels match heartbeat "{beat.name}" ([[watchdog.heartbeats]] match {{{shown}}}): '
+        "a firing alert records that the heartbeat arrived, and is never routed or notified"
+    )
 
 
 def serve_forever(config: Config) -> int:

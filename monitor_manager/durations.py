@@ -31,12 +31,24 @@ def parse_duration(text: str) -> float:
     return total
 
 
-def format_duration(seconds: float) -> str:
+def format_duration(seconds: float, units: int | None = None) -> str:
+    """`seconds` written as the config writes durations ("1h30m", "500ms"); negative as "0s".
+
+    `units` keeps that many units from the largest one present, the smaller ones cut off:
+    messages say "firing for 2d3h" where the exact "2d3h17m42s" would be noise. This is the
+    one duration formatter: config problems, the API and the message templates all use it.
+    """
+    seconds = max(seconds, 0.0)
     if seconds and seconds < 1:
         return f"{round(seconds * 1000)}ms"
-    out, rest = "", int(seconds)
+    parts: list[str] = []
+    rest, taken = int(seconds), 0
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if rest >= size:
-            out += f"{rest // size}{unit}"
+        if units is not None and taken >= units:
+            break
+        if parts or rest >= size:
+            taken += 1
+            if rest >= size:
+                parts.append(f"{rest // size}{unit}")
             rest %= size
-    return out or "0s"
+    return "".join(parts) or "0s"

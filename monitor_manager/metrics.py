@@ -19,6 +19,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 
 RESULTS = ("delivered", "failed", "retried")
+PING_RESULTS = ("ok", "failed", "withheld")
 
 
 class Metrics:
@@ -147,10 +148,20 @@ class Metrics:
             ["peer", "result"],
             registry=r,
         )
+        self.watchdog_pings = Counter(
+            "monitor_manager_watchdog_pings_total",
+            "GETs of watchdog.ping_url by result: ok (a 2xx answer), failed (an error, a timeout "
+            "or another status), withheld (not sent: the service is not ready, so the outside "
+            "monitor pages).",
+            ["result"],
+            registry=r,
+        )
         for status in ("firing", "resolved"):
             self.alerts_received.labels(status)
         for reason in ("internal_identity", "future_time"):
             self.alerts_rejected.labels(reason)
+        for result in PING_RESULTS:
+            self.watchdog_pings.labels(result)
         for channel in channels:
             for result in RESULTS:
                 self.notifications.labels(channel, result)

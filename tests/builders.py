@@ -83,6 +83,8 @@ def payload(*alerts: dict[str, Any], **extra: Any) -> dict[str, Any]:
 def make_config(tmp_path: Any = None, **sections: Any) -> Config:
     """Embedded defaults with sections replaced: make_config(convergence={"group_wait": 1})."""
     cfg = default_config()
+    # Messages show times in the host's zone by default: tests read them in UTC on any host.
+    cfg = dataclasses.replace(cfg, templates=dataclasses.replace(cfg.templates, time_zone="UTC"))
     changes: dict[str, Any] = {}
     for name, value in sections.items():
         current = getattr(cfg, name)

@@ -533,7 +533,7 @@ async def test_a_resolved_group_is_green_and_shows_when_each_alert_ended(
     assert mail["Subject"].startswith("[RESOLVED] HighLatency prod")
     _, html = parts(mail)
     assert "#1f845a" in html and "#c9372c" not in html
-    assert "resolved 2023-11-14 22:23:20 UTC (lasted 10m0s)" in html
+    assert "resolved 2023-11-14 22:23:20 UTC (lasted 10m)" in html
 
 
 async def test_a_digest_renders_every_group_it_stands_for(

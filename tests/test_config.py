@@ -28,7 +28,7 @@ from monitor_manager.config import (
     split_listen,
     summary,
 )
-from monitor_manager.durations import Duration
+from monitor_manager.durations import Duration, format_duration, parse_duration
 from monitor_manager.models import Message
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
@@ -559,6 +559,26 @@ def test_durations_and_renamed_keys_are_read_into_the_schema() -> None:
             continue_=True,
         ),
     )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "exact", "two_units"),
+    [
+        (0, "0s", "0s"),
+        (0.5, "500ms", "500ms"),
+        (600, "10m", "10m"),
+        (5400, "1h30m", "1h30m"),
+        (3659, "1h59s", "1h"),  # two units from the largest: hours and (no) minutes
+        (2 * 86400 + 3 * 3600 + 17 * 60 + 42, "2d3h17m42s", "2d3h"),
+        (-5, "0s", "0s"),  # a clock step back never shows as a negative age
+    ],
+)
+def test_one_duration_formatter_writes_what_the_config_reads(
+    seconds: float, exact: str, two_units: str
+) -> None:
+    assert format_duration(seconds) == exact
+    assert parse_duration(exact) == max(seconds, 0)
+    assert format_duration(seconds, units=2) == two_units  # messages: "firing for 2d3h"
 
 
 # --- environment variables ----------------------------------------------------------------

@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from monitor_manager.clock import iso
 from monitor_manager.converge.matchers import Matcher, parse_matcher, parse_matchers
 from monitor_manager.converge.silences import (
     DEFAULT_MAX_DURATION,
@@ -29,7 +30,6 @@ from monitor_manager.converge.silences import (
     apply_update,
     expire,
     filter_silences,
-    format_time,
     mutes_internal,
     muting,
     new_silence_id,
@@ -48,8 +48,8 @@ def body(**changes: Any) -> dict[str, Any]:
             {"name": "alertname", "value": "DiskFull", "isRegex": False, "isEqual": True},
             {"name": "instance", "value": "db-.*", "isRegex": True, "isEqual": True},
         ],
-        "startsAt": format_time(T0),
-        "endsAt": format_time(T0 + HOUR),
+        "startsAt": iso(T0),
+        "endsAt": iso(T0 + HOUR),
         "createdBy": "alice",
         "comment": "disk replacement",
     }
@@ -112,7 +112,7 @@ def test_an_empty_id_means_a_new_silence(changes: dict[str, Any], expected: str 
 
 
 def test_unknown_fields_of_a_gettable_silence_are_ignored() -> None:
-    p = parse_postable(body(status={"state": "active"}, updatedAt=format_time(T0)), now=T0)
+    p = parse_postable(body(status={"state": "active"}, updatedAt=iso(T0)), now=T0)
     assert p.created_by == "alice"
 
 
@@ -275,31 +275,31 @@ INVALID: list[tuple[str, Any, str, str]] = [
     ("id too long", body(id="i" * 257), "id", "at most 256"),
     (
         "start equals end",
-        body(endsAt=format_time(T0)),
+        body(endsAt=iso(T0)),
         "endsAt",
         "start time must be before end time",
     ),
     (
         "start after end",
-        body(startsAt=format_time(T0 + 10), endsAt=format_time(T0)),
+        body(startsAt=iso(T0 + 10), endsAt=iso(T0)),
         "endsAt",
         "start time must be before end time",
     ),
     (
         "end in the past",
-        body(startsAt=format_time(T0 - 2 * HOUR), endsAt=format_time(T0 - 1)),
+        body(startsAt=iso(T0 - 2 * HOUR), endsAt=iso(T0 - 1)),
         "endsAt",
         "end time can't be in the past",
     ),
     (
         "end is now",
-        body(startsAt=format_time(T0 - HOUR), endsAt=format_time(T0)),
+        body(startsAt=iso(T0 - HOUR), endsAt=iso(T0)),
         "endsAt",
         "end time can't be in the past",
     ),
     (
         "longer than max_duration",
-        body(endsAt=format_time(T0 + DEFAULT_MAX_DURATION + 1)),
+        body(endsAt=iso(T0 + DEFAULT_MAX_DURATION + 1)),
         "endsAt",
         "longer than silences.max_duration (7d)",
     ),
@@ -324,15 +324,13 @@ def test_every_validation_error_names_its_field(raw: Any, field: str, message: s
         ("a regex that needs a value", body(matchers=[_matcher(value=".+", is_regex=True)])),
         (
             "a pending silence far ahead lasting a day",
-            body(startsAt=format_time(T0 + 30 * 86400), endsAt=format_time(T0 + 31 * 86400)),
+            body(startsAt=iso(T0 + 30 * 86400), endsAt=iso(T0 + 31 * 86400)),
         ),
         (
             "started long ago, ends within max_duration from now",
-            body(
-                startsAt=format_time(T0 - 30 * 86400), endsAt=format_time(T0 + DEFAULT_MAX_DURATION)
-            ),
+            body(startsAt=iso(T0 - 30 * 86400), endsAt=iso(T0 + DEFAULT_MAX_DURATION)),
         ),
-        ("exactly max_duration", body(endsAt=format_time(T0 + DEFAULT_MAX_DURATION))),
+        ("exactly max_duration", body(endsAt=iso(T0 + DEFAULT_MAX_DURATION))),
         ("a comment with line breaks", body(comment="line 1\nline 2")),
         ("a non-ASCII author", body(createdBy="张三")),
         ("64 matchers", body(matchers=[OK] * 64)),
@@ -344,7 +342,7 @@ def test_what_alertmanager_accepts_is_accepted(case: str, raw: dict[str, Any]) -
 
 
 def test_max_duration_is_the_configured_guard_rail() -> None:
-    raw = body(endsAt=format_time(T0 + 2 * HOUR))
+    raw = body(endsAt=iso(T0 + 2 * HOUR))
     assert parse_postable(raw, now=T0, max_duration=2 * HOUR).ends_at == T0 + 2 * HOUR
     with pytest.raises(SilenceError, match=r"last 2h, longer than silences.max_duration \(1h\)"):
         parse_postable(raw, now=T0, max_duration=HOUR)

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from monitor_manager.channels import REGISTRY
+from monitor_manager.clock import time_zone
 from monitor_manager.config.problems import LABEL_NAME, Problems, join_path, valid_items
 from monitor_manager.config.schema import (
     Config,
@@ -76,6 +77,10 @@ def cross_check(cfg: Config, data: Mapping[str, Any], problems: Problems) -> Non
     _check_peers(cfg, problems)
     if cfg.templates.dir and not Path(cfg.templates.dir).is_dir():
         problems.check("templates.dir", f'directory "{cfg.templates.dir}" does not exist')
+    try:
+        time_zone(cfg.templates.time_zone)
+    except ValueError as exc:
+        problems.check("templates.time_zone", str(exc))
 
 
 def _check_server(cfg: Config, problems: Problems) -> None:
@@ -126,6 +131,7 @@ def _check_numbers(cfg: Config, problems: Problems) -> None:
         ("convergence.repeat_interval", cfg.convergence.repeat_interval),
         ("watchdog.peer_interval", cfg.watchdog.peer_interval),
         ("watchdog.peer_timeout", cfg.watchdog.peer_timeout),
+        ("watchdog.ping_interval", cfg.watchdog.ping_interval),
     ]
     for path, seconds in longer_than_zero:
         if seconds <= 0:
@@ -224,6 +230,9 @@ def _check_routes(cfg: Config, problems: Problems) -> None:
 
 
 def _check_watchdog(cfg: Config, problems: Problems) -> None:
+    if cfg.watchdog.ping_url and not _is_http_url(cfg.watchdog.ping_url):
+        # Not quoted: a ping URL carries its token.
+        problems.check("watchdog.ping_url", "must be empty or an http:// or https:// URL")
     seen: set[str] = set()
     for i, beat in valid_items(cfg.watchdog.heartbeats, HeartbeatConfig):
         path = f"watchdog.heartbeats[{i}]"

@@ -7,10 +7,12 @@ written as duration strings. `loader` fills them in; `checks` judges what spans 
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from monitor_manager.clock import time_zone
 from monitor_manager.durations import Duration
 from monitor_manager.models import Member as MemberConfig  # the config's members are the models'
 
@@ -70,6 +72,12 @@ class TemplatesConfig:
     language: Literal["en", "zh"] = "en"
     dir: str = ""  # a directory whose files override the built-in templates
     max_alerts: int = 10  # alerts listed in full per group; the rest are counted
+    time_zone: str = ""  # IANA name every message shows times in; "": the host's local zone
+
+    @property
+    def zone(self) -> dt.tzinfo | None:
+        """`time_zone` for `clock.format_time` (None: the host's local zone)."""
+        return time_zone(self.time_zone)
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,11 @@ class WatchdogConfig:
     channel_failing_after: Duration = 600.0  # a channel failing this long raises ChannelFailing
     store_failing_after: Duration = 60.0  # a store refusing writes this long raises StoreFailing
     heartbeats: tuple[HeartbeatConfig, ...] = ()
+    # Watched from outside: GET this URL every ping_interval while healthy, so that an outside
+    # service (healthchecks.io, Dead Man's Snitch, Tingyun) pages when the pings stop. It
+    # usually carries a token: never shown. Empty: off.
+    ping_url: str = field(default="", repr=False)
+    ping_interval: Duration = 60.0
 
 
 @dataclass(frozen=True)

@@ -112,15 +112,15 @@ class Silence:
         return {
             "id": self.id,
             "status": {"state": str(self.state(now))},
-            "updatedAt": format_time(self.updated_at),
+            "updatedAt": iso(self.updated_at),
             "comment": self.comment,
             "createdBy": self.created_by,
-            "endsAt": format_time(self.ends_at),
+            "endsAt": iso(self.ends_at),
             "matchers": [
                 {"name": m.name, "value": m.value, "isRegex": m.is_regex, "isEqual": m.is_equal}
                 for m in self.matchers
             ],
-            "startsAt": format_time(self.starts_at),
+            "startsAt": iso(self.starts_at),
         }
 
 
@@ -134,13 +134,6 @@ class PostableSilence:
     ends_at: float
     created_by: str
     comment: str
-
-
-def format_time(ts: float) -> str:
-    """Epoch seconds as `2024-01-02T03:04:05.678Z` (go-openapi's strfmt.DateTime form)."""
-    text = iso(ts)
-    assert text is not None
-    return text
 
 
 def new_silence_id() -> str:

@@ -2,7 +2,9 @@
 
 Lookup order for `NAME` in language `LANG`: `DIR/LANG/NAME`, `DIR/NAME`, the built-in
 `LANG/NAME`, the built-in `en/NAME`. Templates receive `message` (a `models.Message`) and
-`max_alerts`, the number of alerts listed in full before the rest are only counted.
+`max_alerts`, the number of alerts listed in full before the rest are only counted. Filters:
+`time` (Unix seconds as wall time in `[templates] time_zone`, the zone named; an optional
+strftime format whose `%Z` is the zone's name) and `duration` ("2d3h").
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from pathlib import Path
 
 import jinja2
 
+from monitor_manager.clock import TIME_FORMAT, format_time
+from monitor_manager.durations import format_duration
 from monitor_manager.models import Message, map_text
 
 BUILTIN_DIR = Path(__file__).parent / "templates"
@@ -25,25 +29,16 @@ _CUT_NOTE = {
 }
 
 
-def format_time(ts: float | None, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
-    if ts is None:
-        return ""
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime(fmt)
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    text = "".join(f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m")) if n)
-    return text if days or hours else f"{text}{secs}s"
-
-
 class Renderer:
     def __init__(
-        self, language: str = "en", directory: str | Path | None = None, max_alerts: int = 10
+        self,
+        language: str = "en",
+        directory: str | Path | None = None,
+        max_alerts: int = 10,
+        zone: dt.tzinfo | None = dt.UTC,
     ) -> None:
+        """`zone` is the one every time is shown in: the config's `templates.zone` (None is
+        the host's local zone); UTC when not given."""
         if language not in LANGUAGES:
             raise ValueError(f"unknown template language {language!r}")
         self.language = language
@@ -60,8 +55,14 @@ class Renderer:
             lstrip_blocks=True,
             keep_trailing_newline=False,
         )
-        self.env.filters["time"] = format_time
-        self.env.filters["duration"] = format_duration
+        self.zone = zone
+        self.env.filters["time"] = self._time
+        self.env.filters["duration"] = lambda seconds: format_duration(seconds, units=2)
+
+    def _time(self, ts: float | None, fmt: str = TIME_FORMAT) -> str:
+        # Release 1's templates wrote the zone as a literal "UTC" (`|time("%H:%M UTC")`); in
+        # an override kept from then it names the configured zone, or the label would lie.
+        return format_time(ts, self.zone, fmt.replace("UTC", "%Z"))
 
     def render(self, name: str, message: Message, **extra: object) -> str:
         """`name` rendered for `message`, whose label and annotation values are cut to

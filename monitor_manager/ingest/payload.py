@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,13 +202,18 @@ class Screened:
     clamped: int = 0
 
 
+def claims_internal_identity(labels: Mapping[str, str]) -> bool:
+    """Only the service raises its own alerts: a sender's alert labelled as one is dropped."""
+    return labels.get(INTERNAL_SOURCE[0]) == INTERNAL_SOURCE[1]
+
+
 def screen(alerts: list[IncomingAlert], now: float) -> Screened:
     """Alert-level oddities, settled per alert (the payload itself was valid)."""
     out = Screened([])
     latest = now + FUTURE_SKEW
     for alert in alerts:
-        if alert.labels.get(INTERNAL_SOURCE[0]) == INTERNAL_SOURCE[1]:
-            out.rejected += 1  # only the service raises its own alerts
+        if claims_internal_identity(alert.labels):
+            out.rejected += 1
             continue
         if alert.starts_at > latest or (
             alert.ends_at is not None and alert.ends_at > latest and alert.status == "resolved"

@@ -9,9 +9,10 @@ state, and nothing else decides about it.
 
 from __future__ import annotations
 
+from monitor_manager.clock import format_time
 from monitor_manager.config import Config
 from monitor_manager.ingest.payload import IncomingAlert
-from monitor_manager.watch.watchdog import TEXTS, format_when, internal_alert
+from monitor_manager.watch.watchdog import TEXTS, internal_alert
 
 STORE_FAILING = "StoreFailing"
 
@@ -21,6 +22,7 @@ class StoreHealth:
         self.after = config.watchdog.store_failing_after
         self.labels = {"instance": config.server.instance}
         self.texts = TEXTS[config.templates.language]
+        self.zone = config.templates.zone
         self.failing_since: float | None = None
         self.error = ""
         self._paged_since: float | None = None  # the episode whose page went out
@@ -42,7 +44,9 @@ class StoreHealth:
             "firing",
             self.labels,
             self.texts["store_summary"],
-            self.texts["store_description"].format(since=format_when(since), error=self.error),
+            self.texts["store_description"].format(
+                since=format_time(since, self.zone), error=self.error
+            ),
             since,
         )
 

@@ -12,12 +12,11 @@ second, so a restart neither forgets a missing heartbeat nor pages for one seen 
 
 from __future__ import annotations
 
-import datetime as dt
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from monitor_manager.clock import iso
+from monitor_manager.clock import format_time, iso
 from monitor_manager.config import Config, HeartbeatConfig
 from monitor_manager.durations import format_duration
 from monitor_manager.ingest.payload import INTERNAL_SOURCE, IncomingAlert
@@ -101,10 +100,9 @@ TEXTS = {
 }
 
 
-def format_when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+def is_heartbeat(beat: HeartbeatConfig, labels: Mapping[str, str]) -> bool:
+    """True when an alert with these labels is this heartbeat: every `match` label equal."""
+    return all(labels.get(k) == v for k, v in beat.match.items())
 
 
 def internal_alert(
@@ -137,7 +135,7 @@ class Heartbeat:
     changed: bool = True  # not yet persisted
 
     def matches(self, labels: dict[str, str]) -> bool:
-        return all(labels.get(k) == v for k, v in self.config.match.items())
+        return is_heartbeat(self.config, labels)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -172,6 +170,7 @@ class Watchdog:
         self.clock = clock
         self.is_firing = is_firing
         self.texts = TEXTS[config.templates.language]
+        self.zone = config.templates.zone  # the messages' zone: these texts are messages too
         self.started_at = clock()
         self.heartbeats = [
             Heartbeat(h, self.started_at + h.timeout) for h in config.watchdog.heartbeats
@@ -180,6 +179,9 @@ class Watchdog:
         self._sources_changed: set[str] = set()
         self._sources_forgotten: set[str] = set()
         self.channels: dict[str, ChannelHealth] = {}
+
+    def _time(self, ts: float | None) -> str:
+        return format_time(ts, self.zone) or "-"
 
     # -- heartbeats ------------------------------------------------------------------------------
     def observe(
@@ -282,13 +284,13 @@ class Watchdog:
         if beat.last_seen is None:
             hop = "never"
             description = t["hb_never"].format(
-                match=beat.config.match, start=format_when(self.started_at)
+                match=beat.config.match, start=self._time(self.started_at)
             )
         else:
             other = self.sources.get(beat.via, 0.0)
             hop = "prometheus" if other > beat.last_seen + 0.5 else "alertmanager"
             description = t[f"hb_{hop}"].format(
-                seen=format_when(beat.last_seen), via=beat.via or "?", other=format_when(other)
+                seen=self._time(beat.last_seen), via=beat.via or "?", other=self._time(other)
             )
         # The hop goes into the summary too: short channels (WeCom) show only the summary.
         summary = t["hb_summary"].format(name=beat.config.name, age=age)
@@ -367,7 +369,7 @@ class Watchdog:
                             channel=channel, age=format_duration(now - since)
                         ),
                         t["failing_description"].format(
-                            channel=channel, since=format_when(since), error=health.last_error
+                            channel=channel, since=self._time(since), error=health.last_error
                         ),
                         since,
                     )

@@ -110,19 +110,26 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
-async def readyz(request: web.Request) -> web.Response:
+async def readiness(app: web.Application) -> list[str]:
+    """Why this instance is not ready, [] when it is: the store takes a write and the scheduler
+    runs. /readyz answers it; the outside ping (watchdog.ping_url) goes out only while it is []."""
     problems = []
-    store = request.app[keys.STORE]
+    store = app[keys.STORE]
     try:
-        await store.probe(request.app[keys.CLOCK]())
+        await store.probe(app[keys.CLOCK]())
     except StoreError as exc:
         problems.append(f"store is not writable: {exc.reason}")
     else:
         if not store.healthy:
             problems.append(f"the last commit failed: {store.last_error}")
-    sched = request.app.get(keys.SCHEDULER)
+    sched = app.get(keys.SCHEDULER)
     if sched is not None and not sched.running:
         problems.append("scheduler is not running")
+    return problems
+
+
+async def readyz(request: web.Request) -> web.Response:
+    problems = await readiness(request.app)
     if problems:
         return web.json_response({"status": "not ready", "error": "; ".join(problems)}, status=503)
     return web.json_response({"status": "ready"})
