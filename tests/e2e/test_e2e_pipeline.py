@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import urllib.request
+from typing import Any
 
 import pytest
 from e2e_configs import (
@@ -273,8 +274,14 @@ def test_a_killed_instance_is_paged_by_the_other_which_then_delivers_alone(
     # Alertmanager retries the dead instance until its 10 s flush deadline, and the group's
     # next flush (carrying the resolution) waits for that.
     timeline.expect(TEST_ALERT, "resolved", EVERY_CHANNEL, after=t, between=(0, PAGE_WITHIN + 10))
-    mails = [d for d in stack.deliveries("mm-az2", timeline.origin) if d["channel"] == "mail"]
-    assert mails and all(d["state"] == "delivered" and not d["note"] for d in mails), mails
+
+    def mails_recorded() -> list[dict[str, Any]]:
+        # The sink has the mails; their rows are recorded a moment after the SMTP answer.
+        mails = [d for d in stack.deliveries("mm-az2", timeline.origin) if d["channel"] == "mail"]
+        return mails if mails and all(d["state"] != "sending" for d in mails) else []
+
+    mails = wait_until("mm-az2 records its mails", mails_recorded, 10)
+    assert all(d["state"] == "delivered" and not d["note"] for d in mails), mails
     # The slower heartbeat while Alertmanager retries the dead instance is no false alarm.
     assert all(b["state"] == "ok" for b in stack.heartbeats("mm-az2").values())
     timeline.expect_nothing_else()
