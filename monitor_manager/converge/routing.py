@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from monitor_manager.config import Config, RouteConfig
 
@@ -52,3 +53,37 @@ class Router:
                 if not route.continue_:
                     break
         return found or list(self._default)
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    """One contact group an alert reaches: its channels, and the route that led there (its
+    index in `config.routes`, or "default" for `routing.default_groups`)."""
+
+    contact_group: str
+    channels: tuple[str, ...]
+    route: int | Literal["default"]
+
+    def as_json(self) -> dict[str, object]:
+        """The form of `route-test --format json`: {"name", "channels", "route"}."""
+        return {"name": self.contact_group, "channels": list(self.channels), "route": self.route}
+
+
+def explain(config: Config, labels: dict[str, str]) -> list[RouteMatch]:
+    """Which contact groups an alert with these labels reaches, through which channels, and
+    why: the same decision as `Router.route` (the same order, each group once, credited to the
+    first route that named it), for the console's route tester and `route-test`.
+
+    Pure: no I/O, nothing remembered. Internal alerts (HeartbeatMissing, PeerDown, ...) skip
+    routing and go to `watchdog.groups`; this explains routed alerts only."""
+    reached: dict[str, int | Literal["default"]] = {}
+    for index, route in enumerate(config.routes):
+        if _compile(route).matches(labels):
+            for group in route.groups:
+                reached.setdefault(group, index)
+            if not route.continue_:
+                break
+    if not reached:
+        reached = dict.fromkeys(config.routing.default_groups, "default")
+    channels = {g.name: g.channels for g in config.contact_groups}
+    return [RouteMatch(name, channels.get(name, ()), why) for name, why in reached.items()]
