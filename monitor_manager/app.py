@@ -34,6 +34,7 @@ from monitor_manager.pipeline import Pipeline
 from monitor_manager.store import Store, StoreError
 from monitor_manager.watch.peers import Peers
 from monitor_manager.web.api import setup_routes
+from monitor_manager.web.console import setup_console
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,7 @@ def create_app(
     if scheduler:
         app.cleanup_ctx.extend([outbox_ctx, scheduler_ctx])
     setup_routes(app)
+    setup_console(app)
     return app
 
 

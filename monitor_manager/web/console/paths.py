@@ -1,0 +1,46 @@
+"""Where the console's pages are: the one place that builds their paths.
+
+`group_path(key)` is the page of one alert group, the target of the "open in Monitor Manager"
+link of every message: `f"{external_url}{group_path(key)}"`.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+GROUP_KEY = r"[A-Za-z0-9_-]{1,128}"  # hex digests, and StoreFailing's fixed name
+_GROUP_KEY = re.compile(GROUP_KEY)
+
+OVERVIEW = "/"
+NOTIFICATIONS = "/notifications"
+WATCHDOG = "/watchdog"
+CONTACT_GROUPS = "/contact-groups"
+ROUTE_TEST = "/contact-groups/route-test"
+LOGIN = "/login"
+LOGOUT = "/logout"
+STATIC = "/static/console"
+
+
+def group_path(key: str) -> str:
+    """The alert group's page, e.g. `/groups/3f2a9c0d1e4b5a69`."""
+    return f"/groups/{quote(key, safe='')}"
+
+
+def is_group_key(text: str) -> bool:
+    return _GROUP_KEY.fullmatch(text) is not None
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after logging in: a path on this site, never another site (`//evil`,
+    `/\\evil`, `https://evil` all become the overview)."""
+    if (
+        not target
+        or not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or any(ord(c) < 0x21 for c in target)
+        or len(target) > 2048
+    ):
+        return OVERVIEW
+    return target
