@@ -54,6 +54,7 @@ EN: dict[str, str] = {
     "at_a_glance": "At a glance",
     "tile_firing_groups": "alert groups firing",
     "tile_firing_alerts": "{n} alerts",
+    "tile_firing_alerts_one": "1 alert",
     "tile_pending": "{n} waiting",
     "tile_failing": "deliveries failing",
     "tile_heartbeats": "heartbeats arriving",
@@ -61,17 +62,22 @@ EN: dict[str, str] = {
     "firing_groups_title": "Open alert groups",
     "groups_of": "Open alert groups of {name}",
     "n_groups": "{n} groups",
+    "n_groups_one": "1 group",
     "n_open_groups": "{n} open groups",
+    "n_open_groups_one": "1 open group",
     "n_firing": "{n} firing",
     "n_alerts": "{n} alerts",
+    "n_alerts_one": "1 alert",
     "firing_of": "{firing} of {total} firing",
     "since": "since",
+    "open_since": "Open since",
     "notified": "last message",
     "first_message": "first message",
     "all_groups_of": "All {n} open groups of {name}",
     "nothing_firing": "Nothing is firing.",
     "failing_title": "Failing deliveries",
     "all_failing": "All {n} failing deliveries",
+    "all_failing_one": "The failing delivery",
     "no_failing": "Every message was delivered.",
     "heartbeats": "Heartbeats",
     "peers": "Peers",
@@ -85,11 +91,14 @@ EN: dict[str, str] = {
     "no_peers": "No peers configured ([[peers]]).",
     "hb_ok": "arriving",
     "hb_missing": "missing",
+    "hb_waiting": "not seen yet",
     "hop_never": "never seen since start-up",
     "hop_prometheus": "{via} still delivers other alerts: the Prometheus side is broken",
     "hop_alertmanager": "nothing from {via} since: the Alertmanager or the network is broken",
     "peer_up": "up",
     "peer_down": "down",
+    "peer_flaky": "up, {n} probes failed",
+    "peer_flaky_one": "up, 1 probe failed",
     # group
     "contact_group": "Contact group",
     "alerts": "Alerts",
@@ -110,6 +119,7 @@ EN: dict[str, str] = {
     "merged_into_digest": "merged into digest #{id} (storm control)",
     "via_digest": "in digest #{id}",
     "attempts_n": "{n} attempts",
+    "attempts_n_one": "1 attempt",
     "next_attempt": "next attempt",
     "no_deliveries": "Not sent: no channel.",
     "digest_of": "Digest of {n} alert groups",
@@ -244,6 +254,7 @@ ZH: dict[str, str] = {
     "n_alerts": "{n} 条告警",
     "firing_of": "{total} 条中 {firing} 条告警中",
     "since": "开始于",
+    "open_since": "开始于",
     "notified": "最近通知",
     "first_message": "首条通知",
     "all_groups_of": "{name} 的全部 {n} 个告警组",
@@ -263,11 +274,13 @@ ZH: dict[str, str] = {
     "no_peers": "未配置对端（[[peers]]）。",
     "hb_ok": "正常",
     "hb_missing": "中断",
+    "hb_waiting": "尚未收到",
     "hop_never": "启动以来从未收到",
     "hop_prometheus": "{via} 仍在投递其他告警：Prometheus 一侧故障",
     "hop_alertmanager": "此后 {via} 再无投递：Alertmanager 或网络故障",
     "peer_up": "在线",
     "peer_down": "离线",
+    "peer_flaky": "在线，{n} 次探测失败",
     "contact_group": "联系组",
     "alerts": "告警",
     "last_message": "最近通知",
@@ -359,6 +372,10 @@ TEXTS = {"en": EN, "zh": ZH}
 
 
 def translate(lang: str, text_id: str, /, **values: Any) -> str:
-    """The text of `text_id` in `lang` (English where one is missing), placeholders filled."""
-    text = TEXTS.get(lang, EN).get(text_id) or EN.get(text_id, text_id)
+    """The text of `text_id` in `lang` (English where one is missing), placeholders filled.
+    With `n=1`, a `TEXT_ID_one` form is used where the language has one (English plurals)."""
+    texts = TEXTS.get(lang, EN)
+    if values.get("n") == 1 and f"{text_id}_one" in texts:
+        text_id = f"{text_id}_one"
+    text = texts.get(text_id) or EN.get(text_id, text_id)
     return text.format(**values) if values else text
