@@ -120,12 +120,19 @@ class Browser:
         return dict(found) if found else None
 
     def console_errors(self) -> list[str]:
-        """Errors the page logged (a CSP violation shows up here)."""
+        """Errors the pages logged since the last call: a CSP violation, a script error, a
+        static file that did not load. A page answered 4xx on purpose (a wrong password, a
+        group that does not exist) is not one."""
         try:
             entries = self.driver.get_log("browser")
         except Exception:  # not every driver keeps the log
             return []
-        return [e["message"] for e in entries if e.get("level") == "SEVERE"]
+        return [
+            e["message"]
+            for e in entries
+            if e.get("level") == "SEVERE"
+            and not ("Failed to load resource" in e["message"] and "/static/" not in e["message"])
+        ]
 
     # -- what the tests keep -------------------------------------------------------------------
 
