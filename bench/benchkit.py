@@ -252,6 +252,8 @@ class ServiceSettings:
     storm_window: str = "1m"
     contact_groups: tuple[str, ...] = ("ops",)
     route_label: str = "team"  # contact group N gets the alerts whose label `team` is its name
+    retry_initial: str = ""  # [delivery] retry_initial and retry_max, when set
+    console_channel: bool = False  # a console channel beside the mail one (prints every message)
 
 
 def service_config(s: ServiceSettings) -> str:
@@ -274,6 +276,18 @@ def service_config(s: ServiceSettings) -> str:
         f"threshold = {s.storm_threshold}",
         f'window = "{s.storm_window}"',
         "",
+    ]
+    if s.retry_initial:
+        lines += [
+            "[delivery]",
+            f'retry_initial = "{s.retry_initial}"',
+            f'retry_max = "{s.retry_initial}"',
+            "",
+        ]
+    if s.console_channel:
+        lines += ["[channels.console]", 'type = "console"', ""]
+    channels = '["mail", "console"]' if s.console_channel else '["mail"]'
+    lines += [
         "[channels.mail]",
         'type = "email"',
         'host = "127.0.0.1"',
@@ -286,7 +300,7 @@ def service_config(s: ServiceSettings) -> str:
         lines += [
             "[[contact_groups]]",
             f'name = "{name}"',
-            'channels = ["mail"]',
+            f"channels = {channels}",
             f'members = [{{ name = "On call {name}", email = "{name}@bench.invalid" }}]',
             "",
         ]

@@ -7,7 +7,7 @@
 Sections: machine, load generator check (wrk and the SMTP sink against do-nothing peers),
 ingest against baselines (a) and (b) with latency at half the maximum rate, alert storm,
 email delivery, ingest on a store holding 200,000 alerts, a good client's latency beside a
-malicious one, peak memory, and with --profile
+malicious one, the console's pages on a large store, peak memory, and with --profile
 py-spy profiles of the service under ingest load. See bench/README.md.
 
 Every load goes to 127.0.0.1 and is bounded in time or count. The service and the baselines
@@ -29,7 +29,7 @@ import scenarios
 from benchkit import BENCH, WRK, Pinning, Server, machine
 from report import render
 
-ALL = ("generator", "ingest", "storm", "delivery", "scale", "hostile")
+ALL = ("generator", "ingest", "storm", "delivery", "scale", "hostile", "console")
 OPTIONAL = ("profile",)
 
 
@@ -124,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             results["scale"] = scenarios.scale(plan, workdir, pinning, peak)
         if "hostile" in only:
             results["hostile"] = scenarios.hostile(plan, workdir, pinning, peak)
+        if "console" in only:
+            results["console"] = scenarios.console(plan, workdir, pinning, peak)
         if args.profile or "profile" in only:
             results["profile"] = scenarios.profile(
                 plan, workdir, pinning, out.parent / f"profile-{stamp}"

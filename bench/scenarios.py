@@ -68,6 +68,9 @@ class Plan:
     scale_sizes: tuple[int, ...] = (1, 100)
     sink_check_mails: int = 2_000
     profile_seconds: float = 15.0
+    console_alerts: int = 200_000
+    console_groups: int = 5_000
+    console_fetches: int = 200
 
 
 FULL = Plan()
@@ -82,6 +85,7 @@ QUICK = Plan(
     scale_stored=50_000,
     sink_check_mails=500,
     profile_seconds=8.0,
+    console_fetches=50,
 )
 SMOKE = Plan(
     reps=1,
@@ -100,6 +104,9 @@ SMOKE = Plan(
     scale_sizes=(100,),
     sink_check_mails=20,
     profile_seconds=2.0,
+    console_alerts=2_000,
+    console_groups=50,
+    console_fetches=5,
 )
 
 
@@ -574,6 +581,182 @@ def _prepopulate(
         "hwm_kb": hwm,
         "db_bytes": (workdir / "service.db").stat().st_size,
     }
+
+
+# -- console ----------------------------------------------------------------------------------
+
+CONSOLE_CONTACT_GROUPS = tuple(f"cg{i + 1}" for i in range(5))
+
+
+def console(
+    plan: Plan, workdir: Path, pinning: Pinning, peak: Callable[[str, Server], None]
+) -> dict[str, Any]:
+    """Every console page fetched `console_fetches` times, one request at a time, on a store
+    filled through the API: `console_alerts` firing alerts in `console_groups` open groups
+    over 5 contact groups, each group notified once through two channels (a console channel
+    that delivers, an email channel to a port where nothing listens, retrying every hour: as
+    many failing deliveries as groups)."""
+    settings = ServiceSettings(
+        group_wait="1s",
+        storm_threshold=10_000_000,
+        contact_groups=CONSOLE_CONTACT_GROUPS,
+        retry_initial="1h",
+        console_channel=True,
+    )
+    server = _start("service", workdir / "console", pinning, settings)
+    try:
+        fill = _fill_console_store(plan, server)
+        _log(
+            f"console: {fill['alerts']:,} alerts in {fill['groups']:,} groups, "
+            f"{fill['notifications']:,} notifications, {fill['failing']:,} failing deliveries "
+            f"({fill['seconds']:.1f} s)"
+        )
+        fill["rss_kb"], fill["hwm_kb"] = server.memory()
+        pages = asyncio.run(
+            _fetch_pages(server.url, plan.console_fetches, fill["group_key"], plan.console_groups)
+        )
+        fill["rss_after_pages_kb"], fill["hwm_after_pages_kb"] = server.memory()
+        for page in pages:
+            _log(
+                f"console {page['page']}: p50 {page['p50_ms']:.1f} ms, p99 "
+                f"{page['p99_ms']:.1f} ms, {page['kb']:.0f} kB, statuses {page['statuses']}"
+            )
+    finally:
+        peak("console (pages on the large store)", server)
+        _done(server)
+    return {"fill": fill, "pages": pages}
+
+
+def _fill_console_store(plan: Plan, server: Server) -> dict[str, Any]:
+    per_group = max(plan.console_alerts // plan.console_groups, 1)
+    severities = ("critical", "warning", "info")
+    bodies = [
+        payload(
+            [
+                alert(
+                    {
+                        "alertname": f"Console{g:05d}",
+                        "cluster": "bench",
+                        "team": CONSOLE_CONTACT_GROUPS[g % len(CONSOLE_CONTACT_GROUPS)],
+                        "instance": f"host-{i:03d}:9100",
+                        "severity": severities[g % len(severities)],
+                        "job": "node",
+                    },
+                    summary=f"Console{g:05d} on host-{i:03d} is firing",
+                )
+                for i in range(per_group)
+            ]
+        )
+        for g in range(plan.console_groups)
+    ]
+    started = time.monotonic()
+    posted = post_all(server.url, bodies)
+    posted_after = time.monotonic() - started
+    db = server.workdir / "service.db"
+    deadline = time.monotonic() + 120 + plan.console_groups / 50
+    counts = (0, 0, 0)
+    while time.monotonic() < deadline:
+        counts = _console_counts(db)
+        notifications, unsettled, _ = counts
+        if notifications >= plan.console_groups and unsettled == 0:
+            break
+        time.sleep(0.5)
+    status, body = http("GET", f"{server.url}/api/v1/alert-groups?limit=1")
+    key = body["alert_groups"][0]["key"] if status == 200 and body.get("alert_groups") else ""
+    return {
+        "alerts": per_group * plan.console_groups,
+        "groups": plan.console_groups,
+        "post_failures": posted.failures,
+        "notifications": counts[0],
+        "failing": counts[2],
+        "seconds": time.monotonic() - started,
+        "post_seconds": posted_after,
+        "group_key": key,
+        "db_bytes": db.stat().st_size + _size(db.with_name("service.db-wal")),
+    }
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _console_counts(db: Path) -> tuple[int, int, int]:
+    """(notifications, deliveries not yet tried, deliveries failing), read beside the service."""
+    import sqlite3
+
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
+        notifications = conn.execute("SELECT COUNT(*) FROM notifications").fetchone()[0]
+        states = dict(conn.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state"))
+    unsettled = states.get("pending", 0) + states.get("sending", 0)
+    return notifications, unsettled, states.get("retrying", 0) + states.get("failed", 0)
+
+
+def _console_pages(key: str, groups: int) -> list[tuple[str, str, str]]:
+    """(name, method, path) of every page measured."""
+    last = max((groups // len(CONSOLE_CONTACT_GROUPS) + 49) // 50, 1)
+    return [
+        ("overview", "GET", "/"),
+        ("one contact group, page 1", "GET", "/?contact_group=cg1"),
+        (f"one contact group, page {last}", "GET", f"/?contact_group=cg1&page={last}"),
+        ("alert group", "GET", f"/groups/{key}"),
+        ("notifications (failing first)", "GET", "/notifications"),
+        ("notifications, page 50", "GET", "/notifications?page=50"),
+        (
+            "notifications, delivered via console",
+            "GET",
+            "/notifications?state=delivered&channel=console",
+        ),
+        ("notifications of one contact group", "GET", "/notifications?contact_group=cg3"),
+        ("watchdog", "GET", "/watchdog"),
+        ("contact groups", "GET", "/contact-groups"),
+        ("route tester (POST)", "POST", "/contact-groups/route-test"),
+    ]
+
+
+async def _fetch_pages(url: str, fetches: int, key: str, groups: int) -> list[dict[str, Any]]:
+    import re
+
+    import aiohttp
+
+    headers = {"Accept": "text/html"}
+    out = []
+    jar = aiohttp.CookieJar(unsafe=True)  # keeps the CSRF cookie of an IP address
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=60), cookie_jar=jar
+    ) as session:
+        async with session.get(f"{url}/contact-groups", headers=headers) as response:
+            page = await response.text()
+        m = re.search(r'name="csrf" value="([^"]+)"', page)
+        form = {"csrf": m.group(1) if m else "", "labels": "alertname=Console00001, team=cg2"}
+        for name, method, path in _console_pages(key, groups):
+            times: list[float] = []
+            statuses: Counter[int] = Counter()
+            size = 0
+            for _ in range(fetches + 2):  # the first two warm up
+                start = time.perf_counter()
+                if method == "GET":
+                    request = session.get(f"{url}{path}", headers=headers)
+                else:
+                    request = session.post(f"{url}{path}", data=form, headers=headers)
+                async with request as response:
+                    body = await response.read()
+                times.append(time.perf_counter() - start)
+                statuses[response.status] += 1
+                size = len(body)
+            times = sorted(times[2:])
+            out.append(
+                {
+                    "page": name,
+                    "path": path,
+                    "fetches": len(times),
+                    "p50_ms": median(times) * 1000,
+                    "p99_ms": times[min(int(len(times) * 0.99), len(times) - 1)] * 1000,
+                    "max_ms": times[-1] * 1000,
+                    "kb": size / 1024,
+                    "statuses": dict(statuses),
+                }
+            )
+    return out
 
 
 # -- hostile --------------------------------------------------------------------------------------

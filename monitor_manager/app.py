@@ -28,6 +28,7 @@ from monitor_manager.metrics import Metrics
 from monitor_manager.store import StoreError
 from monitor_manager.watch.ping import schedule_pings
 from monitor_manager.web.api import readiness, setup_routes
+from monitor_manager.web.console import setup_console
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ def create_app(
     if scheduler:
         app.cleanup_ctx.extend([outbox_ctx, scheduler_ctx])
     setup_routes(app)
+    setup_console(app)
     return app
 
 

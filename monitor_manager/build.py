@@ -34,6 +34,7 @@ from monitor_manager.converge.storm import Storm
 from monitor_manager.deliver.outbox import Outbox
 from monitor_manager.deliver.parts_log import StoredPartsLog
 from monitor_manager.deliver.render import Renderer
+from monitor_manager.links import group_path
 from monitor_manager.metrics import Metrics
 from monitor_manager.models import Message
 from monitor_manager.pipeline import Pipeline
@@ -124,7 +125,12 @@ def build_core(
     peers = Peers(config, session, clock, metrics, convergence.is_firing)
     ha = HighAvailability(config, peers, session, clock, metrics)
     notifier = Notifier(
-        config, ids, Directory(config), Storm(config.storm, ids), send_delay=ha.send_delay
+        config,
+        ids,
+        Directory(config),
+        Storm(config.storm, ids),
+        send_delay=ha.send_delay,
+        group_path=group_path,  # the console's page of the group: every message links there
     )
     outbox = Outbox(store, channels, config.delivery, clock, metrics, rng, observer=watchdog, ha=ha)
 

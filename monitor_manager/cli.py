@@ -1,5 +1,5 @@
-"""Command line: `serve`, `check-config`, `send-test`, `route-test`. Parses arguments and runs;
-nothing else."""
+"""Command line: `serve`, `check-config`, `send-test`, `route-test`, `hash-password`. Parses
+arguments and runs; nothing else."""
 
 from __future__ import annotations
 
@@ -62,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     route.add_argument("--config", required=True)
     route.add_argument("--format", choices=["text", "json"], default="text")
     route.add_argument("labels", nargs="+", metavar="LABEL=VALUE")
+    sub.add_parser(
+        "hash-password",
+        help="print the scrypt hash of a console password (asked for, or one line on stdin)",
+    )
     args = parser.parse_args(argv)
     if args.command == "route-test":
         try:
@@ -78,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "check-config":
         return check_config(args.config)
+    if args.command == "hash-password":
+        return hash_password_command()
     try:
         config = load_config(args.config) if args.config else default_config()
     except ConfigError as exc:
@@ -233,6 +239,26 @@ async def _exit_on_second_signal(app: web.Application) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, exit_now, sig.name)
+
+
+def hash_password_command() -> int:
+    """For `[[console.users]] password`: asks twice on a terminal, reads one line otherwise."""
+    import getpass
+
+    from monitor_manager.passwords import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("the passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("the password must not be empty", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
 
 
 async def send_test(config: Config, group_name: str) -> int:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the tests need and runs them: Debian's Prometheus and Alertmanager
-# (promtool, amtool and the end-to-end suite), systemd-analyze (checks of deploy/), the package
-# with its test extras in .venv, then ruff, mypy and pytest. Extra arguments go to pytest
+# (promtool, amtool and the end-to-end suite), systemd-analyze (checks of deploy/), Chromium
+# with its driver and CJK fonts (the console's browser tests), the package with its test
+# extras in .venv, then ruff, mypy and pytest. Extra arguments go to pytest
 # (e.g. `-m "not slow"`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,11 @@ command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 command -v amtool >/dev/null 2>&1 || missing="$missing prometheus-alertmanager"
 command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
 command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
+[ -x /usr/bin/chromedriver ] || missing="$missing chromium-driver"
+# Chinese pages in the screenshots need a CJK font (fc-list ships with fontconfig, a chromium
+# dependency; before chromium is installed the font is simply counted missing).
+fc-list 2>/dev/null | grep -qi "Noto Sans CJK" || missing="$missing fonts-noto-cjk"
 
 # apt-get would start the packages' daemons (prometheus, its node exporter, alertmanager);
 # the tests start their own on loopback, and on an operator's machine a daemon already running

@@ -23,6 +23,7 @@ SECTIONS = (
     "Delivery",
     "Scale",
     "Hostile client",
+    "Console",
     "Memory",
     "Targets",
 )

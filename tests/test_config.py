@@ -725,7 +725,12 @@ def test_an_unused_channel_and_an_unguarded_public_webhook_are_warned_about() ->
         '[channels.console]\ntype = "console"\n[channels.spare]\ntype = "console"'
     )
 
-    assert paths_of(config_warnings(cfg)) == ["channels.spare", "server.webhook_token"]
+    # (and the console, closed on a public address without users: tests/test_console_config.py)
+    assert paths_of(config_warnings(cfg)) == [
+        "channels.spare",
+        "server.webhook_token",
+        "console.users",
+    ]
 
 
 def test_summary_counts_what_was_configured() -> None:

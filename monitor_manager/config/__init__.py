@@ -3,6 +3,7 @@ key path, and the checks, warnings and summary check-config prints."""
 
 from monitor_manager.config.checks import (
     config_warnings,
+    console_access,
     peer_ssl_context,
     serve_anyway_problems,
     server_ssl_context,
@@ -14,6 +15,8 @@ from monitor_manager.config.schema import (
     ChannelConfig,
     Config,
     ConfigError,
+    ConsoleConfig,
+    ConsoleUserConfig,
     ContactGroupConfig,
     ConvergenceConfig,
     DeliveryConfig,
@@ -34,6 +37,8 @@ __all__ = [
     "ChannelConfig",
     "Config",
     "ConfigError",
+    "ConsoleConfig",
+    "ConsoleUserConfig",
     "ContactGroupConfig",
     "ConvergenceConfig",
     "DeliveryConfig",
@@ -49,6 +54,7 @@ __all__ = [
     "TemplatesConfig",
     "WatchdogConfig",
     "config_warnings",
+    "console_access",
     "default_config",
     "load_config",
     "parse_config",

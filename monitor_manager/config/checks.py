@@ -7,7 +7,7 @@ import re
 import ssl
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from monitor_manager.channels import REGISTRY
@@ -15,6 +15,7 @@ from monitor_manager.clock import time_zone
 from monitor_manager.config.problems import LABEL_NAME, Problems, join_path, valid_items
 from monitor_manager.config.schema import (
     Config,
+    ConsoleUserConfig,
     ContactGroupConfig,
     HAConfig,
     HeartbeatConfig,
@@ -23,6 +24,7 @@ from monitor_manager.config.schema import (
     ServerConfig,
 )
 from monitor_manager.durations import format_duration
+from monitor_manager.passwords import PasswordHashError, is_hash, parse_hash
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -75,6 +77,7 @@ def cross_check(cfg: Config, data: Mapping[str, Any], problems: Problems) -> Non
     _check_routes(cfg, problems)
     _check_watchdog(cfg, problems)
     _check_peers(cfg, problems)
+    _check_console(cfg, data, problems)
     if cfg.templates.dir and not Path(cfg.templates.dir).is_dir():
         problems.check("templates.dir", f'directory "{cfg.templates.dir}" does not exist')
     try:
@@ -274,6 +277,48 @@ def _check_peers(cfg: Config, problems: Problems) -> None:
             problems.check(f"{path}.url", "must be an http:// or https:// URL")
 
 
+def _check_console(cfg: Config, data: Mapping[str, Any], problems: Problems) -> None:
+    raw_console = data.get("console")
+    raw_users = raw_console.get("users") if isinstance(raw_console, dict) else None
+    raw_users = raw_users if isinstance(raw_users, list) else []
+    seen: set[str] = set()
+    for i, user in valid_items(cfg.console.users, ConsoleUserConfig):
+        path = f"console.users[{i}]"
+        if _check_name(path, "console user", user.name, seen, problems) and (
+            not user.name.isprintable() or len(user.name) > 64
+        ):
+            problems.check(f"{path}.name", "must be at most 64 printable characters")
+        entry = raw_users[i] if i < len(raw_users) else None
+        raw = entry.get("password") if isinstance(entry, dict) else None
+        if not user.password:
+            problems.check(f"{path}.password", "must not be empty")
+        elif is_hash(user.password):
+            try:
+                parse_hash(user.password)
+            except PasswordHashError as exc:
+                problems.check(f"{path}.password", str(exc))
+        elif isinstance(raw, str) and "${" not in raw:
+            # Never quote it: it is a password.
+            problems.check(
+                f"{path}.password",
+                "a password written in clear in the file; write the scrypt hash that "
+                "`monitor-manager hash-password` prints, or read it from the environment "
+                '("${NAME}")',
+            )
+
+
+ConsoleAccess = Literal["login", "open", "closed"]
+
+
+def console_access(cfg: Config) -> ConsoleAccess:
+    """How the console is reached: with a login when users are configured; without users,
+    open on a loopback listen address and closed on any other (the webhook, the API and paging
+    work the same in all three)."""
+    if cfg.console.users:
+        return "login"
+    return "open" if _is_loopback(split_listen(cfg.server.listen)[0]) else "closed"
+
+
 # --- warnings and summary ---------------------------------------------------------------------
 
 
@@ -302,7 +347,26 @@ def config_warnings(cfg: Config) -> list[str]:
     ]
     notes += _route_warnings(cfg)
     notes += _watchdog_warnings(cfg)
+    notes += _console_warnings(cfg)
     return notes
+
+
+def _console_warnings(cfg: Config) -> list[str]:
+    host, _ = split_listen(cfg.server.listen)
+    if console_access(cfg) == "closed":
+        return [
+            f"console.users: none configured while listening on {host}, so the console is "
+            "closed (the webhook, the API and paging work as usual); add [[console.users]] "
+            "with a password from `monitor-manager hash-password` to open it"
+        ]
+    https = cfg.server.tls_cert_file or cfg.server.external_url.startswith("https://")
+    if cfg.console.users and not _is_loopback(host) and not https:
+        return [
+            f"console.users: the console listens on {host} over plain http, so passwords and "
+            "session cookies cross the network in clear text; serve HTTPS "
+            "(server.tls_cert_file) or put a TLS proxy in front (server.external_url https://)"
+        ]
+    return []
 
 
 def _contact_group_warnings(cfg: Config) -> list[str]:

@@ -150,6 +150,22 @@ class HAConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleUserConfig:
+    """`[[console.users]]`: who may log in to the console. `password` is a scrypt hash made by
+    `monitor-manager hash-password` (form: monitor_manager/passwords.py) or "${ENV}"."""
+
+    name: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    # Without users the console is open on a loopback listen address and closed on any other.
+    users: tuple[ConsoleUserConfig, ...] = ()
+    session_lifetime: Duration = 12 * 3600.0  # a login lasts this long
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -164,6 +180,7 @@ class Config:
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     peers: tuple[PeerConfig, ...] = ()
     ha: HAConfig = field(default_factory=HAConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     source: str = "<embedded defaults>"  # where it was loaded from; not a TOML key
 
     def channel(self, name: str) -> ChannelConfig:

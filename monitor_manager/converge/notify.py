@@ -49,7 +49,7 @@ class Notifier:
         directory: Directory,
         storm: Storm,
         send_delay: Callable[[], float] = lambda: 0.0,
-        group_path: Callable[[str], str] = lambda key: f"/api/v1/alert-groups/{key}",
+        group_path: Callable[[str], str] = lambda key: f"/groups/{key}",
     ) -> None:
         self.instance = config.server.instance
         self.external_url = config.server.base_url
