@@ -22,9 +22,12 @@ from typing import TextIO
 
 import aiohttp
 
+from monitor_manager.act.actions import Actions
+from monitor_manager.act.links import Links
 from monitor_manager.channels import REGISTRY, Channel, ChannelContext, ChannelError
 from monitor_manager.clock import Clock, system_clock
 from monitor_manager.cluster.ha import HighAvailability
+from monitor_manager.cluster.shared import SharedState
 from monitor_manager.config import Config
 from monitor_manager.converge.convergence import Convergence
 from monitor_manager.converge.directory import Directory
@@ -68,12 +71,15 @@ class Core:
     outbox: Outbox
     peers: Peers
     ha: HighAvailability
+    shared: SharedState
+    actions: Actions
 
     async def open(self) -> None:
         await self.store.open()
         await self.parts.load()
         await self.pipeline.load()
         await self.store.write(await self.ha.pull())  # what peers sent while we were away
+        await self.shared.pull()  # and what people did there: acks, silences, link keys
         recovered = await self.outbox.recover()
         if recovered:
             log.warning(
@@ -81,6 +87,7 @@ class Core:
             )
 
     async def close(self) -> None:
+        await self.shared.drain()
         for channel in self.channels.values():
             try:
                 await channel.close()
@@ -120,6 +127,7 @@ def build_core(
         ),
     )
     ids = Ids()
+    links = Links()  # the keys that sign acknowledge links: loaded with the store
     convergence = Convergence(config, clock, ids)
     watchdog = Watchdog(config, clock, convergence.is_firing, metrics)
     peers = Peers(config, session, clock, metrics, convergence.is_firing)
@@ -131,6 +139,7 @@ def build_core(
         Storm(config.storm, ids),
         send_delay=ha.send_delay,
         group_path=group_path,  # the console's page of the group: every message links there
+        links=links,
     )
     outbox = Outbox(store, channels, config.delivery, clock, metrics, rng, observer=watchdog, ha=ha)
 
@@ -157,7 +166,24 @@ def build_core(
         parts=parts,
         page_directly=page_directly,
         on_enqueued=outbox.wake,
+        links=links,
     )
+    shared = SharedState(
+        config, convergence, links, peers, session, clock, metrics, pipeline.load, store.write
+    )
+    pipeline.on_shared = shared.push
     return Core(
-        config, clock, metrics, store, renderer, parts, channels, pipeline, outbox, peers, ha
+        config,
+        clock,
+        metrics,
+        store,
+        renderer,
+        parts,
+        channels,
+        pipeline,
+        outbox,
+        peers,
+        ha,
+        shared,
+        Actions(pipeline, on_shared=shared.push),
     )

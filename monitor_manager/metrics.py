@@ -56,6 +56,25 @@ class Metrics:
             "Firing alerts closed as stale: no sender re-sent them for convergence.stale_after.",
             registry=r,
         )
+        self.acks = Counter(
+            "monitor_manager_acks_total",
+            "Acknowledgements made on this instance, by how (api, link, wecom, console).",
+            ["via"],
+            registry=r,
+        )
+        self.silences_active = Gauge(
+            "monitor_manager_silences_active", "Silences in effect now.", registry=r
+        )
+        self.escalations = Counter(
+            "monitor_manager_escalation_steps_total",
+            "Escalation steps taken (one per contact group told).",
+            registry=r,
+        )
+        self.suppressed = Counter(
+            "monitor_manager_notifications_suppressed_total",
+            "Repeats and escalation steps not sent because the group was acknowledged.",
+            registry=r,
+        )
         self.webhook_requests = Counter(
             "monitor_manager_webhook_requests_total",
             "Webhook requests by HTTP response code.",

@@ -58,6 +58,9 @@ class GroupView:
     group_labels: dict[str, str]
     alerts: tuple[AlertView, ...]
     url: str = ""
+    ack: dict[str, Any] | None = None  # {"by", "at", "comment", "via"} while acknowledged
+    ack_url: str = ""  # the signed acknowledge link (firing groups)
+    code: str = ""  # the short code a WeCom reply names the group by ("ack CODE")
 
     @property
     def firing(self) -> list[AlertView]:
@@ -141,6 +144,9 @@ class Message:
                 group_labels=g["group_labels"],
                 alerts=tuple(AlertView(**a) for a in g["alerts"]),
                 url=g.get("url", ""),
+                ack=g.get("ack"),
+                ack_url=g.get("ack_url", ""),
+                code=g.get("code", ""),
             )
             for g in data["groups"]
         )

@@ -19,10 +19,12 @@ from monitor_manager.config.schema import (
     ContactGroupConfig,
     HAConfig,
     HeartbeatConfig,
+    MaintenanceConfig,
     PeerConfig,
     RouteConfig,
     ServerConfig,
 )
+from monitor_manager.converge.maintenance import validate as maintenance_problems
 from monitor_manager.durations import format_duration
 from monitor_manager.passwords import PasswordHashError, is_hash, parse_hash
 
@@ -78,6 +80,8 @@ def cross_check(cfg: Config, data: Mapping[str, Any], problems: Problems) -> Non
     _check_watchdog(cfg, problems)
     _check_peers(cfg, problems)
     _check_console(cfg, data, problems)
+    _check_escalation(cfg, problems)
+    _check_maintenance(cfg, problems)
     if cfg.templates.dir and not Path(cfg.templates.dir).is_dir():
         problems.check("templates.dir", f'directory "{cfg.templates.dir}" does not exist')
     try:
@@ -219,10 +223,40 @@ def _check_group_references(cfg: Config, data: Mapping[str, Any], problems: Prob
     references = [("watchdog.groups", cfg.watchdog.groups)] + [
         (f"routes[{i}].groups", route.groups) for i, route in valid_items(cfg.routes, RouteConfig)
     ]
+    for i, group in valid_items(cfg.contact_groups, ContactGroupConfig):
+        for j, step in enumerate(group.escalation):
+            references.append((f"contact_groups[{i}].escalation[{j}].groups", step.groups))
     for path, names in references:
         for name in names:
             if name not in groups:
                 problems.check(path, f'contact group "{name}" does not exist')
+
+
+def _check_escalation(cfg: Config, problems: Problems) -> None:
+    for i, group in valid_items(cfg.contact_groups, ContactGroupConfig):
+        last = 0.0
+        for j, step in enumerate(group.escalation):
+            path = f"contact_groups[{i}].escalation[{j}]"
+            if not step.groups:
+                problems.check(f"{path}.groups", "must name at least one contact group")
+            if group.name in step.groups:
+                problems.check(f"{path}.groups", f'"{group.name}" escalates to itself')
+            if step.after <= last:
+                problems.check(f"{path}.after", "must be later than the step before it (and 0s)")
+            last = step.after
+
+
+def _check_maintenance(cfg: Config, problems: Problems) -> None:
+    seen: set[str] = set()
+    for i, window in valid_items(cfg.maintenance, MaintenanceConfig):
+        path = f"maintenance[{i}]"
+        _check_name(path, "maintenance window", window.name, seen, problems)
+        for problem in maintenance_problems(window.schedule, window.time_zone, window.duration):
+            key, _, text = problem.partition(": ")
+            problems.check(f"{path}.{key}", text)
+        _check_matchers(path, window.match, window.match_re, problems)
+        if not window.match and not window.match_re:
+            problems.check(path, "must name what it mutes (match or match_re)")
 
 
 def _check_routes(cfg: Config, problems: Problems) -> None:

@@ -90,10 +90,22 @@ class ChannelConfig:
 
 
 @dataclass(frozen=True)
+class EscalationStep:
+    """`escalation = [{ after = "15m", groups = ["sre-lead"] }, ...]` on a contact group."""
+
+    after: Duration
+    groups: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ContactGroupConfig:
     name: str
     channels: tuple[str, ...] = ()
     members: tuple[MemberConfig, ...] = ()
+    # Who hears next when nobody acknowledges, counted from the group's first firing message.
+    escalation: tuple[EscalationStep, ...] = ()
+    # An acknowledged group still firing this long is acknowledged no more ("0": never).
+    ack_timeout: Duration = 0.0
 
 
 @dataclass(frozen=True)
@@ -166,6 +178,23 @@ class ConsoleConfig:
 
 
 @dataclass(frozen=True)
+class SilencesConfig:
+    max_duration: Duration = 7 * 86400.0  # the longest a silence may last
+
+
+@dataclass(frozen=True)
+class MaintenanceConfig:
+    """`[[maintenance]]`: a recurring window that mutes what it matches, like a silence."""
+
+    name: str
+    schedule: str  # crontab: minute hour day month weekday
+    duration: Duration
+    match: dict[str, str] = field(default_factory=dict)
+    match_re: dict[str, str] = field(default_factory=dict)
+    time_zone: str = "UTC"
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -181,6 +210,8 @@ class Config:
     peers: tuple[PeerConfig, ...] = ()
     ha: HAConfig = field(default_factory=HAConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    silences: SilencesConfig = field(default_factory=SilencesConfig)
+    maintenance: tuple[MaintenanceConfig, ...] = ()
     source: str = "<embedded defaults>"  # where it was loaded from; not a TOML key
 
     def channel(self, name: str) -> ChannelConfig:

@@ -47,6 +47,8 @@ Batch = list[Delivery]  # rows sent as one message (several, merged, for a rate-
 def log_key(d: Delivery) -> str | None:
     """A row's key in the notification log: its alert group, or one key for the contact
     group's digests (equal digests from two instances are the same message)."""
+    if d.message.extra.get("announce"):
+        return None  # told by the instance where it happened only: nothing to compare
     if d.group_key:
         return d.group_key
     return DIGEST_LOG_KEY if d.message.kind == "digest" else None

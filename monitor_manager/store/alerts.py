@@ -124,6 +124,11 @@ def texts(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, tuple[str, 
     }
 
 
+def firing_labels(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    """(fingerprint, labels JSON) of every firing alert (muting is decided again on them)."""
+    return conn.execute("SELECT fingerprint, labels FROM alerts WHERE status = 'firing'").fetchall()
+
+
 def max_id(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM alerts").fetchone()[0])
 

@@ -24,8 +24,14 @@ from monitor_manager.store.writer import Op, Statement
 
 
 def content_hash(message: Message) -> str:
-    """The same alert groups with the same alert states: equal across instances."""
-    states = sorted((g.key, a.fingerprint, a.status) for g in message.groups for a in g.alerts)
+    """The same alert groups with the same alert states: equal across instances. An
+    escalation step or an announcement is other news than the change it repeats: marked."""
+    states: list[Any] = sorted(
+        (g.key, a.fingerprint, a.status) for g in message.groups for a in g.alerts
+    )
+    for mark in ("escalation", "announce"):
+        if mark in message.extra:
+            states.append([mark, json.dumps(message.extra[mark], sort_keys=True)])
     return hashlib.blake2b(json.dumps(states).encode(), digest_size=16).hexdigest()
 
 
@@ -57,6 +63,10 @@ class Draft:
     url: str
     # row id, fingerprint, status, starts_at, ends_at
     alerts: tuple[tuple[int, str, AlertStatus, float, float | None], ...]
+    ack: dict[str, Any] | None = None
+    ack_url: str = ""
+    code: str = ""
+    contact_group: str = ""  # the group's own (the message may go to another: escalation)
 
 
 def write_group(draft: Draft, digest_id: int | None) -> Op:
@@ -73,7 +83,14 @@ def write_group(draft: Draft, digest_id: int | None) -> Op:
                 )
             )
         group = GroupView(
-            draft.group_key, draft.header.contact_group, draft.group_labels, tuple(views), draft.url
+            draft.group_key,
+            draft.contact_group or draft.header.contact_group,
+            draft.group_labels,
+            tuple(views),
+            draft.url,
+            ack=draft.ack,
+            ack_url=draft.ack_url,
+            code=draft.code,
         )
         message = dataclasses.replace(draft.header, groups=(group,))
         conn.execute(*insert(message, draft.group_key, digest_id))

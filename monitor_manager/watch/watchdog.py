@@ -67,6 +67,13 @@ TEXTS = {
         "same ha.token on every instance.",
         "peer_description": "{failures} consecutive probes of {url}/healthz failed; "
         "the last error: {error}",
+        "skew_summary": "The clock of peer {peer} is {offset} off this instance's",
+        "skew_description": "Peer {peer} reports a time {offset} {direction} this instance's, "
+        "more than ha.max_clock_skew ({limit}). Acknowledgements and silences changed on "
+        "both sides are settled by their times (the newer wins): with clocks this far apart "
+        "the older change may win. Synchronise the clocks (NTP/chrony).",
+        "skew_ahead": "ahead of",
+        "skew_behind": "behind",
     },
     "zh": {
         "hb_summary": "心跳 {name} 已中断 {age}",
@@ -96,6 +103,12 @@ TEXTS = {
         "已发送了什么，会独自发送每条告警，对端也可能重复发送。"
         "请在每个实例上设置相同的 ha.token。",
         "peer_description": "连续 {failures} 次探测 {url}/healthz 失败；最后的错误：{error}",
+        "skew_summary": "对端 {peer} 的时钟与本实例相差 {offset}",
+        "skew_description": "对端 {peer} 报告的时间{direction}本实例 {offset}，超过 "
+        "ha.max_clock_skew（{limit}）。两边修改的确认和静默按时间裁决（较新的生效），"
+        "时钟相差这么多时，较旧的修改可能胜出。请同步时钟（NTP/chrony）。",
+        "skew_ahead": "快于",
+        "skew_behind": "慢于",
     },
 }
 

@@ -106,6 +106,7 @@ async def healthz(request: web.Request) -> web.Response:
             "status": "ok",
             "instance": request.app[keys.CONFIG].server.instance,
             "peer_protocol": PROTOCOL_VERSION,
+            "time": request.app[keys.CLOCK](),  # peers compare clocks (ClockSkew)
         }
     )
 
