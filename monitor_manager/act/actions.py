@@ -113,7 +113,8 @@ class Actions:
         if known is not None:
             return known, False
         now = self.pipeline.clock()
-        ack = Ack(key, actor.name, now, comment, actor.via, False, now, self.instance)
+        stamp = self._stamp(self.convergence.acks.entries.get(key), now)
+        ack = Ack(key, actor.name, now, comment, actor.via, False, stamp, self.instance)
         written = Written(ops=self.convergence.acks.merge(ack))
         written.ops += self.convergence.touch([key], now)  # its timers: see ack_timeout
         written.ops.append(self._audit(now, actor, "ack", key, comment))
@@ -134,7 +135,9 @@ class Actions:
         if known is None:
             raise ActionError(409, "this alert group is not acknowledged", "key")
         now = self.pipeline.clock()
-        withdrawn = self.convergence.acks.withdraw(known, actor.name, actor.via, now, self.instance)
+        withdrawn = self.convergence.acks.withdraw(
+            known, actor.name, actor.via, self._stamp(known, now), self.instance
+        )
         ops = self.convergence.acks.merge(withdrawn)
         ops += self.convergence.touch([key], now)  # repeats and escalation are due again
         ops.append(self._audit(now, actor, "unack", key, f"acknowledged by {known.by}"))
@@ -155,7 +158,9 @@ class Actions:
             if existing is None:
                 raise SilenceNotFound(postable.id)
         stored = [
-            dataclasses.replace(s, origin=self.instance)
+            dataclasses.replace(
+                s, origin=self.instance, updated_at=self._stamp(muting.silences.get(s.id), now)
+            )
             for s in apply_update(existing, postable, now)
         ]
         ops: list[Op] = []
@@ -179,7 +184,7 @@ class Actions:
         ended = expire(known, now)
         if ended is known:
             return known  # expired already: nothing changes, nothing to record
-        ended = dataclasses.replace(ended, origin=self.instance)
+        ended = dataclasses.replace(ended, origin=self.instance, updated_at=self._stamp(known, now))
         ops = muting.merge(ended)
         ops.append(self._audit(now, actor, "silence.expire", silence_id, describe_silence(known)))
         await self._commit(Written(ops=ops))
@@ -187,6 +192,12 @@ class Actions:
         return ended
 
     # -- shared ------------------------------------------------------------------------------
+    @staticmethod
+    def _stamp(known: Ack | Silence | None, now: float) -> float:
+        """A change's `updated_at`: now, and later than the version it replaces (two changes
+        within one clock tick: the second one wins, here and at every peer)."""
+        return now if known is None else max(now, known.updated_at + 0.001)
+
     def _audit(self, now: float, actor: Actor, action: str, target: str, detail: str) -> Op:
         return audit.record(now, actor.name, actor.via, action, target, detail, self.instance)
 

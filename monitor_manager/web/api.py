@@ -26,6 +26,7 @@ from monitor_manager.store import alerts as alert_rows
 from monitor_manager.store import groups as group_rows
 from monitor_manager.store import notifications as notification_rows
 from monitor_manager.store.deliveries import DeliveryState
+from monitor_manager.web.acting import setup_acting_routes
 from monitor_manager.web.bodies import BodyError, read_json
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,7 @@ def _group_json(row: sqlite3.Row, conv: Any) -> dict[str, Any]:
         "last_notified_at": iso(row["last_notified_at"]),
         "next_flush_at": iso(row["next_flush_at"]),
         "updated_at": iso(row["updated_at"]),
+        "ack": ack.to_json() if (ack := conv.acks.current(row["key"], row["created_at"])) else None,
     }
 
 
@@ -317,3 +319,4 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/api/v1/watchdog", watchdog_state)
     r.add_post("/api/v1/peer/nflog", peer_push)
     r.add_get("/api/v1/peer/nflog", peer_pull)
+    setup_acting_routes(app)
