@@ -300,3 +300,28 @@ async def test_internal_alerts_can_be_silenced(start: Any) -> None:
     assert h.decided == []
     (row,) = await h.rows("SELECT detail FROM audit")
     assert "mutes internal alerts" in row["detail"]
+
+
+# -- maintenance windows -------------------------------------------------------------------------
+async def test_a_maintenance_window_mutes_in_its_time_zone_and_tells_when_it_ends(
+    tmp_path: Any,
+) -> None:
+    from monitor_manager.config.schema import MaintenanceConfig
+
+    # T0 is 08:00 UTC, 16:00 in Shanghai: the window opens at T0 there, 8 hours later in UTC.
+    window = MaintenanceConfig(
+        "batch", "0 16 * * *", 1800.0, match={"cluster": "batch"}, time_zone="Asia/Shanghai"
+    )
+    utc = dataclasses.replace(window, name="batch-utc", time_zone="UTC", match={"cluster": "x"})
+    h = await Harness(
+        dataclasses.replace(config(tmp_path), maintenance=(window, utc))
+    ).start()
+    try:
+        await h.push(incoming("Batch", cluster="batch"), incoming("Other", cluster="x"))
+        await h.run_until(1790, step=10)
+        # Only the alert outside the window (the UTC one opens at 16:00 UTC) was told.
+        assert [d.names for d in h.decided] == [["Other"]]
+        await h.run_until(1800 + 400, step=10)
+        assert [(round(d.at), d.names) for d in h.decided][1:] == [(1800, ["Batch"])]
+    finally:
+        await h.stop()
