@@ -6,6 +6,7 @@ import aiohttp
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from monitor_manager.act.wecom_reply import CallbackState
 from monitor_manager.build import Core
 from monitor_manager.channels.base import Channel
 from monitor_manager.clock import Clock
@@ -33,3 +34,4 @@ PEERS = web.AppKey("peers", Peers)
 HA = web.AppKey("ha", HighAvailability)
 PARTS = web.AppKey("parts", StoredPartsLog)
 CORE = web.AppKey("core", Core)
+WECOM_CALLBACKS = web.AppKey("wecom_callbacks", CallbackState)
