@@ -81,6 +81,7 @@ def neutralise_message(message: Message, neutraliser: Callable[[str], str] = neu
             key=neutraliser(g.key),
             contact_group=neutraliser(g.contact_group),
             url=safe_url(g.url),
+            ack_url=safe_url(g.ack_url),
             alerts=tuple(
                 dataclasses.replace(a, generator_url=safe_url(a.generator_url)) for a in g.alerts
             ),
@@ -128,13 +129,15 @@ def render_chat(
     names: tuple[str, ...],
     message: Message,
     neutraliser: Callable[[str], str] = neutralise,
+    **extra: object,
 ) -> str:
     """The message rendered by the first of `names` that exists, its alert text neutralised
-    first (in every msgtype: WeCom renders <@userid> and <a href> in text too), tidied."""
+    first (in every msgtype: WeCom renders <@userid> and <a href> in text too), tidied.
+    `extra` goes to the templates (`reply`: people can answer this message with a code)."""
     safe = neutralise_message(message, neutraliser)
     for name in names:
         try:
-            text = tidy(renderer.render(name, safe))
+            text = tidy(renderer.render(name, safe, **extra))
         except jinja2.TemplateNotFound as exc:
             if exc.name != name:  # a template that exists includes one that does not
                 raise ChannelError(f"template error: {exc}", permanent=True) from None

@@ -173,7 +173,11 @@ class WechatChannel(Channel):
             return self._rendered[1]
         markdown = self.settings.msgtype == "markdown"
         text = render_chat(
-            self.ctx.renderer, ("wechat.md",) if markdown else ("wechat.txt",), message
+            self.ctx.renderer,
+            ("wechat.md",) if markdown else ("wechat.txt",),
+            message,
+            # a reply "ack CODE" reaches us only where the application calls back
+            reply=bool(self.settings.callback_token),
         )
         contents = split_content(
             text,

@@ -165,7 +165,8 @@ class Message:
 
 def map_text(message: Message, fn: Callable[[str], str]) -> Message:
     """A copy of the message with `fn` applied to every label and annotation name and value
-    (of alerts and group labels): the text an alert's sender controls."""
+    (of alerts and group labels) and to who acknowledged it and why: the text that senders
+    and people control."""
 
     def values(d: dict[str, str]) -> dict[str, str]:
         return {fn(k): fn(v) for k, v in d.items()}
@@ -174,6 +175,10 @@ def map_text(message: Message, fn: Callable[[str], str]) -> Message:
         replace(
             g,
             group_labels=values(g.group_labels),
+            # who acknowledged and their comment: typed by people, as untrusted as labels
+            ack={**g.ack, "by": fn(g.ack["by"]), "comment": fn(g.ack["comment"])}
+            if g.ack
+            else g.ack,
             alerts=tuple(
                 replace(a, labels=values(a.labels), annotations=values(a.annotations))
                 for a in g.alerts
