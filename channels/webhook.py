@@ -247,6 +247,9 @@ def build_payload(
             "stale": message.stale_count,
         },
         "links": {"monitorManager": message.external_url},
+        # an escalation step ({"step", "from", "unacknowledged_for"}) or "ack" announced
+        "escalation": message.extra.get("escalation"),
+        "announce": message.extra.get("announce"),
         "alertGroups": [_group(g, keep_alerts) for g in groups],
         "alertGroupsOmitted": len(message.groups) - len(groups),
         "truncated": truncated,
@@ -263,6 +266,8 @@ def _group(g: GroupView, keep_alerts: int | None) -> dict[str, Any]:
         "commonLabels": g.common_labels,
         "commonAnnotations": g.common_annotations,
         "url": g.url,
+        "ackURL": g.ack_url,  # the signed acknowledge link ("" once acknowledged or resolved)
+        "ack": {**g.ack, "at": iso(g.ack["at"])} if g.ack else None,
         "counts": {"firing": len(g.firing), "resolved": len(g.resolved), "stale": len(g.stale)},
         "alerts": [_alert(a) for a in alerts],
         "alertsOmitted": len(g.alerts) - len(alerts),

@@ -106,3 +106,16 @@ def test_a_non_http_link_is_never_a_button() -> None:
     html = render("en", "email.html", message(g))
     assert 'href="javascript' not in html
     assert "javascript:" not in render("en", "wechat.md", message(g))
+
+
+def test_the_webhook_document_carries_the_ack_state_and_the_escalation() -> None:
+    import json
+
+    from monitor_manager.channels.webhook import build_payload
+
+    doc = json.loads(json.dumps(build_payload(acked(), "t", "x")))
+    (g,) = doc["alertGroups"]
+    assert g["ack"]["by"] == "Zhang San" and g["ack"]["at"].endswith("Z")
+    step = {"step": 1, "from": "sre", "unacknowledged_for": 900.0}
+    doc = build_payload(firing(extra={"escalation": step}), "t", "x")
+    assert doc["escalation"] == step and doc["alertGroups"][0]["ackURL"] == ACK_URL
