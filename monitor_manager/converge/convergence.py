@@ -165,6 +165,7 @@ class Convergence:
                         source,
                         now,
                         self.memberships(known),
+                        incoming.extras,
                     )
                 )
             else:
@@ -176,6 +177,7 @@ class Convergence:
                         source,
                         now,
                         self.memberships(known),
+                        incoming.extras,
                     )
                 )
             touched.update(known.groups)

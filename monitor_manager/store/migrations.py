@@ -324,3 +324,10 @@ def m012_deliveries_superseded_by(db: sqlite_utils.Database) -> None:
             if (m := re.search(r"notification (\d+) with a newer state", note))
         ],
     )
+
+
+@migrations()
+def m013_alert_extras(db: sqlite_utils.Database) -> None:
+    # What a sender adds to an alert beyond Alertmanager's fields (Grafana Alerting: links to
+    # the dashboard, panel, silence and image, and the value string), as a JSON object.
+    db.executescript("ALTER TABLE alerts ADD COLUMN extras TEXT NOT NULL DEFAULT '{}';")
