@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import dataclasses
 import io
 import json
 import logging
@@ -29,10 +30,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from builders import T0, alert_json, make_config, payload
 from console_app import start_console
+from fake_wecom import alert as alert_view
+from fake_wecom import group, message
 from monitor_manager import keys
 from monitor_manager.app import create_app
+from monitor_manager.channels.chat_text import neutralise, neutralise_markup, render_chat
+from monitor_manager.channels.webhook import build_payload
 from monitor_manager.clock import ManualClock
 from monitor_manager.config import HeartbeatConfig, WatchdogConfig, parse_config
+from monitor_manager.deliver.render import Renderer
 from monitor_manager.ingest.grafana import MAX_LINK_CHARS, parse_grafana
 from monitor_manager.ingest.payload import MAX_EXTRA_VALUE_CHARS, PayloadError, parse_payload
 from monitor_manager.web.console import group_path
@@ -631,3 +637,58 @@ async def test_the_console_group_page_shows_the_links_and_the_value(
     assert "javascript:" not in html
     zh = await console.page(group_path(key), Cookie="mm_lang=zh")
     assert "仪表板 ↗" in zh and "面板 ↗" in zh
+
+
+# -- every message template -------------------------------------------------------------------
+
+PLAIN = ("text.txt", "wechat.txt", "dingtalk.txt", "feishu.txt")
+MARKDOWN = ("wechat.md", "dingtalk.md", "feishu.md", "feishu_post.txt")
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+@pytest.mark.parametrize("template", [*PLAIN, *MARKDOWN, "email.html"])
+def test_every_message_template_shows_the_value_and_the_dashboard_and_panel_links(
+    language: str, template: str
+) -> None:
+    grafana = dataclasses.replace(
+        alert_view(1),
+        links={"dashboard": DASHBOARD, "panel": PANEL, "silence": "https://grafana.example.com/s"},
+        value=VALUE,
+    )
+    renderer = Renderer(language)
+    msg = message(group("g1", grafana, alert_view(2)))
+    if template == "email.html":
+        text = renderer.render(template, msg)
+        assert f'href="{DASHBOARD.replace("&", "&amp;")}"' in text
+        assert f'href="{PANEL.replace("&", "&amp;")}"' in text
+        assert "var=&#39;B&#39; labels={zone=us-1} value=91.83943737541908" in text
+        return
+    neutraliser = neutralise_markup if template.startswith(("dingtalk", "feishu")) else neutralise
+    text = render_chat(renderer, (template,), msg, neutraliser)
+    if template in PLAIN:
+        assert DASHBOARD in text and PANEL in text
+    else:
+        assert f"]({DASHBOARD})" in text and f"]({PANEL})" in text
+    assert "labels={zone=us-1} value=91.83943737541908" in text  # brackets neutralised in chat
+    assert text.count(DASHBOARD) == 2  # the panel link starts with the dashboard's: no other
+    assert "grafana.example.com/s" not in text  # the silence link is the console's
+
+
+def test_chat_messages_make_the_links_safe_like_any_url() -> None:
+    hostile = dataclasses.replace(
+        alert_view(1),
+        links={"dashboard": "javascript:alert(1)", "panel": "https://g.example.com/d/x)[y](z"},
+        value="<@all> [click](javascript:alert(1))",
+    )
+    text = render_chat(Renderer("en"), ("wechat.md",), message(group("g1", hostile)))
+    assert "](javascript:" not in text and "Dashboard" not in text  # no link but http(s)
+    assert "[Panel](https://g.example.com/d/x%29%5By%5D%28z)" in text  # cannot end the link
+    assert "<@all>" not in text and "[click]" not in text  # the value is alert text
+
+
+def test_the_webhook_channels_document_carries_the_extras() -> None:
+    grafana = dataclasses.replace(alert_view(1), links={"dashboard": DASHBOARD}, value=VALUE)
+    doc = build_payload(message(group("g1", grafana, alert_view(2))), "title", "text")
+    first, second = doc["alertGroups"][0]["alerts"]
+    assert first["extras"] == {"links": {"dashboard": DASHBOARD}, "value": VALUE}
+    assert second["extras"] == {}
