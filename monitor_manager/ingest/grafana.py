@@ -16,7 +16,7 @@ what Grafana adds:
   "" when an alert has no dashboard. A link is kept only when it is an absolute http(s) URL
   of at most MAX_LINK_CHARS without whitespace or control characters; anything else
   (`javascript:`, a relative path, a URL cut short) is dropped, not refused: an odd link must
-  not cost the alert its page (Grafana does not resend a refused notification).
+  not cost the alert its page (a 400 would refuse every alert of the notification).
 - per alert, `valueString` (`[ var='B' labels={...} value=44.2 ]`) becomes `Extras.value`,
   cut at MAX_EXTRA_VALUE_CHARS. `values` (numbers by query) says the same without labels and
   is not kept.

@@ -130,27 +130,23 @@ def _webhook(parse: Callable[[Any], Payload]) -> Handler:
             return error(400, exc.message, field=exc.field)
         if payload.truncated_alerts:
             log.warning(
-                "%s left %d alerts out of a notification (its max alerts setting): they never "
-                "reach Monitor Manager; receiver %r, group %r",
-                payload.external_url[:200] or "a sender",
+                "sender %r left %d alerts out of a notification (its max alerts setting): "
+                "they never reach Monitor Manager; receiver %r, group %r",
+                payload.external_url[:200],
                 payload.truncated_alerts,
                 payload.receiver[:100],
                 payload.group_key[:200],
             )
-        return await _receive(request, payload)
+        try:
+            result = await request.app[keys.PIPELINE].receive(payload)
+        except StoreError as exc:
+            return error(503, f"the store cannot commit; retry later ({exc.reason})")
+        answer = {"status": "ok", "accepted": result.accepted, "duplicates": result.duplicates}
+        if result.rejected:
+            answer["rejected"] = result.rejected
+        return web.json_response(answer)
 
     return handler
-
-
-async def _receive(request: web.Request, payload: Payload) -> web.Response:
-    try:
-        result = await request.app[keys.PIPELINE].receive(payload)
-    except StoreError as exc:
-        return error(503, f"the store cannot commit; retry later ({exc.reason})")
-    answer = {"status": "ok", "accepted": result.accepted, "duplicates": result.duplicates}
-    if result.rejected:
-        answer["rejected"] = result.rejected
-    return web.json_response(answer)
 
 
 webhook = _webhook(parse_payload)
