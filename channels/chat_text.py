@@ -72,8 +72,9 @@ def safe_url(url: str) -> str:
 
 
 def neutralise_message(message: Message, neutraliser: Callable[[str], str] = neutralise) -> Message:
-    """A copy of the message whose label, annotation and name values cannot break markdown
-    (`neutraliser` says how, per platform)."""
+    """A copy of the message whose label, annotation and name values (and alerts' value
+    strings) cannot break markdown (`neutraliser` says how, per platform), and whose URLs are
+    http(s) link targets or gone."""
     message = map_text(message, neutraliser)
     groups = tuple(
         dataclasses.replace(
@@ -83,7 +84,12 @@ def neutralise_message(message: Message, neutraliser: Callable[[str], str] = neu
             url=safe_url(g.url),
             ack_url=safe_url(g.ack_url),
             alerts=tuple(
-                dataclasses.replace(a, generator_url=safe_url(a.generator_url)) for a in g.alerts
+                dataclasses.replace(
+                    a,
+                    generator_url=safe_url(a.generator_url),
+                    links={k: url for k, v in a.links.items() if (url := safe_url(v))},
+                )
+                for a in g.alerts
             ),
         )
         for g in message.groups

@@ -283,7 +283,19 @@ def _alert(a: AlertView) -> dict[str, Any]:
         "startsAt": iso(a.starts_at),
         "endsAt": iso(a.ends_at),
         "generatorURL": a.generator_url,
+        "extras": extras(a),
     }
+
+
+def extras(a: AlertView) -> dict[str, Any]:
+    """What the alert's sender added (Grafana: links by name, the value string), as
+    /api/v1/alerts shows it; {} for Alertmanager's alerts."""
+    out: dict[str, Any] = {}
+    if a.links:
+        out["links"] = a.links
+    if a.value:
+        out["value"] = a.value
+    return out
 
 
 def _cut(text: str, limit: int) -> str:

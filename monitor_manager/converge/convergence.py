@@ -190,6 +190,7 @@ class Convergence:
                         source,
                         now,
                         self.memberships(known),
+                        incoming.extras,
                     )
                 )
             else:
@@ -201,6 +202,7 @@ class Convergence:
                         source,
                         now,
                         self.memberships(known),
+                        incoming.extras,
                     )
                 )
             touched.update(known.groups)

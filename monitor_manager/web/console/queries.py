@@ -174,6 +174,9 @@ class AlertRow:
     generator_url: str
     source: str
     notified: bool = False
+    # What the sender added (Grafana): links by name, http(s) only, and the value string.
+    links: dict[str, str] = field(default_factory=dict)
+    value: str = ""
 
 
 @dataclass
@@ -667,8 +670,14 @@ def _group_row(key: str, conn: sqlite3.Connection) -> sqlite3.Row | None:
 
 
 def _alert_rows(ids: list[int], conn: sqlite3.Connection) -> dict[int, AlertRow]:
-    return {
-        r[0]: AlertRow(
+    rows = {}
+    for r in conn.execute(
+        "SELECT id, fingerprint, status, labels, annotations, starts_at, ends_at, "
+        "generator_url, source, extras FROM alerts WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps(ids),),
+    ):
+        extras = json.loads(r[9])
+        rows[r[0]] = AlertRow(
             id=r[0],
             fingerprint=r[1],
             status=r[2],
@@ -678,13 +687,10 @@ def _alert_rows(ids: list[int], conn: sqlite3.Connection) -> dict[int, AlertRow]
             ends_at=r[6],
             generator_url=r[7],
             source=r[8],
+            links=extras.get("links", {}),
+            value=extras.get("value", ""),
         )
-        for r in conn.execute(
-            "SELECT id, fingerprint, status, labels, annotations, starts_at, ends_at, "
-            "generator_url, source FROM alerts WHERE id IN (SELECT value FROM json_each(?))",
-            (json.dumps(ids),),
-        )
-    }
+    return rows
 
 
 def _last_message_alerts(key: str, conn: sqlite3.Connection) -> tuple[float | None, list[AlertRow]]:
@@ -709,6 +715,8 @@ def _last_message_alerts(key: str, conn: sqlite3.Connection) -> tuple[float | No
             generator_url=a.generator_url,
             source="",
             notified=True,
+            links=a.links,
+            value=a.value,
         )
         for g in message.groups
         if g.key == key
