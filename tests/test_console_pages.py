@@ -57,7 +57,8 @@ async def test_hostile_labels_and_annotations_are_escaped_on_every_page(
         html = await console.page(path)
         assert "<script>alert" not in html and "<img src=x" not in html, path
         assert "javascript:alert" not in html, path
-        assert "49" not in re.sub(r"[0-9a-f]{16}", "", html.split("<footer")[0]), path
+        # {{7*7}} is never evaluated (group keys and static digests are hex: left out)
+        assert "49" not in re.sub(r"[0-9a-f]{12,}", "", html.split("<footer")[0]), path
     group_html = await console.page(group_path(key))
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in group_html
     assert TEMPLATE_LABEL in group_html  # shown literally, never evaluated
