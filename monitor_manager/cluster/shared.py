@@ -39,6 +39,7 @@ import aiohttp
 
 from monitor_manager.act.links import LinkKey, Links
 from monitor_manager.clock import Clock
+from monitor_manager.cluster.ha import EntryError, peer_get, peer_post
 from monitor_manager.config import Config
 from monitor_manager.converge.acks import VIAS, Ack
 from monitor_manager.converge.convergence import Convergence
@@ -48,23 +49,16 @@ from monitor_manager.metrics import Metrics
 from monitor_manager.store import Op
 from monitor_manager.store import groups as group_rows
 from monitor_manager.watch.peers import Peers
-from monitor_manager.web.bodies import BodyError, read_answer
+from monitor_manager.web.bodies import BodyError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 VERSION = 2
+STATE_PATH = "/api/v1/peer/state"
 MAX_OBJECTS = 10_000  # of each kind, per push or pull
 _GROUP_KEY = re.compile(r"[0-9a-f]{16}")
 _MAX_TEXT = 4096
-
-
-class StateError(ValueError):
-    """A peer's state message is malformed (answered 400); `field` names where."""
-
-    def __init__(self, message: str, field: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 @dataclass
@@ -126,14 +120,14 @@ def silence_wire(s: Silence) -> dict[str, Any]:
 def parse_state(body: Any) -> tuple[str, Shared]:
     """(sending instance, its changes), checked for shape; whom to believe is `accept`'s."""
     if not isinstance(body, dict):
-        raise StateError("expected a JSON object", "")
+        raise EntryError("expected a JSON object", "")
     if body.get("version") != VERSION or isinstance(body.get("version"), bool):
-        raise StateError(
+        raise EntryError(
             f"unsupported state protocol version, this instance speaks {VERSION}", "version"
         )
     instance = body.get("instance")
     if not isinstance(instance, str) or not 0 < len(instance) <= 256:
-        raise StateError("expected the sending instance's name", "instance")
+        raise EntryError("expected the sending instance's name", "instance")
     return instance, Shared(
         acks=_items(body, "acks", _ack),
         silences=_items(body, "silences", _silence),
@@ -145,13 +139,13 @@ def parse_state(body: Any) -> tuple[str, Shared]:
 def _items(body: dict[str, Any], name: str, parse: Callable[[dict[str, Any], str], T]) -> list[T]:
     raw = body.get(name, [])
     if not isinstance(raw, list):
-        raise StateError("expected an array", name)
+        raise EntryError("expected an array", name)
     if len(raw) > MAX_OBJECTS:
-        raise StateError(f"at most {MAX_OBJECTS} at once", name)
+        raise EntryError(f"at most {MAX_OBJECTS} at once", name)
     out = []
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
-            raise StateError("expected an object", f"{name}[{i}]")
+            raise EntryError("expected an object", f"{name}[{i}]")
         out.append(parse(item, f"{name}[{i}]"))
     return out
 
@@ -159,31 +153,31 @@ def _items(body: dict[str, Any], name: str, parse: Callable[[dict[str, Any], str
 def _text(item: dict[str, Any], key: str, path: str, empty: bool = False) -> str:
     value = item.get(key)
     if not isinstance(value, str) or len(value) > _MAX_TEXT or (not value and not empty):
-        raise StateError("expected a string", f"{path}.{key}")
+        raise EntryError("expected a string", f"{path}.{key}")
     return value
 
 
 def _time(item: dict[str, Any], key: str, path: str) -> float:
     value = item.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise StateError("expected a finite number", f"{path}.{key}")
+        raise EntryError("expected a finite number", f"{path}.{key}")
     return float(value)
 
 
 def _group_key(item: dict[str, Any], path: str) -> str:
     key = _text(item, "group_key", path)
     if not _GROUP_KEY.fullmatch(key):
-        raise StateError("expected an alert group key", f"{path}.group_key")
+        raise EntryError("expected an alert group key", f"{path}.group_key")
     return key
 
 
 def _ack(item: dict[str, Any], path: str) -> Ack:
     via = _text(item, "via", path)
     if via not in VIAS:
-        raise StateError(f"expected one of {', '.join(VIAS)}", f"{path}.via")
+        raise EntryError(f"expected one of {', '.join(VIAS)}", f"{path}.via")
     withdrawn = item.get("withdrawn")
     if not isinstance(withdrawn, bool):
-        raise StateError("expected true or false", f"{path}.withdrawn")
+        raise EntryError("expected true or false", f"{path}.withdrawn")
     return Ack(
         _group_key(item, path),
         _text(item, "by", path)[:256],
@@ -199,14 +193,14 @@ def _ack(item: dict[str, Any], path: str) -> Ack:
 def _silence(item: dict[str, Any], path: str) -> Silence:
     raw = item.get("matchers")
     if not isinstance(raw, list) or not 0 < len(raw) <= 64:
-        raise StateError("expected 1 to 64 matchers", f"{path}.matchers")
+        raise EntryError("expected 1 to 64 matchers", f"{path}.matchers")
     matchers = []
     for i, m in enumerate(raw):
         where = f"{path}.matchers[{i}]"
         if not isinstance(m, dict) or not all(
             isinstance(m.get(k), bool) for k in ("isRegex", "isEqual")
         ):
-            raise StateError("expected a matcher", where)
+            raise EntryError("expected a matcher", where)
         try:
             matchers.append(
                 Matcher(
@@ -217,10 +211,10 @@ def _silence(item: dict[str, Any], path: str) -> Silence:
                 )
             )
         except MatcherError as exc:
-            raise StateError(exc.message, where) from None
+            raise EntryError(exc.message, where) from None
     starts, ends = _time(item, "startsAt", path), _time(item, "endsAt", path)
     if ends < starts:
-        raise StateError("ends before it starts", f"{path}.endsAt")
+        raise EntryError("ends before it starts", f"{path}.endsAt")
     return Silence(
         _text(item, "id", path)[:256],
         tuple(matchers),
@@ -236,14 +230,14 @@ def _silence(item: dict[str, Any], path: str) -> Silence:
 def _link_key(item: dict[str, Any], path: str) -> LinkKey:
     key = Links.parse_shared(item)
     if key is None:
-        raise StateError("expected a link key", path)
+        raise EntryError("expected a link key", path)
     return key
 
 
 def _step(item: dict[str, Any], path: str) -> tuple[str, int, float]:
     steps = item.get("escalated")
     if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= 1000:
-        raise StateError("expected a whole number of steps", f"{path}.escalated")
+        raise EntryError("expected a whole number of steps", f"{path}.escalated")
     return _group_key(item, path), steps, _time(item, "first_notified_at", path)
 
 
@@ -359,15 +353,7 @@ class SharedState:
     async def _push_one(self, name: str, body: dict[str, Any]) -> None:
         assert self.session is not None
         try:
-            async with self.session.post(
-                self._url(name),
-                json=body,
-                headers=self._headers(),
-                timeout=aiohttp.ClientTimeout(total=self.config.watchdog.peer_timeout),
-                ssl=self.peers.ssl,
-            ) as response:
-                if response.status != 200:
-                    raise ValueError(f"HTTP {response.status}")
+            await peer_post(self.session, self.config, self.peers, name, STATE_PATH, body)
             self.metrics.ha_pushes.labels(name, "ok").inc()
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             self.metrics.ha_pushes.labels(name, "failed").inc()
@@ -393,16 +379,9 @@ class SharedState:
         started = self.clock()
         since = self._pulled.get(name, 0.0) - 2 * self.config.ha.max_clock_skew
         try:
-            async with self.session.get(
-                self._url(name),
-                headers=self._headers(),
-                params={"since": repr(max(since, 0.0))},
-                timeout=aiohttp.ClientTimeout(total=self.config.watchdog.peer_timeout),
-                ssl=self.peers.ssl,
-            ) as response:
-                if response.status != 200:
-                    raise ValueError(f"HTTP {response.status}")
-                sender, shared = parse_state(await read_answer(response, 16 << 20))
+            params = {"since": repr(max(since, 0.0))}
+            answer = await peer_get(self.session, self.config, self.peers, name, STATE_PATH, params)
+            sender, shared = parse_state(answer)
             if sender != name:
                 raise ValueError(f"answered as {sender[:60]!r}")
         except (aiohttp.ClientError, TimeoutError, ValueError, BodyError) as exc:
@@ -412,12 +391,6 @@ class SharedState:
         self.metrics.ha_pulls.labels(name, "ok").inc()
         self._pulled[name] = started
         return shared
-
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.config.ha.token}"}
-
-    def _url(self, name: str) -> str:
-        return self.peers.states[name].config.url.rstrip("/") + "/api/v1/peer/state"
 
     async def drain(self) -> None:
         """Shutdown: let pushes in flight finish."""

@@ -19,7 +19,8 @@ from aiohttp import web
 from monitor_manager import keys
 from monitor_manager.act.actions import ActionError, Actor, comment_text, person
 from monitor_manager.clock import iso
-from monitor_manager.cluster.shared import StateError, parse_state
+from monitor_manager.cluster.ha import EntryError
+from monitor_manager.cluster.shared import parse_state
 from monitor_manager.converge.matchers import MatcherError, parse_matcher
 from monitor_manager.converge.silences import (
     SilenceError,
@@ -220,7 +221,7 @@ async def peer_state_push(request: web.Request) -> web.Response:
         sender, shared = parse_state(await read_json(request, STATE_BODY_BYTES))
     except BodyError as exc:
         return _error(exc.status, exc.message, exc.field)
-    except StateError as exc:
+    except EntryError as exc:
         return _error(400, str(exc), exc.field or None)
     core = request.app[keys.CORE]
     if sender not in core.peers.states:
