@@ -125,11 +125,14 @@ class Gate:
         self._inside = 0
         self._empty = asyncio.Event()
         self._empty.set()
+        self.waited = 0  # passages that waited for a swap (since the start)
 
     @asynccontextmanager
     async def passage(self) -> AsyncIterator[None]:
         # Checked again after every wake-up: the gate may have closed again before this
         # waiter ran; counted in the same step, so a closing reload cannot miss it.
+        if not self._open.is_set():
+            self.waited += 1
         while not self._open.is_set():
             await self._open.wait()
         self._inside += 1
