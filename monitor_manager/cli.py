@@ -106,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(line, file=sys.stderr)
         return 1
     if args.command == "serve":
-        return serve_forever(config, args.config)
+        # Absolute: the reload answer and the audit name the file wherever they are read.
+        return serve_forever(config, os.path.abspath(args.config) if args.config else None)
     if args.command == "route-test":
         print(route_test(config, labels, args.format))
         return 0
@@ -295,7 +296,12 @@ def reload_command(path: str | None) -> int:
         status, raw = exc.code, exc.read()
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        print(f"no answer from the service at {url.split('?')[0]}: {reason}", file=sys.stderr)
+        print(
+            f"no answer from the service at {url.split('?')[0]}: {reason} (a changed "
+            "server.listen takes effect at a restart: until then the service listens where "
+            "it did)",
+            file=sys.stderr,
+        )
         return 1
     try:
         answer = json.loads(raw)
