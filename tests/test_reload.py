@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from builders import T0, alert_json, make_config, payload
 from monitor_manager import keys
 from monitor_manager.app import create_app
-from monitor_manager.clock import ManualClock
+from monitor_manager.clock import ManualClock, system_clock
 from monitor_manager.config import load_config
 from monitor_manager.reload import config_changes, keep_running_values
 from processes import ServeProcess, free_port, http
@@ -172,11 +172,17 @@ Start = Callable[..., Awaitable[Svc]]
 def start(aiohttp_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Start:
     monkeypatch.chdir(tmp_path)  # storage.path is relative: the store lands in tmp_path
 
-    async def run(text: str) -> Svc:
+    async def run(text: str, scheduler: bool = False) -> Svc:
+        """`scheduler`: the timer jobs and the outbox run by themselves, on the real clock."""
         path = tmp_path / "config.toml"
         path.write_text(text)
         clock = ManualClock(T0 + 60)
-        app = create_app(load_config(path), clock=clock, scheduler=False, config_path=str(path))
+        app = create_app(
+            load_config(path),
+            clock=system_clock if scheduler else clock,
+            scheduler=scheduler,
+            config_path=str(path),
+        )
         return Svc(await aiohttp_client(app), clock, path)
 
     return run
@@ -229,6 +235,26 @@ async def test_a_valid_reload_changes_routes_and_members_and_keeps_the_state(
     (row,) = await svc.rows("SELECT who, via, action, target, detail FROM audit")
     assert row["via"] == "api" and row["action"] == "reload" and row["who"] == "api"
     assert row["target"] == str(svc.path) and "contact_groups.dba (new)" in row["detail"]
+
+
+async def test_the_timer_jobs_and_the_outbox_run_on_the_new_core(
+    start: Start, receiver: Receiver
+) -> None:
+    hook = f"{receiver.url}/up"
+    fast = '[convergence]\ngroup_wait = "100ms"\n'
+    text = config_text(hook, groups={"ops": ["alice"]}).replace("[convergence]\n", fast)
+    svc = await start(text, scheduler=True)
+    old_pipeline = svc.app[keys.PIPELINE]
+    svc.write(text.replace('{ name = "alice", email = "alice@example.com" }', '{ name = "bob" }'))
+    await svc.reload()
+    assert svc.app[keys.PIPELINE] is not old_pipeline
+    await svc.client.post(WEBHOOK, json=payload(alert_json("Disk", starts=time.time())))
+    for _ in range(100):  # the tick job decides, the outbox worker sends: at most 5 s
+        if receiver.messages():
+            break
+        await asyncio.sleep(0.05)
+    assert receiver.recipients() == [["bob"]]
+    assert old_pipeline.convergence.groups == {}  # the old core heard nothing
 
 
 # -- an invalid reload ---------------------------------------------------------------------------
