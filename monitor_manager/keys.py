@@ -8,6 +8,7 @@ import aiohttp
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from monitor_manager.act.wecom_reply import CallbackState
 from monitor_manager.build import Core
 from monitor_manager.channels.base import Channel
 from monitor_manager.clock import Clock
@@ -38,4 +39,5 @@ PEERS = web.AppKey("peers", Peers)
 HA = web.AppKey("ha", HighAvailability)
 PARTS = web.AppKey("parts", StoredPartsLog)
 CORE = web.AppKey("core", Core)
+WECOM_CALLBACKS = web.AppKey("wecom_callbacks", CallbackState)
 RELOADER: web.AppKey[Reloader] = web.AppKey("reloader")

@@ -77,8 +77,8 @@ class Metrics:
         )
         self.webhook_requests = Counter(
             "monitor_manager_webhook_requests_total",
-            "Webhook requests by HTTP response code.",
-            ["code"],
+            "Webhook requests by HTTP response code and sender (alertmanager, grafana).",
+            ["code", "source"],
             registry=r,
         )
         self.notifications = Counter(

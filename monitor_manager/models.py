@@ -38,7 +38,9 @@ class Member:
 
 @dataclass(frozen=True, slots=True)
 class AlertView:
-    """One alert as it stood when the notification was decided."""
+    """One alert as it stood when the notification was decided. `links` and `value` are what
+    a sender such as Grafana adds (ingest.payload.Extras): links by name ("dashboard",
+    "panel", "silence", "image"; absolute http(s) URLs) and the values that made it fire."""
 
     fingerprint: str
     status: AlertStatus
@@ -47,6 +49,8 @@ class AlertView:
     starts_at: float
     ends_at: float | None = None
     generator_url: str = ""
+    links: dict[str, str] = field(default_factory=dict)
+    value: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +169,8 @@ class Message:
 
 def map_text(message: Message, fn: Callable[[str], str]) -> Message:
     """A copy of the message with `fn` applied to every label and annotation name and value
-    (of alerts and group labels): the text an alert's sender controls."""
+    (of alerts and group labels), to each alert's value string and to who acknowledged it and
+    why: the text that senders and people control (links are URLs, made safe where used)."""
 
     def values(d: dict[str, str]) -> dict[str, str]:
         return {fn(k): fn(v) for k, v in d.items()}
@@ -174,8 +179,17 @@ def map_text(message: Message, fn: Callable[[str], str]) -> Message:
         replace(
             g,
             group_labels=values(g.group_labels),
+            # who acknowledged and their comment: typed by people, as untrusted as labels
+            ack={**g.ack, "by": fn(g.ack["by"]), "comment": fn(g.ack["comment"])}
+            if g.ack
+            else g.ack,
             alerts=tuple(
-                replace(a, labels=values(a.labels), annotations=values(a.annotations))
+                replace(
+                    a,
+                    labels=values(a.labels),
+                    annotations=values(a.annotations),
+                    value=fn(a.value) if a.value else "",
+                )
                 for a in g.alerts
             ),
         )

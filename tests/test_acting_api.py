@@ -292,3 +292,55 @@ async def test_a_peer_cannot_plant_a_signing_key_in_our_name(start: Any) -> None
     body = {"version": 2, "instance": "mm-b", "link_keys": [planted]}
     await svc.call("POST", "/api/v1/peer/state", body, **AUTH)
     assert "mm-a:evil" not in links.keys and links.own == own
+
+
+# -- clocks ----------------------------------------------------------------------------------
+async def test_a_peer_clock_off_by_more_than_the_allowed_skew_raises_clock_skew(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """A peer's /healthz reports its time; further off than ha.max_clock_skew pages
+    ClockSkew{peer}, and it resolves when the clocks agree again."""
+    import aiohttp
+    from aiohttp import web
+
+    from monitor_manager.config.schema import PeerConfig
+    from monitor_manager.metrics import Metrics
+    from monitor_manager.watch.peers import Peers
+
+    clock = ManualClock(T0)
+    offset = {"seconds": 30.0}
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "status": "ok",
+                "instance": "mm-b",
+                "peer_protocol": 2,
+                "time": clock.now + offset["seconds"],
+            }
+        )
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    config = make_config(
+        tmp_path,
+        peers=(PeerConfig("mm-b", f"http://127.0.0.1:{server.port}"),),
+        ha={"token": "t", "max_clock_skew": 5.0},
+    )
+    firing: set[str] = set()
+
+    def is_firing(labels: dict[str, str]) -> bool:
+        return labels.get("peer", "") in firing and labels["alertname"] == "ClockSkew"
+
+    async with aiohttp.ClientSession() as session:
+        peers = Peers(config, session, clock, Metrics(), is_firing)
+        raised = [a for a in await peers.probe_all() if a.labels["alertname"] == "ClockSkew"]
+        assert [(a.status, a.labels["peer"]) for a in raised] == [("firing", "mm-b")]
+        assert "30s" in raised[0].annotations["summary"]
+        assert peers.states["mm-b"].offset == pytest.approx(30.0, abs=1.0)
+        firing.add("mm-b")
+        assert [a for a in await peers.probe_all() if a.labels["alertname"] == "ClockSkew"] == []
+        offset["seconds"] = -2.0  # within the allowed skew: resolved
+        raised = [a for a in await peers.probe_all() if a.labels["alertname"] == "ClockSkew"]
+        assert [a.status for a in raised] == ["resolved"]

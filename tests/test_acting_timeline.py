@@ -313,9 +313,7 @@ async def test_a_maintenance_window_mutes_in_its_time_zone_and_tells_when_it_end
         "batch", "0 16 * * *", 1800.0, match={"cluster": "batch"}, time_zone="Asia/Shanghai"
     )
     utc = dataclasses.replace(window, name="batch-utc", time_zone="UTC", match={"cluster": "x"})
-    h = await Harness(
-        dataclasses.replace(config(tmp_path), maintenance=(window, utc))
-    ).start()
+    h = await Harness(dataclasses.replace(config(tmp_path), maintenance=(window, utc))).start()
     try:
         await h.push(incoming("Batch", cluster="batch"), incoming("Other", cluster="x"))
         await h.run_until(1790, step=10)

@@ -202,6 +202,7 @@ class Convergence:
                         source,
                         now,
                         self.memberships(known),
+                        incoming.extras,
                     )
                 )
             else:
@@ -213,6 +214,7 @@ class Convergence:
                         source,
                         now,
                         self.memberships(known),
+                        incoming.extras,
                     )
                 )
             touched.update(known.groups)

@@ -77,7 +77,10 @@ class Renderer:
 
     def bounded(self, message: Message) -> Message:
         if not any(
-            _long(a.labels) or _long(a.annotations) or _long(g.group_labels)
+            _long(a.labels)
+            or _long(a.annotations)
+            or _long(g.group_labels)
+            or len(a.value) > MAX_VALUE_CHARS
             for g in message.groups
             for a in g.alerts
         ):

@@ -374,3 +374,10 @@ def m013_acting_on_pages(db: sqlite_utils.Database) -> None:
         CREATE INDEX audit_at ON audit (at);
         """
     )
+
+
+@migrations()
+def m014_alert_extras(db: sqlite_utils.Database) -> None:
+    # What a sender adds to an alert beyond Alertmanager's fields (Grafana Alerting: links to
+    # the dashboard, panel, silence and image, and the value string), as a JSON object.
+    db.executescript("ALTER TABLE alerts ADD COLUMN extras TEXT NOT NULL DEFAULT '{}';")

@@ -76,10 +76,19 @@ def write_group(draft: Draft, digest_id: int | None) -> Op:
         for row_id, fp, status, starts_at, ends_at in draft.alerts:
             # Every alert memory knows has its row or a queued insert; never fail the whole
             # commit over one that has not.
-            labels, annotations, url = texts.get(row_id) or ("{}", "{}", "")
+            labels, annotations, url, extras = texts.get(row_id) or ("{}", "{}", "", "{}")
+            more = json.loads(extras) if extras != alert_rows.NO_EXTRAS else {}
             views.append(
                 AlertView(
-                    fp, status, json.loads(labels), json.loads(annotations), starts_at, ends_at, url
+                    fp,
+                    status,
+                    json.loads(labels),
+                    json.loads(annotations),
+                    starts_at,
+                    ends_at,
+                    url,
+                    more.get("links", {}),
+                    more.get("value", ""),
                 )
             )
         group = GroupView(

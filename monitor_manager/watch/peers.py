@@ -175,7 +175,7 @@ class Peers:
         labels = {"peer": name}
         firing = self.is_firing(internal_labels("ClockSkew", labels))
         limit = self.config.ha.max_clock_skew
-        off = format_duration(abs(state.offset))
+        off = format_duration(round(abs(state.offset)))
         summary = self.texts["skew_summary"].format(peer=name, offset=off)
         if abs(state.offset) > limit and not firing:
             direction = self.texts["skew_ahead" if state.offset > 0 else "skew_behind"]

@@ -31,6 +31,7 @@ from monitor_manager.converge.silences import (
 from monitor_manager.store import StoreError
 from monitor_manager.store import audit as audit_rows
 from monitor_manager.web.bodies import BodyError, read_json
+from monitor_manager.web.wecom_callback import setup_wecom_callback
 
 ACTION_BODY_BYTES = 64 * 1024
 STATE_BODY_BYTES = 16 * 1024 * 1024
@@ -256,3 +257,4 @@ def setup_acting_routes(app: web.Application) -> None:
     r.add_get("/api/v1/audit", list_audit)
     r.add_post("/api/v1/peer/state", peer_state_push)
     r.add_get("/api/v1/peer/state", peer_state_pull)
+    setup_wecom_callback(app)  # members acknowledge by replying to the WeCom app

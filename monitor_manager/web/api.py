@@ -1,11 +1,19 @@
-"""HTTP API: the webhook, health, metrics and the JSON views of the state.
+"""HTTP API: the webhooks, health, metrics and the JSON views of the state.
 
 Every error is JSON with an `error` field. Bad input gets a 4xx and changes nothing; a store
 that cannot commit gets 503, because Alertmanager retries 5xx and never 4xx.
+
+Two webhooks, one ingest path: `/webhook/alertmanager` (Alertmanager, version "4") and
+`/webhook/grafana` (Grafana Alerting's webhook contact point, version "1") differ only in the
+parser that turns the body into a `Payload`; reading the body, the token, the pipeline (screen,
+heartbeats, dedup, routing, convergence), durability before the answer and the answer itself
+are the same code.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 import logging
@@ -20,7 +28,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from monitor_manager import keys
 from monitor_manager.clock import iso
 from monitor_manager.cluster.ha import MAX_ENTRIES, PROTOCOL_VERSION, EntryError, parse_message
-from monitor_manager.ingest.payload import PayloadError, parse_payload
+from monitor_manager.ingest.grafana import parse_grafana
+from monitor_manager.ingest.payload import Payload, PayloadError, parse_payload
 from monitor_manager.reload import CLI_AGENT, RELOAD_PATH
 from monitor_manager.store import StoreError
 from monitor_manager.store import alerts as alert_rows
@@ -34,6 +43,9 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 WEBHOOK_PATH = "/webhook/alertmanager"
+GRAFANA_PATH = "/webhook/grafana"
+WEBHOOK_SOURCES = {WEBHOOK_PATH: "alertmanager", GRAFANA_PATH: "grafana"}
+"""Each webhook's path and the `source` label of its requests in the metrics."""
 PEER_BODY_BYTES = 16 * 1024 * 1024  # MAX_ENTRIES entries of a few hundred bytes each
 
 
@@ -52,8 +64,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception:  # never leak a traceback; never crash the server
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = error(500, "internal error")
-    if request.path == WEBHOOK_PATH:
-        request.app[keys.METRICS].webhook_requests.labels(str(response.status)).inc()
+    source = WEBHOOK_SOURCES.get(request.path)
+    if source is not None:
+        request.app[keys.METRICS].webhook_requests.labels(str(response.status), source).inc()
     return response
 
 
@@ -61,7 +74,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     config = request.app[keys.CONFIG]
     token = ""
-    if request.path == WEBHOOK_PATH:
+    # Grafana's webhook contact point offers HTTP basic auth beside an Authorization header:
+    # there the token is also taken as the password, whatever the user name.
+    basic = request.path == GRAFANA_PATH
+    if request.path in WEBHOOK_SOURCES:
         token = config.server.webhook_token
     elif request.path.startswith("/api/v1/peer/"):
         # The peer protocol can suppress pages: closed to everyone without a token.
@@ -70,7 +86,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         token = config.ha.token
     elif request.path.startswith("/api/") or request.path == RELOAD_PATH:
         token = config.server.api_token
-    if token and not _bearer_matches(request, token):
+    if token and not (
+        _bearer_matches(request, token) or (basic and _basic_matches(request, token))
+    ):
+        if basic:
+            return error(401, "missing or wrong bearer token or basic auth password")
         return error(401, "missing or wrong bearer token")
     return await handler(request)
 
@@ -83,23 +103,56 @@ def _bearer_matches(request: web.Request, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given_bytes, token.encode())
 
 
-async def webhook(request: web.Request) -> web.Response:
+def _basic_matches(request: web.Request, token: str) -> bool:
+    """HTTP basic auth whose password is `token` (any user name), compared in constant time."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "basic":
+        return False
     try:
-        payload = parse_payload(
-            await read_json(request, request.app[keys.CONFIG].server.max_body_bytes)
-        )
-    except BodyError as exc:
-        return error(exc.status, exc.message, field=exc.field)
-    except PayloadError as exc:
-        return error(400, exc.message, field=exc.field)
-    try:
-        result = await request.app[keys.PIPELINE].receive(payload)
-    except StoreError as exc:
-        return error(503, f"the store cannot commit; retry later ({exc.reason})")
-    answer = {"status": "ok", "accepted": result.accepted, "duplicates": result.duplicates}
-    if result.rejected:
-        answer["rejected"] = result.rejected
-    return web.json_response(answer)
+        # Bytes that are not UTF-8 arrive as surrogate escapes, and are not base64 either.
+        decoded = base64.b64decode(given.strip().encode("utf-8", "surrogateescape"), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    _, colon, password = decoded.partition(b":")
+    return bool(colon) and hmac.compare_digest(password, token.encode())
+
+
+def _webhook(parse: Callable[[Any], Payload]) -> Handler:
+    """A webhook handler: the body read strictly, parsed by `parse`, then the one pipeline."""
+
+    async def handler(request: web.Request) -> web.Response:
+        try:
+            payload = parse(
+                await read_json(request, request.app[keys.CONFIG].server.max_body_bytes)
+            )
+        except BodyError as exc:
+            return error(exc.status, exc.message, field=exc.field)
+        except PayloadError as exc:
+            return error(400, exc.message, field=exc.field)
+        if payload.truncated_alerts:
+            log.warning(
+                "sender %r left %d alerts out of a notification (its max alerts setting): "
+                "they never reach Monitor Manager; receiver %r, group %r",
+                payload.external_url[:200],
+                payload.truncated_alerts,
+                payload.receiver[:100],
+                payload.group_key[:200],
+            )
+        try:
+            result = await request.app[keys.PIPELINE].receive(payload)
+        except StoreError as exc:
+            return error(503, f"the store cannot commit; retry later ({exc.reason})")
+        answer = {"status": "ok", "accepted": result.accepted, "duplicates": result.duplicates}
+        if result.rejected:
+            answer["rejected"] = result.rejected
+        return web.json_response(answer)
+
+    return handler
+
+
+webhook = _webhook(parse_payload)
+grafana_webhook = _webhook(parse_grafana)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -176,6 +229,7 @@ def _alert_json(row: sqlite3.Row) -> dict[str, Any]:
         "endsAt": iso(row["ends_at"]),
         "generatorURL": row["generator_url"],
         "source": row["source"],
+        "extras": json.loads(row["extras"]),
         "alert_groups": list(json.loads(row["memberships"])),
     }
 
@@ -321,6 +375,7 @@ def setup_routes(app: web.Application) -> None:
     app.middlewares.extend([errors_middleware, auth_middleware])
     r = app.router
     r.add_post(WEBHOOK_PATH, webhook)
+    r.add_post(GRAFANA_PATH, grafana_webhook)
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics)
