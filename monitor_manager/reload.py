@@ -34,6 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from monitor_manager import keys
+from monitor_manager.act.wecom_reply import CallbackState
 from monitor_manager.build import Core, build_core
 from monitor_manager.config import Config, ConfigError, load_config, serve_anyway_problems
 from monitor_manager.converge.convergence import Rerouted
@@ -349,6 +350,9 @@ class Reloader:
             warnings.simplefilter("ignore", DeprecationWarning)
             for key, value in state.items():
                 self.app[key] = value
+        callbacks = self.app.get(keys.WECOM_CALLBACKS)
+        if callbacks is not None:  # the apps that take replies anew; the replay memory stays
+            callbacks.apps = CallbackState.from_config(new.config, new.clock).apps
         return sends
 
     def _report(self, outcome: Outcome) -> None:

@@ -257,6 +257,25 @@ async def test_the_timer_jobs_and_the_outbox_run_on_the_new_core(
     assert old_pipeline.convergence.groups == {}  # the old core heard nothing
 
 
+async def test_wecom_apps_that_take_replies_follow_the_config(
+    start: Start, receiver: Receiver
+) -> None:
+    aes_key = "A" * 43
+    wecom = (
+        '[channels.wecom]\ntype = "wechat"\ncorp_id = "wwreload"\nagent_id = 1000002\n'
+        'secret = "s"\napi_url = "http://127.0.0.1:9/cgi-bin/"\n'
+    )
+    text = config_text(f"{receiver.url}/up", groups={"ops": ["alice"]}, extra=wecom)
+    svc = await start(text)
+    recent = svc.app[keys.WECOM_CALLBACKS].recent
+    assert (await svc.client.get("/callback/wecom/wecom")).status == 404
+    svc.write(text + f'callback_token = "t0ken"\ncallback_aes_key = "{aes_key}"\n')
+    await svc.reload()
+    response = await svc.client.get("/callback/wecom/wecom")
+    assert response.status == 400 and "missing query parameter" in await response.text()
+    assert svc.app[keys.WECOM_CALLBACKS].recent is recent  # replays are still recognised
+
+
 # -- an invalid reload ---------------------------------------------------------------------------
 async def test_an_invalid_reload_changes_nothing_and_names_every_problem(
     start: Start, receiver: Receiver
