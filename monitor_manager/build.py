@@ -9,6 +9,10 @@ The app (app.py), the command line and the tests all build the same core from a 
 `build_core` does no I/O; `Core.open()` opens the store and rebuilds memory from it (and asks
 the peers what they sent meanwhile, and hands back deliveries a crash left `sending`);
 `Core.close()` closes the channels and the store.
+
+A reload (reload.py) builds a core from the new config with `previous=` the running one: it
+shares what outlives a config (the open store, the parts log, the running outbox, the
+channels' rate limiters and token caches) and gets the rest anew.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ class Core:
     ha: HighAvailability
     shared: SharedState
     actions: Actions
+    channel_context: ChannelContext
 
     async def open(self) -> None:
         await self.store.open()
@@ -87,13 +92,18 @@ class Core:
             )
 
     async def close(self) -> None:
+        await self.retire()
+        await self.store.close()
+
+    async def retire(self) -> None:
+        """What this core alone holds: pushes to peers under way, the channels' connections.
+        The store stays open (a reload hands it on)."""
         await self.shared.drain()
         for channel in self.channels.values():
             try:
                 await channel.close()
             except Exception:  # closing is best effort
                 log.exception("closing channel %s", channel.name)
-        await self.store.close()
 
 
 def build_core(
@@ -104,7 +114,11 @@ def build_core(
     stdout: TextIO | None = None,
     metrics: Metrics | None = None,
     rng: Callable[[], float] = random.random,
+    previous: Core | None = None,
 ) -> Core:
+    """`previous`: the running core a reload replaces (see the module's text); its store's
+    failures go to the new pipeline, and its outbox takes the new channels, once the reload
+    swaps the new core in (reload.py), not before."""
     metrics = metrics or Metrics(channels=[c.name for c in config.channels])
     pipeline: Pipeline | None = None
 
@@ -112,20 +126,21 @@ def build_core(
         if pipeline is not None:
             pipeline.store_failed(exc)
 
-    store = Store(config.storage.path, on_failure=store_failed)
+    store = previous.store if previous else Store(config.storage.path, on_failure=store_failed)
     renderer = build_renderer(config)
-    parts = StoredPartsLog(store, clock)
-    channels = build_channels(
-        config,
-        ChannelContext(
-            session=session,
-            renderer=renderer,
-            clock=clock,
-            stdout=stdout or io.StringIO(),
-            instance=config.server.instance,
-            parts=parts,
-        ),
+    parts = previous.parts if previous else StoredPartsLog(store, clock)
+    ctx = ChannelContext(
+        session=session,
+        renderer=renderer,
+        clock=clock,
+        stdout=stdout or io.StringIO(),
+        instance=config.server.instance,
+        # A robot's rate limits and a WeCom token outlive a reload: a reload must not let a
+        # burst past the platform's limit, nor fetch a token it already has.
+        extra=previous.channel_context.extra if previous else {},
+        parts=parts,
     )
+    channels = build_channels(config, ctx)
     ids = Ids()
     links = Links()  # the keys that sign acknowledge links: loaded with the store
     convergence = Convergence(config, clock, ids)
@@ -141,7 +156,11 @@ def build_core(
         group_path=group_path,  # the console's page of the group: every message links there
         links=links,
     )
-    outbox = Outbox(store, channels, config.delivery, clock, metrics, rng, observer=watchdog, ha=ha)
+    outbox = (
+        previous.outbox
+        if previous
+        else Outbox(store, channels, config.delivery, clock, metrics, rng, observer=watchdog, ha=ha)
+    )
 
     async def page_directly(messages: list[Message]) -> None:
         """The one side path (StoreFailing): straight to the channels, best effort."""
@@ -186,4 +205,5 @@ def build_core(
         ha,
         shared,
         Actions(pipeline, on_shared=shared.push),
+        ctx,
     )

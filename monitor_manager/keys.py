@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import aiohttp
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -20,6 +22,9 @@ from monitor_manager.pipeline import Pipeline
 from monitor_manager.store import Store
 from monitor_manager.watch.peers import Peers
 
+if TYPE_CHECKING:
+    from monitor_manager.reload import Reloader  # it uses these keys
+
 CONFIG = web.AppKey("config", Config)
 CLOCK = web.AppKey[Clock]("clock")
 METRICS = web.AppKey("metrics", Metrics)
@@ -35,3 +40,4 @@ HA = web.AppKey("ha", HighAvailability)
 PARTS = web.AppKey("parts", StoredPartsLog)
 CORE = web.AppKey("core", Core)
 WECOM_CALLBACKS = web.AppKey("wecom_callbacks", CallbackState)
+RELOADER: web.AppKey[Reloader] = web.AppKey("reloader")

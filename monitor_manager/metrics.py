@@ -175,12 +175,28 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        # Alertmanager's names for the same facts, so existing dashboards and alert rules work.
+        self.config_reload_ok = Gauge(
+            "monitor_manager_config_last_reload_successful",
+            "1 when the last config load (start-up or reload) succeeded, 0 when the last reload "
+            "was refused and the service kept the previous config.",
+            registry=r,
+        )
+        self.config_reload_at = Gauge(
+            "monitor_manager_config_last_reload_success_timestamp_seconds",
+            "When the config was last loaded successfully, at start-up or by a reload (Unix time).",
+            registry=r,
+        )
         for status in ("firing", "resolved"):
             self.alerts_received.labels(status)
         for reason in ("internal_identity", "future_time"):
             self.alerts_rejected.labels(reason)
         for result in PING_RESULTS:
             self.watchdog_pings.labels(result)
+        self.add_channels(channels)
+
+    def add_channels(self, channels: Iterable[str]) -> None:
+        """Series at zero for these channels (at start, and for channels a reload adds)."""
         for channel in channels:
             for result in RESULTS:
                 self.notifications.labels(channel, result)

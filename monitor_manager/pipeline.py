@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable
@@ -23,7 +24,7 @@ from monitor_manager.clock import Clock
 from monitor_manager.cluster.ha import NotificationLog
 from monitor_manager.cluster.shared import Shared
 from monitor_manager.config import Config
-from monitor_manager.converge.convergence import Convergence, IngestResult
+from monitor_manager.converge.convergence import Convergence, IngestResult, Rerouted
 from monitor_manager.converge.ids import Ids
 from monitor_manager.converge.notify import Notifier, Written
 from monitor_manager.deliver.parts_log import StoredPartsLog
@@ -118,6 +119,34 @@ class Pipeline:
                 gc.collect()
                 gc.freeze()
                 self.metrics.alert_groups_open.set(len(self.convergence.groups))
+
+    async def reroute_orphans(self) -> list[Rerouted]:
+        """After a reload: open groups whose contact group is gone are closed (no resolved
+        message: nothing resolved), and their firing alerts routed again by this config."""
+        await self.load()
+        orphans = self.convergence.orphans()
+        if not orphans:
+            return []
+        alerts = self.convergence.alerts
+        ids = [alerts[fp].id for g in orphans for fp in g.members if alerts[fp].status == "firing"]
+        texts = await self.store.run(lambda conn: alert_rows.texts(conn, ids))
+        labels = {alert_id: json.loads(text[0]) for alert_id, text in texts.items()}
+        now = self.clock()
+        ops: list[Op] = []
+        done: list[Rerouted] = []
+        for group in orphans:
+            group_ops, rerouted = self.convergence.reroute(
+                group, labels, self.config.watchdog_groups, now
+            )
+            ops += group_ops
+            done.append(rerouted)
+        try:
+            await self.store.write(ops)
+        except BaseException:
+            self._reload_needed = True  # memory holds what the store refused
+            raise
+        self.metrics.alert_groups_open.set(len(self.convergence.groups))
+        return done
 
     # -- the webhook -----------------------------------------------------------------------------
     async def receive(self, payload: Payload) -> IngestResult:

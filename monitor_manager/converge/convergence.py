@@ -77,6 +77,17 @@ class Group:
         self.alone = (self.key,)
 
 
+@dataclass(frozen=True)
+class Rerouted:
+    """An open alert group whose contact group a reload removed: closed without a resolved
+    message, its firing alerts routed again by the new config."""
+
+    key: str
+    contact_group: str
+    firing: int  # its firing alerts, each routed again
+    to: tuple[str, ...]  # the contact groups they reached
+
+
 @dataclass
 class IngestResult:
     accepted: int = 0
@@ -115,6 +126,7 @@ class Convergence:
         self.muting = muting or Muting(config)
         self.acks = acks or Acks(config.ha.max_clock_skew)
         self.instance = config.server.instance
+        self.contact_groups = frozenset(g.name for g in config.contact_groups)
         self.escalation = {g.name: g.escalation for g in config.contact_groups}
         self.ack_timeout = {g.name: g.ack_timeout for g in config.contact_groups}
         self.alerts: dict[str, Alert] = {}  # by fingerprint
@@ -276,6 +288,8 @@ class Convergence:
                 else {k: labels[k] for k in self.conv.group_by if k in labels}
             )
             key = group_key(contact_group, group_labels)
+            if key in alert.groups:
+                continue  # routed again (reroute) to a group it is in already
             group = self.groups.get(key)
             if group is None:
                 group = Group(key, contact_group, group_labels, now, wait=wait)
@@ -554,6 +568,57 @@ class Convergence:
             self.internal.discard(fp)
         ops.append(group_rows.purge_closed(before))
         return ops
+
+    # -- reload -------------------------------------------------------------------------------
+    def adopt(self, previous: Convergence) -> None:
+        """A reload, after `load`: what memory alone knew of the groups that are still open."""
+        for key, group in self.groups.items():
+            old = previous.groups.get(key)
+            if old is not None:
+                group.wait = old.wait
+                group.unmuted = old.unmuted
+                group.held_at = old.held_at
+                group.held_steps = old.held_steps
+
+    def orphans(self) -> list[Group]:
+        """Open groups whose contact group the config no longer has."""
+        return [g for g in self.groups.values() if g.contact_group not in self.contact_groups]
+
+    def reroute(
+        self,
+        group: Group,
+        labels: dict[int, dict[str, str]],
+        watchdog_groups: tuple[str, ...],
+        now: float,
+    ) -> tuple[list[Op], Rerouted]:
+        """Close `group` (an orphan) without telling anyone it resolved, and route its firing
+        alerts again, as if they had just arrived: they must still reach someone. `labels`:
+        the stored labels of its alerts, by alert id."""
+        members = [self.alerts[fp] for fp in group.members]
+        del self.groups[group.key]
+        for alert in members:
+            alert.groups = self._shared(tuple(k for k in alert.groups if k != group.key))
+        group.members.clear()
+        ops: list[Op] = [group_rows.upsert(group, now, state="closed")]
+        firing = [a for a in members if a.status == "firing"]
+        touched: set[str] = set()
+        for alert in firing:
+            internal = alert.fingerprint in self.internal  # to the watchdog groups, at once
+            before = set(alert.groups)
+            self._assign(
+                alert,
+                labels.get(alert.id, {}),
+                now,
+                list(watchdog_groups) if internal else None,
+                0.0 if internal else None,
+            )
+            touched.update(set(alert.groups) - before)
+        for key in touched:
+            self._touch(self.groups[key], now)
+            ops.append(group_rows.upsert(self.groups[key], now))
+        ops += [alert_rows.memberships(a.id, self.memberships(a)) for a in members]
+        reached = sorted({self.groups[k].contact_group for a in firing for k in a.groups})
+        return ops, Rerouted(group.key, group.contact_group, len(firing), tuple(reached))
 
     # -- restart ------------------------------------------------------------------------------
     def load(self, conn: sqlite3.Connection) -> None:

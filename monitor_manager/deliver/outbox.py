@@ -108,6 +108,26 @@ class Outbox:
     def wake(self) -> None:
         self._wake.set()
 
+    def reconfigure(
+        self,
+        channels: dict[str, Channel],
+        config: DeliveryConfig,
+        observer: DeliveryObserver | None,
+        ha: HighAvailability | None,
+    ) -> None:
+        """A reload: the outbox keeps running (and its queue), and what it claims from now on
+        goes through these channels and settings; sends in flight finish on the old ones."""
+        self.channels = channels
+        self.observer = observer
+        self.ha = ha
+        if config.concurrency != self.config.concurrency:
+            self._semaphore = asyncio.Semaphore(max(config.concurrency, 1))
+        self.config = config
+        self._wake.set()  # a changed channel may take rows its predecessor was holding back
+
+    def sends_in_flight(self) -> set[asyncio.Task[None]]:
+        return set(self._tasks)
+
     # -- lifecycle ---------------------------------------------------------------------------------
     async def recover(self) -> int:
         """Rows left `sending` by a crash are sent again (at least once)."""

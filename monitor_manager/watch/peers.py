@@ -8,6 +8,7 @@ instances by name and waits its position before sending.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import ssl
 import time
@@ -75,6 +76,22 @@ class Peers:
         self.ssl: ssl.SSLContext | bool = peer_ssl_context(config.ha) or True
         for name in self.states:
             metrics.peer_up.labels(name).set(1)
+
+    def adopt(self, previous: Peers) -> None:
+        """A reload: a peer configured as before keeps what its probes found (a peer that is
+        down stays down, and is not counted as reachable until a probe says so); a removed
+        peer's series go."""
+        for name, state in previous.states.items():
+            if name in self.states and self.states[name].config == state.config:
+                self.states[name] = dataclasses.replace(state)
+                up = state.failures < self.config.watchdog.peer_failures
+                self.metrics.peer_up.labels(name).set(1 if up else 0)
+            elif name not in self.states:
+                for gauge in (self.metrics.peer_up, self.metrics.peer_probe_duration):
+                    try:
+                        gauge.remove(name)
+                    except KeyError:
+                        pass
 
     def reachable(self) -> list[str]:
         return sorted(name for name, s in self.states.items() if s.reachable)

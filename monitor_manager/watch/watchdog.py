@@ -12,6 +12,7 @@ second, so a restart neither forgets a missing heartbeat nor pages for one seen 
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -402,6 +403,29 @@ class Watchdog:
         return out
 
     # -- persistence -----------------------------------------------------------------------------
+    def adopt(self, previous: Watchdog) -> None:
+        """A reload, before `load`: what the watchdog it replaces knew and the store does not.
+        Deadlines still count from the start of the process (a reload is no downtime), the
+        channels' health goes on, and a channel no longer configured counts as recovered, so
+        its ChannelFailing or DeliveryFailed resolves instead of firing for ever."""
+        self.started_at = previous.started_at
+        self.sources = dict(previous.sources)
+        self._sources_changed = set(previous._sources_changed)
+        self._sources_forgotten = set(previous._sources_forgotten)
+        beats = {h.name for h in self.config.watchdog.heartbeats}
+        for beat in previous.heartbeats:
+            if beat.config.name not in beats and self.metrics is not None:
+                for gauge in (self.metrics.heartbeat_last_seen, self.metrics.heartbeat_missing):
+                    try:
+                        gauge.remove(beat.config.name)
+                    except KeyError:
+                        pass
+        configured = {c.name for c in self.config.channels}
+        self.channels = {
+            name: dataclasses.replace(health) if name in configured else ChannelHealth()
+            for name, health in previous.channels.items()
+        }
+
     def heartbeat_ops(self) -> list[Op]:
         """Heartbeat rows that changed: written with the webhook that changed them."""
         ops: list[Op] = []

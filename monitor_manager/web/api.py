@@ -30,12 +30,13 @@ from monitor_manager.clock import iso
 from monitor_manager.cluster.ha import MAX_ENTRIES, PROTOCOL_VERSION, EntryError, parse_message
 from monitor_manager.ingest.grafana import parse_grafana
 from monitor_manager.ingest.payload import Payload, PayloadError, parse_payload
+from monitor_manager.reload import CLI_AGENT, RELOAD_PATH
 from monitor_manager.store import StoreError
 from monitor_manager.store import alerts as alert_rows
 from monitor_manager.store import groups as group_rows
 from monitor_manager.store import notifications as notification_rows
 from monitor_manager.store.deliveries import DeliveryState
-from monitor_manager.web.acting import setup_acting_routes
+from monitor_manager.web.acting import requires_credentials, setup_acting_routes
 from monitor_manager.web.bodies import BodyError, read_json
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if not config.ha.token:
             return error(401, "the peer protocol is off: ha.token is not set on this instance")
         token = config.ha.token
-    elif request.path.startswith("/api/"):
+    elif request.path.startswith("/api/") or request.path == RELOAD_PATH:
         token = config.server.api_token
     if token and not (
         _bearer_matches(request, token) or (basic and _basic_matches(request, token))
@@ -359,6 +360,17 @@ async def peer_pull(request: web.Request) -> web.Response:
     )
 
 
+async def reload_config(request: web.Request) -> web.Response:
+    """Read the config file again and apply it (reload.py): 200 with what changed, 400 with
+    every problem by key path (nothing changed), 503 when it could not happen now."""
+    via = "cli" if request.headers.get("User-Agent", "").startswith(CLI_AGENT) else "api"
+    from monitor_manager.web.console import current_user  # the console imports this module
+
+    who = current_user(request) or request.query.get("by", "")[:256] or via
+    outcome = await request.app[keys.RELOADER].reload(via, who)
+    return web.json_response(outcome.json(), status=outcome.status)
+
+
 def setup_routes(app: web.Application) -> None:
     app.middlewares.extend([errors_middleware, auth_middleware])
     r = app.router
@@ -373,5 +385,6 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/api/v1/notifications", list_notifications)
     r.add_get("/api/v1/watchdog", watchdog_state)
     r.add_post("/api/v1/peer/nflog", peer_push)
+    r.add_post(RELOAD_PATH, requires_credentials(reload_config))
     r.add_get("/api/v1/peer/nflog", peer_pull)
     setup_acting_routes(app)
