@@ -22,6 +22,10 @@ RESULTS = ("delivered", "failed", "retried")
 PING_RESULTS = ("ok", "failed", "withheld")
 
 
+# The ways a person acknowledges (converge.acks.VIAS less the automatic ones).
+ACK_VIAS = ("api", "link", "wecom", "console")
+
+
 class Metrics:
     def __init__(
         self, registry: CollectorRegistry | None = None, channels: Iterable[str] = ()
@@ -58,7 +62,7 @@ class Metrics:
         )
         self.acks = Counter(
             "monitor_manager_acks_total",
-            "Acknowledgements made on this instance, by how (api, link, wecom, console).",
+            "Acknowledgements made on this instance, by how: " + ", ".join(ACK_VIAS) + ".",
             ["via"],
             registry=r,
         )
@@ -193,6 +197,8 @@ class Metrics:
             self.alerts_rejected.labels(reason)
         for result in PING_RESULTS:
             self.watchdog_pings.labels(result)
+        for via in ACK_VIAS:
+            self.acks.labels(via)
         self.add_channels(channels)
 
     def add_channels(self, channels: Iterable[str]) -> None:
