@@ -69,6 +69,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin to cores")
     parser.add_argument("--keep", action="store_true", help="keep stores and logs")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="services record every accepted payload ([server] record), to measure its cost",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.only.split(",")) - set(ALL + OPTIONAL)
     if unknown:
@@ -91,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir).resolve() if args.workdir else out.parent / f"work-{stamp}"
     workdir.mkdir(parents=True, exist_ok=True)
     scenarios.KEEP_FILES = args.keep
+    scenarios.RECORD = args.record
     pinning = Pinning.detect(enabled=not args.no_pin)
     pinning.pin_self()
     only = set(args.only.split(","))

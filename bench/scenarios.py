@@ -44,6 +44,7 @@ from benchkit import (
 
 SERVER_KINDS = ("a", "b", "service")
 KEEP_FILES = False  # set by run.py --keep
+RECORD = False  # set by run.py --record: services record every payload ([server] record)
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,10 @@ def _start(
     kind: str, workdir: Path, pinning: Pinning, settings: ServiceSettings | None = None
 ) -> Server:
     if kind == "service":
-        return start_service(workdir, service_config(settings or ServiceSettings()), pinning)
+        settings = settings or ServiceSettings()
+        if RECORD and not settings.record:
+            settings = replace(settings, record="webhooks.jsonl")
+        return start_service(workdir, service_config(settings), pinning)
     return start_baseline(kind, workdir, pinning)
 
 

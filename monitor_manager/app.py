@@ -24,6 +24,7 @@ from monitor_manager import keys
 from monitor_manager.build import build_core, build_renderer
 from monitor_manager.clock import Clock, system_clock
 from monitor_manager.config import Config
+from monitor_manager.ingest.record import Recorder
 from monitor_manager.metrics import Metrics
 from monitor_manager.store import StoreError
 from monitor_manager.watch.ping import schedule_pings
@@ -77,6 +78,16 @@ def create_app(
         yield
         await core.close()
 
+    async def record_ctx(app: web.Application) -> AsyncIterator[None]:
+        """`[server] record`: accepted payloads are appended off the webhook's path."""
+        recorder = Recorder(
+            config.server.record, config.server.record_max_bytes, clock, app[keys.METRICS]
+        )
+        recorder.start()
+        app[keys.RECORDER] = recorder
+        yield
+        await recorder.close()
+
     async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(app[keys.OUTBOX].run(), name="outbox")
         yield
@@ -127,6 +138,8 @@ def create_app(
         sched.shutdown(wait=False)
 
     app.cleanup_ctx.extend([session_ctx, core_ctx])
+    if config.server.record:
+        app.cleanup_ctx.append(record_ctx)
     if scheduler:
         app.cleanup_ctx.extend([outbox_ctx, scheduler_ctx])
     setup_routes(app)

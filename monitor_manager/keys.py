@@ -14,6 +14,7 @@ from monitor_manager.config import Config
 from monitor_manager.deliver.outbox import Outbox
 from monitor_manager.deliver.parts_log import StoredPartsLog
 from monitor_manager.deliver.render import Renderer
+from monitor_manager.ingest.record import Recorder
 from monitor_manager.metrics import Metrics
 from monitor_manager.pipeline import Pipeline
 from monitor_manager.store import Store
@@ -33,3 +34,4 @@ PEERS = web.AppKey("peers", Peers)
 HA = web.AppKey("ha", HighAvailability)
 PARTS = web.AppKey("parts", StoredPartsLog)
 CORE = web.AppKey("core", Core)
+RECORDER = web.AppKey("recorder", Recorder)

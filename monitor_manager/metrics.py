@@ -20,6 +20,7 @@ from prometheus_client.platform_collector import PlatformCollector
 
 RESULTS = ("delivered", "failed", "retried")
 PING_RESULTS = ("ok", "failed", "withheld")
+RECORD_RESULTS = ("written", "failed")
 
 
 class Metrics:
@@ -156,12 +157,22 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.record_payloads = Counter(
+            "monitor_manager_record_payloads_total",
+            "Accepted webhook payloads for the recording ([server] record) by result: written, "
+            "or failed (a write error, or too much waiting for a slow disk; the webhook was "
+            "accepted all the same).",
+            ["result"],
+            registry=r,
+        )
         for status in ("firing", "resolved"):
             self.alerts_received.labels(status)
         for reason in ("internal_identity", "future_time"):
             self.alerts_rejected.labels(reason)
         for result in PING_RESULTS:
             self.watchdog_pings.labels(result)
+        for result in RECORD_RESULTS:
+            self.record_payloads.labels(result)
         for channel in channels:
             for result in RESULTS:
                 self.notifications.labels(channel, result)

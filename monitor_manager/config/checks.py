@@ -26,6 +26,8 @@ from monitor_manager.config.schema import (
 from monitor_manager.durations import format_duration
 from monitor_manager.passwords import PasswordHashError, is_hash, parse_hash
 
+MIN_RECORD_BYTES = 1 << 20  # server.record_max_bytes
+
 
 def split_listen(listen: str) -> tuple[str, int]:
     """`host:port` or `[ipv6]:port` as (host, port); ValueError saying what is wrong."""
@@ -109,6 +111,14 @@ def _check_server(cfg: Config, problems: Problems) -> None:
                 "server.tls_cert_file",
                 f"cannot load the certificate and key: {getattr(exc, 'strerror', None) or exc}",
             )
+    if server.record:
+        folder = Path(server.record).parent
+        if not folder.is_dir():
+            problems.check("server.record", f'directory "{folder}" does not exist')
+        elif Path(server.record).is_dir():
+            problems.check("server.record", "is a directory; name the file to write")
+    if server.record_max_bytes < MIN_RECORD_BYTES:
+        problems.check("server.record_max_bytes", f"must be at least {MIN_RECORD_BYTES} (1 MiB)")
     if cfg.ha.ca_file:
         try:
             peer_ssl_context(cfg.ha)

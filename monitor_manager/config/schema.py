@@ -27,6 +27,9 @@ class ServerConfig:
     max_body_bytes: int = 4 * 1024 * 1024
     tls_cert_file: str = ""  # with tls_key_file: serve HTTPS (PEM files)
     tls_key_file: str = ""
+    # Append every accepted webhook payload to this file as a JSON line, for `replay`; "": off.
+    record: str = ""
+    record_max_bytes: int = 100 * 1024 * 1024  # then it becomes record + ".1" and starts anew
 
     @property
     def base_url(self) -> str:

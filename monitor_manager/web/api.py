@@ -26,7 +26,7 @@ from monitor_manager.store import alerts as alert_rows
 from monitor_manager.store import groups as group_rows
 from monitor_manager.store import notifications as notification_rows
 from monitor_manager.store.deliveries import DeliveryState
-from monitor_manager.web.bodies import BodyError, read_json
+from monitor_manager.web.bodies import BodyError, read_json, read_json_body
 
 log = logging.getLogger(__name__)
 
@@ -82,18 +82,22 @@ def _bearer_matches(request: web.Request, token: str) -> bool:
 
 
 async def webhook(request: web.Request) -> web.Response:
+    app = request.app
     try:
-        payload = parse_payload(
-            await read_json(request, request.app[keys.CONFIG].server.max_body_bytes)
-        )
+        data, body = await read_json_body(request, app[keys.CONFIG].server.max_body_bytes)
+        payload = parse_payload(data)
     except BodyError as exc:
         return error(exc.status, exc.message, field=exc.field)
     except PayloadError as exc:
         return error(400, exc.message, field=exc.field)
+    at = app[keys.CLOCK]()
     try:
-        result = await request.app[keys.PIPELINE].receive(payload)
+        result = await app[keys.PIPELINE].receive(payload)
     except StoreError as exc:
         return error(503, f"the store cannot commit; retry later ({exc.reason})")
+    recorder = app.get(keys.RECORDER)
+    if recorder is not None:  # accepted and stored: recorded for replay, off this path
+        recorder.record(at, body, data)
     answer = {"status": "ok", "accepted": result.accepted, "duplicates": result.duplicates}
     if result.rejected:
         answer["rejected"] = result.rejected
