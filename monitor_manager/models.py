@@ -7,7 +7,7 @@ notification row, so a delivery retried after a restart sends exactly what was d
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 AlertStatus = Literal["firing", "resolved", "stale"]
@@ -130,7 +130,40 @@ class Message:
         return sum(len(g.stale) for g in self.groups)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """What `dataclasses.asdict` gives, field for field, built directly: asdict deep-copies
+        every label set, which took a quarter of replay's time. The dictionaries of labels and
+        annotations are the message's own (frozen by convention): encode, do not mutate."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "contact_group": self.contact_group,
+            "recipients": [_member_json(m) for m in self.recipients],
+            "groups": [
+                {
+                    "key": g.key,
+                    "contact_group": g.contact_group,
+                    "group_labels": g.group_labels,
+                    "alerts": [
+                        {
+                            "fingerprint": a.fingerprint,
+                            "status": a.status,
+                            "labels": a.labels,
+                            "annotations": a.annotations,
+                            "starts_at": a.starts_at,
+                            "ends_at": a.ends_at,
+                            "generator_url": a.generator_url,
+                        }
+                        for a in g.alerts
+                    ],
+                    "url": g.url,
+                }
+                for g in self.groups
+            ],
+            "created_at": self.created_at,
+            "instance": self.instance,
+            "external_url": self.external_url,
+            "extra": self.extra,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Message:
@@ -176,6 +209,13 @@ def map_text(message: Message, fn: Callable[[str], str]) -> Message:
         for g in message.groups
     )
     return replace(message, groups=groups)
+
+
+def _member_json(member: Member) -> dict[str, str]:
+    return {f.name: getattr(member, f.name) for f in _MEMBER_FIELDS}
+
+
+_MEMBER_FIELDS = fields(Member)
 
 
 def _worst(statuses: Iterable[AlertStatus]) -> AlertStatus:
