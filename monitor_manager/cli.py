@@ -236,8 +236,13 @@ async def replay_command(config: Config, args: argparse.Namespace) -> int:
         if args.summary
         else replay.format_messages(result, zone, args.format)
     )
-    for line in lines:
-        print(line)
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     for problem in skipped[:MAX_PROBLEMS_SHOWN]:
         print(f"skipped {problem}", file=sys.stderr)
     if len(skipped) > MAX_PROBLEMS_SHOWN:
