@@ -28,6 +28,7 @@ from monitor_manager.ingest.record import Recorder
 from monitor_manager.metrics import Metrics
 from monitor_manager.store import StoreError
 from monitor_manager.watch.ping import schedule_pings
+from monitor_manager.watch.report import REPORT_JOB, Reporter
 from monitor_manager.web.api import readiness, setup_routes
 from monitor_manager.web.console import setup_console
 
@@ -130,6 +131,9 @@ def create_app(
                 misfire_grace_time=None,
                 next_run_time=datetime.now(UTC),
             )
+        if config.report.schedule:  # the daily report, sent once by the cluster
+            reporter = Reporter(config, app[keys.CORE], clock)
+            sched.add_job(_quiet(reporter.send), reporter.trigger, id="report", **REPORT_JOB)
         ready = partial(readiness, app)  # pings go out while /readyz would answer 200
         schedule_pings(sched, config.watchdog, app[keys.SESSION], app[keys.METRICS], ready)
         sched.start()

@@ -13,7 +13,9 @@ from typing import Any, Literal
 AlertStatus = Literal["firing", "resolved", "stale"]
 """An alert's state in a message; "stale" is a firing alert no sender re-sent for
 `convergence.stale_after` (its `ends_at` is when it was last reported)."""
-MessageKind = Literal["group", "digest", "test"]
+MessageKind = Literal["group", "digest", "test", "report"]
+""""report" is the daily report (`[report]`, watch/report.py): no alert groups; its figures are
+in `extra["report"]`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +194,8 @@ class Message:
 
 def map_text(message: Message, fn: Callable[[str], str]) -> Message:
     """A copy of the message with `fn` applied to every label and annotation name and value
-    (of alerts and group labels): the text an alert's sender controls."""
+    (of alerts and group labels): the text an alert's sender controls. In a report, the alert
+    names it counts are such values too."""
 
     def values(d: dict[str, str]) -> dict[str, str]:
         return {fn(k): fn(v) for k, v in d.items()}
@@ -208,6 +211,11 @@ def map_text(message: Message, fn: Callable[[str], str]) -> Message:
         )
         for g in message.groups
     )
+    report = message.extra.get("report") if message.kind == "report" else None
+    if isinstance(report, dict) and report.get("noisiest"):
+        noisiest = [{**n, "name": fn(n["name"])} for n in report["noisiest"]]
+        extra = {**message.extra, "report": {**report, "noisiest": noisiest}}
+        return replace(message, groups=groups, extra=extra)
     return replace(message, groups=groups)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import re
 import ssl
@@ -23,6 +24,7 @@ from monitor_manager.config.schema import (
     RouteConfig,
     ServerConfig,
 )
+from monitor_manager.converge.maintenance import cron_trigger
 from monitor_manager.durations import format_duration
 from monitor_manager.passwords import PasswordHashError, is_hash, parse_hash
 
@@ -86,6 +88,7 @@ def cross_check(cfg: Config, data: Mapping[str, Any], problems: Problems) -> Non
         time_zone(cfg.templates.time_zone)
     except ValueError as exc:
         problems.check("templates.time_zone", str(exc))
+    _check_report(cfg, problems)
 
 
 def _check_server(cfg: Config, problems: Problems) -> None:
@@ -226,7 +229,8 @@ def _check_group_references(cfg: Config, data: Mapping[str, Any], problems: Prob
         if name not in groups:
             hint = " (the default; set routing.default_groups)" if default_is_implicit else ""
             problems.check("routing.default_groups", f'contact group "{name}" does not exist{hint}')
-    references = [("watchdog.groups", cfg.watchdog.groups)] + [
+    references = [("watchdog.groups", cfg.watchdog.groups), ("report.groups", cfg.report.groups)]
+    references += [
         (f"routes[{i}].groups", route.groups) for i, route in valid_items(cfg.routes, RouteConfig)
     ]
     for path, names in references:
@@ -257,6 +261,21 @@ def _check_watchdog(cfg: Config, problems: Problems) -> None:
         _check_matchers(path, beat.match, {}, problems)
         if beat.timeout <= 0:
             problems.check(f"{path}.timeout", "must be longer than 0s")
+
+
+def _check_report(cfg: Config, problems: Problems) -> None:
+    report = cfg.report
+    zone = None
+    if report.time_zone:
+        try:
+            zone = time_zone(report.time_zone)
+        except ValueError as exc:
+            problems.check("report.time_zone", str(exc))
+    if report.schedule:
+        try:
+            cron_trigger(report.schedule, zone or dt.UTC)
+        except ValueError as exc:
+            problems.check("report.schedule", f'"{report.schedule}": {exc}')
 
 
 def _check_name(path: str, kind: str, name: str, seen: set[str], problems: Problems) -> bool:
@@ -358,6 +377,11 @@ def config_warnings(cfg: Config) -> list[str]:
     notes += _route_warnings(cfg)
     notes += _watchdog_warnings(cfg)
     notes += _console_warnings(cfg)
+    report = cfg.report
+    if not report.schedule and (report.groups or report.time_zone or report.language):
+        notes.append(
+            'report.schedule: empty, so no report is sent (set a crontab such as "0 9 * * *")'
+        )
     return notes
 
 

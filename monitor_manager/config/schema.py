@@ -169,6 +169,19 @@ class ConsoleConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """`[report]`: a short daily summary to contact groups, sent once by the cluster."""
+
+    schedule: str = ""  # crontab: minute hour day month weekday ("0 9 * * *"); "": no report
+    time_zone: str = ""  # IANA zone of the schedule and the report's times; "": templates'
+    groups: tuple[str, ...] = ()  # contact groups that get it; empty: the watchdog groups
+    language: Literal["", "en", "zh"] = ""  # "": templates.language
+
+    def zone_name(self, templates: TemplatesConfig) -> str:
+        return self.time_zone or templates.time_zone
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -184,6 +197,7 @@ class Config:
     peers: tuple[PeerConfig, ...] = ()
     ha: HAConfig = field(default_factory=HAConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     source: str = "<embedded defaults>"  # where it was loaded from; not a TOML key
 
     def channel(self, name: str) -> ChannelConfig:
@@ -195,6 +209,10 @@ class Config:
     @property
     def watchdog_groups(self) -> tuple[str, ...]:
         return self.watchdog.groups or self.routing.default_groups
+
+    @property
+    def report_groups(self) -> tuple[str, ...]:
+        return self.report.groups or self.watchdog_groups
 
 
 class ConfigError(Exception):
