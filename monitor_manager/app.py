@@ -28,10 +28,12 @@ from monitor_manager import keys
 from monitor_manager.build import build_core, build_renderer
 from monitor_manager.clock import Clock, system_clock
 from monitor_manager.config import Config
+from monitor_manager.ingest.record import Recorder
 from monitor_manager.metrics import Metrics
 from monitor_manager.reload import Reloader, gate_middleware
 from monitor_manager.store import StoreError
 from monitor_manager.watch.ping import schedule_pings
+from monitor_manager.watch.report import REPORT_JOB, Reporter, trigger_of
 from monitor_manager.web.api import readiness, setup_routes
 from monitor_manager.web.console import setup_console
 
@@ -90,6 +92,16 @@ def create_app(
         yield
         await app[keys.RELOADER].close()
 
+    async def record_ctx(app: web.Application) -> AsyncIterator[None]:
+        """`[server] record`: accepted payloads are appended off the webhook's path."""
+        recorder = Recorder(
+            config.server.record, config.server.record_max_bytes, clock, app[keys.METRICS]
+        )
+        recorder.start()
+        app[keys.RECORDER] = recorder
+        yield
+        await recorder.close()
+
     async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(app[keys.OUTBOX].run(), name="outbox")
         yield
@@ -127,12 +139,15 @@ def create_app(
         )
         _schedule_peers(app, sched, config)
         _schedule_pings(app, sched, config)
+        _schedule_report(app, sched, config)
         sched.start()
         app[keys.SCHEDULER] = sched
         yield
         sched.shutdown(wait=False)
 
     app.cleanup_ctx.extend([session_ctx, core_ctx, reload_ctx])
+    if config.server.record:
+        app.cleanup_ctx.append(record_ctx)
     if scheduler:
         app.cleanup_ctx.extend([outbox_ctx, scheduler_ctx])
     setup_routes(app)
@@ -162,6 +177,18 @@ def _schedule_pings(app: web.Application, sched: AsyncIOScheduler, config: Confi
     schedule_pings(sched, config.watchdog, app[keys.SESSION], app[keys.METRICS], ready)
 
 
+def _schedule_report(app: web.Application, sched: AsyncIOScheduler, config: Config) -> None:
+    """The daily report, sent once by the cluster; each run reads the core of the moment."""
+    if not config.report.schedule:
+        return
+
+    async def send_report(app: web.Application) -> None:
+        core = app[keys.CORE]
+        await Reporter(core.config, core, core.clock).send()
+
+    sched.add_job(_quiet(_gated(app, send_report)), trigger_of(config), id="report", **REPORT_JOB)
+
+
 def reschedule(app: web.Application, old: Config, new: Config) -> None:
     """After a reload: the jobs whose pace or existence the config decides, anew."""
     sched = app.get(keys.SCHEDULER)
@@ -176,6 +203,10 @@ def reschedule(app: web.Application, old: Config, new: Config) -> None:
         if sched.get_job("ping") is not None:
             sched.remove_job("ping")
         _schedule_pings(app, sched, new)
+    if old.report != new.report or old.templates.time_zone != new.templates.time_zone:
+        if sched.get_job("report") is not None:
+            sched.remove_job("report")
+        _schedule_report(app, sched, new)
 
 
 def _gated(

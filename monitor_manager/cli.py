@@ -1,4 +1,4 @@
-"""Command line: `serve`, `check-config`, `reload`, `send-test`, `route-test`,
+"""Command line: `serve`, `check-config`, `reload`, `send-test`, `route-test`, `replay`,
 `hash-password`. Parses arguments and runs; nothing else."""
 
 from __future__ import annotations
@@ -75,6 +75,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     route.add_argument("--config", required=True)
     route.add_argument("--format", choices=["text", "json"], default="text")
     route.add_argument("labels", nargs="+", metavar="LABEL=VALUE")
+    rp = sub.add_parser(
+        "replay",
+        help="run a recording of webhook payloads ([server] record) through the config on a "
+        "virtual clock and print the messages it would have sent, sending nothing",
+    )
+    rp.add_argument("--config", required=True)
+    rp.add_argument("--format", choices=["text", "json"], default="text")
+    rp.add_argument(
+        "--summary", action="store_true", help="counts per contact group and per hour instead"
+    )
+    rp.add_argument(
+        "--watchdog",
+        action="store_true",
+        help="page HeartbeatMissing where the recording's heartbeats stop (default: heartbeat "
+        "alerts are only taken out of the stream)",
+    )
+    rp.add_argument(
+        "files", nargs="+", metavar="FILE", help="recordings, oldest first (PATH.1 before PATH)"
+    )
     sub.add_parser(
         "hash-password",
         help="print the scrypt hash of a console password (asked for, or one line on stdin)",
@@ -111,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "route-test":
         print(route_test(config, labels, args.format))
         return 0
+    if args.command == "replay":
+        return asyncio.run(replay_command(config, args))
     return asyncio.run(send_test(config, args.group))
 
 
@@ -207,6 +228,51 @@ def _not_routed_text(config: Config, why: NotRouted) -> str:
         f'these labels match heartbeat "{beat.name}" ([[watchdog.heartbeats]] match {{{shown}}}): '
         "a firing alert records that the heartbeat arrived, and is never routed or notified"
     )
+
+
+async def replay_command(config: Config, args: argparse.Namespace) -> int:
+    """`replay`: the messages on stdout (or their summary); what was read, on stderr."""
+    from monitor_manager import replay
+
+    for path in args.files:
+        if not os.path.isfile(path) or not os.access(path, os.R_OK):
+            print(f"{path}: cannot read the recording", file=sys.stderr)
+            return 2
+    started = time.monotonic()
+    skipped: list[str] = []
+    result = await replay.replay(
+        config,
+        replay.read_recording(args.files, skipped),
+        watchdog=args.watchdog,
+        details=not args.summary,
+    )
+    zone = config.templates.zone
+    lines = (
+        replay.format_summary(result, zone, args.format)
+        if args.summary
+        else replay.format_messages(result, zone, args.format)
+    )
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    for problem in skipped[:MAX_PROBLEMS_SHOWN]:
+        print(f"skipped {problem}", file=sys.stderr)
+    if len(skipped) > MAX_PROBLEMS_SHOWN:
+        print(f"... {len(skipped) - MAX_PROBLEMS_SHOWN} more lines skipped", file=sys.stderr)
+    print(
+        f"replayed {result.payloads} payloads ({result.alerts} alerts"
+        f"{f', {len(skipped)} lines skipped' if skipped else ''}) in "
+        f"{time.monotonic() - started:.1f}s: {len(result.messages)} messages would have been sent",
+        file=sys.stderr,
+    )
+    return 0
+
+
+MAX_PROBLEMS_SHOWN = 20
 
 
 def serve_forever(config: Config, config_path: str | None = None) -> int:

@@ -17,6 +17,7 @@ from monitor_manager.config import Config
 from monitor_manager.deliver.outbox import Outbox
 from monitor_manager.deliver.parts_log import StoredPartsLog
 from monitor_manager.deliver.render import Renderer
+from monitor_manager.ingest.record import Recorder
 from monitor_manager.metrics import Metrics
 from monitor_manager.pipeline import Pipeline
 from monitor_manager.store import Store
@@ -41,3 +42,4 @@ PARTS = web.AppKey("parts", StoredPartsLog)
 CORE = web.AppKey("core", Core)
 WECOM_CALLBACKS = web.AppKey("wecom_callbacks", CallbackState)
 RELOADER: web.AppKey[Reloader] = web.AppKey("reloader")
+RECORDER = web.AppKey("recorder", Recorder)

@@ -20,6 +20,7 @@ from prometheus_client.platform_collector import PlatformCollector
 
 RESULTS = ("delivered", "failed", "retried")
 PING_RESULTS = ("ok", "failed", "withheld")
+RECORD_RESULTS = ("written", "failed")
 
 
 # The ways a person acknowledges (converge.acks.VIAS less the automatic ones).
@@ -191,6 +192,14 @@ class Metrics:
             "When the config was last loaded successfully, at start-up or by a reload (Unix time).",
             registry=r,
         )
+        self.record_payloads = Counter(
+            "monitor_manager_record_payloads_total",
+            "Accepted webhook payloads for the recording ([server] record) by result: written, "
+            "or failed (a write error, or too much waiting for a slow disk; the webhook was "
+            "accepted all the same).",
+            ["result"],
+            registry=r,
+        )
         for status in ("firing", "resolved"):
             self.alerts_received.labels(status)
         for reason in ("internal_identity", "future_time"):
@@ -199,6 +208,8 @@ class Metrics:
             self.watchdog_pings.labels(result)
         for via in ACK_VIAS:
             self.acks.labels(via)
+        for result in RECORD_RESULTS:
+            self.record_payloads.labels(result)
         self.add_channels(channels)
 
     def add_channels(self, channels: Iterable[str]) -> None:

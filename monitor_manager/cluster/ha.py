@@ -55,7 +55,8 @@ PROTOCOL_VERSION = 2
 SUPPORTED_VERSIONS = (1, 2)
 MAX_ENTRIES = 10_000  # per push or pull
 DIGEST_LOG_KEY = "digest"  # never an alert group's key (16 hex digits)
-_LOG_KEY = re.compile(r"[0-9a-f]{16}|digest")
+REPORT_LOG_KEY = "report"  # the daily report (watch/report.py); release 1 never sends one
+_LOG_KEY = re.compile(r"[0-9a-f]{16}|digest|report")
 _HASH = re.compile(r"[0-9a-f]{32}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import re
 import ssl
@@ -24,9 +25,12 @@ from monitor_manager.config.schema import (
     RouteConfig,
     ServerConfig,
 )
+from monitor_manager.converge.maintenance import cron_trigger
 from monitor_manager.converge.maintenance import validate as maintenance_problems
 from monitor_manager.durations import format_duration
 from monitor_manager.passwords import PasswordHashError, is_hash, parse_hash
+
+MIN_RECORD_BYTES = 1 << 20  # server.record_max_bytes
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -88,6 +92,7 @@ def cross_check(cfg: Config, data: Mapping[str, Any], problems: Problems) -> Non
         time_zone(cfg.templates.time_zone)
     except ValueError as exc:
         problems.check("templates.time_zone", str(exc))
+    _check_report(cfg, problems)
 
 
 def _check_server(cfg: Config, problems: Problems) -> None:
@@ -113,6 +118,14 @@ def _check_server(cfg: Config, problems: Problems) -> None:
                 "server.tls_cert_file",
                 f"cannot load the certificate and key: {getattr(exc, 'strerror', None) or exc}",
             )
+    if server.record:
+        folder = Path(server.record).parent
+        if not folder.is_dir():
+            problems.check("server.record", f'directory "{folder}" does not exist')
+        elif Path(server.record).is_dir():
+            problems.check("server.record", "is a directory; name the file to write")
+    if server.record_max_bytes < MIN_RECORD_BYTES:
+        problems.check("server.record_max_bytes", f"must be at least {MIN_RECORD_BYTES} (1 MiB)")
     if cfg.ha.ca_file:
         try:
             peer_ssl_context(cfg.ha)
@@ -220,7 +233,8 @@ def _check_group_references(cfg: Config, data: Mapping[str, Any], problems: Prob
         if name not in groups:
             hint = " (the default; set routing.default_groups)" if default_is_implicit else ""
             problems.check("routing.default_groups", f'contact group "{name}" does not exist{hint}')
-    references = [("watchdog.groups", cfg.watchdog.groups)] + [
+    references = [("watchdog.groups", cfg.watchdog.groups), ("report.groups", cfg.report.groups)]
+    references += [
         (f"routes[{i}].groups", route.groups) for i, route in valid_items(cfg.routes, RouteConfig)
     ]
     for i, group in valid_items(cfg.contact_groups, ContactGroupConfig):
@@ -281,6 +295,21 @@ def _check_watchdog(cfg: Config, problems: Problems) -> None:
         _check_matchers(path, beat.match, {}, problems)
         if beat.timeout <= 0:
             problems.check(f"{path}.timeout", "must be longer than 0s")
+
+
+def _check_report(cfg: Config, problems: Problems) -> None:
+    report = cfg.report
+    zone = None
+    if report.time_zone:
+        try:
+            zone = time_zone(report.time_zone)
+        except ValueError as exc:
+            problems.check("report.time_zone", str(exc))
+    if report.schedule:
+        try:
+            cron_trigger(report.schedule, zone or dt.UTC)
+        except ValueError as exc:
+            problems.check("report.schedule", f'"{report.schedule}": {exc}')
 
 
 def _check_name(path: str, kind: str, name: str, seen: set[str], problems: Problems) -> bool:
@@ -382,6 +411,11 @@ def config_warnings(cfg: Config) -> list[str]:
     notes += _route_warnings(cfg)
     notes += _watchdog_warnings(cfg)
     notes += _console_warnings(cfg)
+    report = cfg.report
+    if not report.schedule and (report.groups or report.time_zone or report.language):
+        notes.append(
+            'report.schedule: empty, so no report is sent (set a crontab such as "0 9 * * *")'
+        )
     return notes
 
 

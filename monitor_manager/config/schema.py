@@ -27,6 +27,9 @@ class ServerConfig:
     max_body_bytes: int = 4 * 1024 * 1024
     tls_cert_file: str = ""  # with tls_key_file: serve HTTPS (PEM files)
     tls_key_file: str = ""
+    # Append every accepted webhook payload to this file as a JSON line, for `replay`; "": off.
+    record: str = ""
+    record_max_bytes: int = 100 * 1024 * 1024  # then it becomes record + ".1" and starts anew
 
     @property
     def base_url(self) -> str:
@@ -195,6 +198,19 @@ class MaintenanceConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """`[report]`: a short daily summary to contact groups, sent once by the cluster."""
+
+    schedule: str = ""  # crontab: minute hour day month weekday ("0 9 * * *"); "": no report
+    time_zone: str = ""  # IANA zone of the schedule and the report's times; "": templates'
+    groups: tuple[str, ...] = ()  # contact groups that get it; empty: the watchdog groups
+    language: Literal["", "en", "zh"] = ""  # "": templates.language
+
+    def zone_name(self, templates: TemplatesConfig) -> str:
+        return self.time_zone or templates.time_zone
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -212,6 +228,7 @@ class Config:
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     silences: SilencesConfig = field(default_factory=SilencesConfig)
     maintenance: tuple[MaintenanceConfig, ...] = ()
+    report: ReportConfig = field(default_factory=ReportConfig)
     source: str = "<embedded defaults>"  # where it was loaded from; not a TOML key
 
     def channel(self, name: str) -> ChannelConfig:
@@ -223,6 +240,10 @@ class Config:
     @property
     def watchdog_groups(self) -> tuple[str, ...]:
         return self.watchdog.groups or self.routing.default_groups
+
+    @property
+    def report_groups(self) -> tuple[str, ...]:
+        return self.report.groups or self.watchdog_groups
 
 
 class ConfigError(Exception):

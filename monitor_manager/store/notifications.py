@@ -25,7 +25,11 @@ from monitor_manager.store.writer import Op, Statement
 
 def content_hash(message: Message) -> str:
     """The same alert groups with the same alert states: equal across instances. An
-    escalation step or an announcement is other news than the change it repeats: marked."""
+    escalation step or an announcement is other news than the change it repeats: marked. A
+    daily report's is the period it reports on: equal on every instance that ran the schedule."""
+    if message.kind == "report":
+        period = message.extra.get("report", {}).get("period_end")
+        return hashlib.blake2b(json.dumps(["report", period]).encode(), digest_size=16).hexdigest()
     states: list[Any] = sorted(
         (g.key, a.fingerprint, a.status) for g in message.groups for a in g.alerts
     )

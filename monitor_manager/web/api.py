@@ -37,7 +37,7 @@ from monitor_manager.store import groups as group_rows
 from monitor_manager.store import notifications as notification_rows
 from monitor_manager.store.deliveries import DeliveryState
 from monitor_manager.web.acting import requires_credentials, setup_acting_routes
-from monitor_manager.web.bodies import BodyError, read_json
+from monitor_manager.web.bodies import BodyError, read_json, read_json_body
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +118,16 @@ def _basic_matches(request: web.Request, token: str) -> bool:
     return bool(colon) and hmac.compare_digest(password, token.encode())
 
 
-def _webhook(parse: Callable[[Any], Payload]) -> Handler:
-    """A webhook handler: the body read strictly, parsed by `parse`, then the one pipeline."""
+def _webhook(parse: Callable[[Any], Payload], recorded: bool) -> Handler:
+    """A webhook handler: the body read strictly, parsed by `parse`, then the one pipeline.
+    `recorded`: an accepted payload goes to `[server] record` (Alertmanager's shape, which
+    `replay` reads)."""
 
     async def handler(request: web.Request) -> web.Response:
+        app = request.app
         try:
-            payload = parse(
-                await read_json(request, request.app[keys.CONFIG].server.max_body_bytes)
-            )
+            data, body = await read_json_body(request, app[keys.CONFIG].server.max_body_bytes)
+            payload = parse(data)
         except BodyError as exc:
             return error(exc.status, exc.message, field=exc.field)
         except PayloadError as exc:
@@ -139,10 +141,14 @@ def _webhook(parse: Callable[[Any], Payload]) -> Handler:
                 payload.receiver[:100],
                 payload.group_key[:200],
             )
+        at = app[keys.CLOCK]()
         try:
-            result = await request.app[keys.PIPELINE].receive(payload)
+            result = await app[keys.PIPELINE].receive(payload)
         except StoreError as exc:
             return error(503, f"the store cannot commit; retry later ({exc.reason})")
+        recorder = app.get(keys.RECORDER)
+        if recorded and recorder is not None:  # accepted and stored: recorded, off this path
+            recorder.record(at, body, data)
         answer = {"status": "ok", "accepted": result.accepted, "duplicates": result.duplicates}
         if result.rejected:
             answer["rejected"] = result.rejected
@@ -151,8 +157,8 @@ def _webhook(parse: Callable[[Any], Payload]) -> Handler:
     return handler
 
 
-webhook = _webhook(parse_payload)
-grafana_webhook = _webhook(parse_grafana)
+webhook = _webhook(parse_payload, recorded=True)
+grafana_webhook = _webhook(parse_grafana, recorded=False)
 
 
 async def healthz(request: web.Request) -> web.Response:
