@@ -56,22 +56,27 @@ def read(path: Path) -> str:
 
 
 def blocks_and_prose(text: str) -> tuple[list[tuple[str, list[str]]], list[str]]:
-    """The fenced code blocks as (language, lines), and the lines outside them."""
+    """The fenced code blocks as (language, lines), and the lines outside them.
+
+    A fence indented in a list item indents its lines as much: they are given back without it.
+    """
     blocks: list[tuple[str, list[str]]] = []
     prose: list[str] = []
     fence: str | None = None
+    indent = 0
     for line in text.splitlines():
-        match = FENCE.match(line.strip()) if line.startswith(("```", " ", "\t")) else None
+        match = FENCE.match(line.strip())
         if fence is None:
             if match:
-                fence = match.group(1)
+                fence, indent = match.group(1), len(line) - len(line.lstrip())
                 blocks.append((match.group(2).strip(), []))
             else:
                 prose.append(line)
         elif match and match.group(1) == fence and not match.group(2).strip():
             fence = None
         else:
-            blocks[-1][1].append(line)
+            dedented = line[indent:] if line[:indent].strip() == "" else line.lstrip()
+            blocks[-1][1].append(dedented)
     assert fence is None, "a fenced code block is never closed"
     return blocks, prose
 
@@ -224,6 +229,9 @@ def test_the_rules_find_what_they_should() -> None:
             "$ monitor-manager reload --config c.toml",
             "reloaded c.toml",
             "```",
+            "  ```sh",
+            "  systemctl reload monitor-manager",
+            "  ```",
             "```toml",
             "[report]",
             'schedule = "0 9 * * *"   # crontab',
@@ -237,6 +245,7 @@ def test_the_rules_find_what_they_should() -> None:
             "amtool --a=b silence query",
             "monitor-manager serve [--config PATH]",
             "monitor-manager reload --config c.toml",
+            "systemctl reload monitor-manager",
         ]
     )
     assert toml_keys(sample) == Counter(["[report]", "report.schedule"])
