@@ -17,6 +17,8 @@ import sqlite_utils
 
 from builders import T0, incoming, make_config
 from harness import OutboxHarness
+from monitor_manager.act.actions import Actor
+from monitor_manager.act.in_hand import InHand
 from monitor_manager.app import create_app
 from monitor_manager.channels import REGISTRY, ChannelContext
 from monitor_manager.channels.text_parts import utf8_len
@@ -26,6 +28,7 @@ from monitor_manager.config import (
     Config,
     parse_config,
 )
+from monitor_manager.config.schema import MaintenanceConfig
 from monitor_manager.deliver.outbox import Outbox, log_entry, log_key
 from monitor_manager.deliver.render import Renderer
 from monitor_manager.metrics import Metrics
@@ -50,6 +53,12 @@ def report_config(tmp_path: Path, **report: Any) -> Config:
         tmp_path,
         report={"schedule": "0 9 * * *", "time_zone": "Asia/Shanghai", **report},
         server={"instance": "mm-az1", "external_url": "http://mm-az1.example.com:9095"},
+        # Running at the report's time (and never muting what the tests send).
+        maintenance=(
+            MaintenanceConfig(
+                "nightly-batch", "0 8 * * *", 7200.0, {"cluster": "batch"}, {}, "Asia/Shanghai"
+            ),
+        ),
     )
 
 
@@ -137,6 +146,30 @@ async def test_the_report_after_a_day_of_traffic(tmp_path: Path) -> None:
             )
         )
         await harness.step(600)
+        # People took things in hand: HighLatency acknowledged, a silence on instances of az2
+        # (it could mute internal alerts too: PeerDown names an instance), another pending.
+        actions = harness.core.actions
+        [latency] = [
+            g.key
+            for g in harness.core.pipeline.convergence.groups.values()
+            if g.group_labels.get("alertname") == "HighLatency"
+        ]
+        await actions.acknowledge(latency, Actor("alice", "api"), "on it")
+        in_a_day = dt.datetime(2027, 1, 15, 12, 0, tzinfo=SHANGHAI).timestamp()
+        for starts, matchers in (
+            (harness.clock.now, [("instance", "az2-.*", True)]),
+            (in_a_day, [("cluster", "test", False)]),
+        ):
+            body = {
+                "matchers": [
+                    {"name": n, "value": v, "isRegex": r, "isEqual": True} for n, v, r in matchers
+                ],
+                "startsAt": iso(starts),
+                "endsAt": iso(starts + 3 * 86400),
+                "createdBy": "bob",
+                "comment": "batch move",
+            }
+            await actions.save_silence(body, Actor("bob", "api"))
         # The next morning at 09:00:20 Shanghai time: the report for the day before.
         harness.clock.now = dt.datetime(2027, 1, 15, 9, 0, 20, tzinfo=SHANGHAI).timestamp()
         reporter = Reporter(config, harness.core, harness.clock)  # type: ignore[arg-type]
@@ -162,6 +195,8 @@ async def test_the_report_after_a_day_of_traffic(tmp_path: Path) -> None:
             "Open alert groups: 1 (default 1)",
             "Heartbeats: none configured",
             "Peers: none (a single instance)",
+            "In hand: 1 silence active, 1 pending (1 can mute internal alerts); 1 alert group "
+            "acknowledged; maintenance: nightly-batch running",
             "Console: http://mm-az1.example.com:9095",
         ]
     )
@@ -220,7 +255,9 @@ def worst_case(language: str) -> tuple[Config, Message]:
         "noisiest": [(f"{long_cjk}{i}", big) for i in range(10)],
         "channels": {name: (big, big) for name in channel_names},
     }
-    content = build(config, core, stored, T0, T0)  # type: ignore[arg-type]
+    window = SimpleNamespace(name=f"{long_cjk}w")
+    held = InHand(big, big, big, big, [(window, T0, T0)] * 5)  # type: ignore[list-item]
+    content = build(config, core, stored, held, T0, T0)  # type: ignore[arg-type]
     message = Message(
         1,
         "report",

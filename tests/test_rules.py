@@ -210,6 +210,7 @@ def test_every_monitor_manager_alert_has_a_severity_and_templated_annotations() 
         "MonitorManagerOutboxStale",
         "MonitorManagerDeliveryFailures",
         "MonitorManagerWebhookErrors",
+        "MonitorManagerConfigReloadFailed",
     }
     for rule in rules:
         assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]

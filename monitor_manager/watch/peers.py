@@ -118,6 +118,15 @@ class Peers:
                 body = await read_answer(response, 64 * 1024)
             body = body if isinstance(body, dict) else {}
             state.instance = str(body.get("instance", ""))[:256]
+            if state.instance and state.instance != state.config.name:
+                # A URL that reaches another instance (or this one) would put the wrong name
+                # in the send order: a page could be held for an instance nobody runs. Down,
+                # so that PeerDown says what to fix.
+                raise ValueError(
+                    f"{state.config.url} answers as instance {state.instance!r}, not "
+                    f"{state.config.name!r}: check [[peers]] url and that instance's "
+                    "server.instance"
+                )
             protocol = body.get("peer_protocol")
             state.protocol = protocol if protocol in (1, 2) and protocol is not True else 1
             # Its clock against ours at the middle of the round trip (release 1 sends none).

@@ -2,7 +2,8 @@
 
 What it says, for the 24 hours before the moment the schedule fired: alerts received (that
 started firing, that resolved; internal alerts not counted), notifications sent and failed per
-channel, the ten noisiest alert names, and now: the open alert groups, heartbeats and peers.
+channel, the ten noisiest alert names, and now: the open alert groups, heartbeats, peers, and
+what people have in hand (silences in effect, acknowledged groups, maintenance running).
 The figures come from the store through its read-only connection (`Store.read`, beside the
 writer) and from memory (open groups, heartbeats, peers); every name is cut short and every
 list bounded, so a report fits one WeCom message (2048 bytes) in either language whatever the
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from apscheduler.triggers.base import BaseTrigger
 
+from monitor_manager.act.in_hand import InHand, in_hand
 from monitor_manager.clock import Clock, format_time, iso, time_zone
 from monitor_manager.config import Config
 from monitor_manager.converge.maintenance import cron_trigger
@@ -51,9 +53,9 @@ REPORT_JOB: dict[str, Any] = {
     "misfire_grace_time": int(GRACE_SECONDS),
 }
 NOISIEST = 10
-MAX_CHANNELS = 5  # channels listed one by one; the rest are summed
+MAX_CHANNELS = 4  # channels listed one by one; the rest are summed
 MAX_CONTACT_GROUPS = 3  # contact groups with open alert groups listed
-MAX_NAMES = 3  # missing heartbeats, peers down listed by name
+MAX_NAMES = 2  # missing heartbeats, peers down listed by name
 NAME_CHARS, NAME_BYTES = 32, 48  # an alert name as the report shows it
 LABEL_CHARS, LABEL_BYTES = 24, 40  # a channel, contact group, heartbeat or peer name
 MAX_URL_CHARS = 100  # a longer external_url is left out rather than cut
@@ -139,9 +141,15 @@ def stored_figures(conn: sqlite3.Connection, start: float, end: float) -> dict[s
 
 
 def build(
-    config: Config, core: Core, stored: dict[str, Any], period_end: float, now: float
+    config: Config,
+    core: Core,
+    stored: dict[str, Any],
+    held: InHand,
+    period_end: float,
+    now: float,
 ) -> dict[str, Any]:
-    """The report's content (JSON: it is stored with the notification), bounded."""
+    """The report's content (JSON: it is stored with the notification), bounded. `held`:
+    what people have in hand at `now` (act.in_hand)."""
     zone = zone_of(config)
     start = period_end - PERIOD
     conv = core.pipeline.convergence
@@ -161,6 +169,7 @@ def build(
     missing = [b.config.name for b in beats if b.state == "missing"]
     down_after = config.watchdog.peer_failures
     down = [name for name, p in core.peers.states.items() if p.failures >= down_after]
+    windows = [w.name for w, _, _ in held.windows]
     url = config.server.base_url
     return {
         "language": config.report.language or config.templates.language,
@@ -210,6 +219,15 @@ def build(
             "down": [cut(n, LABEL_CHARS, LABEL_BYTES) for n in down[:MAX_NAMES]],
             "down_count": len(down),
         },
+        "in_hand": {  # at the report's time, as the console's overview shows it
+            "silences_active": held.active_silences,
+            "silences_pending": held.pending_silences,
+            "silences_internal": held.internal_silences,
+            "acked_groups": held.acked_groups,
+            # One named (the console lists them all): a report stays one WeCom message.
+            "windows": [cut(n, LABEL_CHARS, LABEL_BYTES) for n in windows[:1]],
+            "windows_count": len(windows),
+        },
     }
 
 
@@ -237,7 +255,8 @@ class Reporter:
         start = period_end - PERIOD
         stored = await self.core.store.read(lambda conn: stored_figures(conn, start, period_end))
         await self.core.pipeline.load()
-        content = build(self.config, self.core, stored, period_end, now)
+        held = in_hand(self.core.pipeline.convergence, now)
+        content = build(self.config, self.core, stored, held, period_end, now)
         notifier = self.core.pipeline.notifier
         written = Written()
         messages = []

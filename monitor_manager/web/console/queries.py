@@ -22,6 +22,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from monitor_manager import keys
+from monitor_manager.act.in_hand import in_hand
 from monitor_manager.config import Config, RouteConfig
 from monitor_manager.converge.acks import Ack
 from monitor_manager.converge.convergence import Convergence, Group
@@ -1080,23 +1081,11 @@ class ActingSummary:
 
 
 async def acting_summary(app: web.Application, now: float) -> ActingSummary:
-    conv = await _memory(app)
-    active = pending = internal = 0
-    for silence in conv.muting.silences.values():
-        state = silence.state(now)
-        if state is SilenceState.EXPIRED:
-            continue
-        active += state is SilenceState.ACTIVE
-        pending += state is SilenceState.PENDING
-        internal += mutes_internal(silence)
-    acked = 0
-    for key in conv.acks.entries:  # few: one per acknowledged group key
-        group = conv.groups.get(key)
-        acked += group is not None and conv.acks.current(key, group.created_at) is not None
+    held = in_hand(await _memory(app), now)
     return ActingSummary(
-        active_silences=active,
-        pending_silences=pending,
-        internal_silences=internal,
-        acked_groups=acked,
-        windows=[_window_row(w, now) for w, _, _ in conv.muting.active_windows(now)],
+        active_silences=held.active_silences,
+        pending_silences=held.pending_silences,
+        internal_silences=held.internal_silences,
+        acked_groups=held.acked_groups,
+        windows=[_window_row(w, now) for w, _, _ in held.windows],
     )
