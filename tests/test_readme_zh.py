@@ -3,9 +3,10 @@
 The two are compared by what a translation must not change: the heading structure (the same
 levels in the same order), the fenced code blocks (the same languages in the same order), the
 commands in them, the TOML they show (keys, and values once comments are dropped), every
-metric name and every `/api/...` path. Prose, headings and comments are free to differ. Each
-failure names what is missing, and from which file, so that a change to the English guide
-that was not carried over says where to look.
+block left untranslated (equal to the English one), every metric name and every `/api/...`
+path. Prose, headings and comments are free to differ. Each failure names what is missing,
+and from which file, so that a change to the English guide that was not carried over says
+where to look.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ COMMAND_WORDS = {
 }
 METRIC = re.compile(r"\bmonitor_manager_[a-z0-9_]*[a-z0-9]")
 API_PATH = re.compile(r"(?<![\w.])/api/v\d+(?:/[A-Za-z0-9_{}*.\-]+)*")
+CJK = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
 TOML_KEY = re.compile(r'^\s*([A-Za-z0-9_\-."]+)\s*=')
 TOML_TABLE = re.compile(r"^\s*(\[\[?[A-Za-z0-9_\-.\"]+\]\]?)\s*(?:#.*)?$")
 
@@ -180,6 +182,26 @@ def test_both_have_the_same_code_blocks_in_the_same_order() -> None:
     assert en_langs == zh_langs, (
         f"fenced code blocks differ: README.md {en_langs}, README.zh-CN.md {zh_langs}"
     )
+
+
+def test_a_code_block_left_in_english_is_the_english_one() -> None:
+    """A block without a Chinese character (output, JSON, a config) is copied, not translated:
+    it must equal the English block at the same place, so a changed example is carried over."""
+    en, _ = blocks_and_prose(read(EN))
+    zh, _ = blocks_and_prose(read(ZH))
+    for n, ((lang, english), (_, chinese)) in enumerate(zip(en, zh, strict=False), start=1):
+        if not any(CJK.search(line) for line in chinese) and chinese != english:
+            first = next(
+                (
+                    f"English {a!r}, Chinese {b!r}"
+                    for a, b in zip(english, chinese, strict=False)
+                    if a != b
+                ),
+                f"English {len(english)} lines, Chinese {len(chinese)}",
+            )
+            raise AssertionError(
+                f"code block {n} ({lang or 'plain'}) of README.zh-CN.md is not README.md's: {first}"
+            )
 
 
 def test_every_command_appears_identically_in_both() -> None:
