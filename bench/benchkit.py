@@ -137,6 +137,8 @@ class Server:
     workdir: Path
     log: Path
     peak_rss_kb: int = 0
+    health: str = "/healthz"  # Alertmanager answers /-/ready
+    script: str = "webhook.lua"  # the wrk script that speaks this server's API
 
     @property
     def url(self) -> str:
@@ -147,7 +149,7 @@ class Server:
         return self.proc.pid
 
     def wait_ready(self, timeout: float = 60.0) -> float:
-        """Seconds until /healthz answered 200."""
+        """Seconds until the health path (/healthz) answered 200."""
         start = time.monotonic()
         while time.monotonic() - start < timeout:
             if self.proc.poll() is not None:
@@ -155,12 +157,15 @@ class Server:
                     f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}"
                 )
             try:
-                if http("GET", f"{self.url}/healthz", timeout=2)[0] == 200:
-                    return time.monotonic() - start
+                with urllib.request.urlopen(f"{self.url}{self.health}", timeout=2) as answer:
+                    if answer.status == 200:  # Alertmanager's answer is text, ours JSON
+                        return time.monotonic() - start
             except OSError:
                 pass
             time.sleep(0.05)
-        raise TimeoutError(f"{self.name} did not answer /healthz within {timeout}s:\n{self.tail()}")
+        raise TimeoutError(
+            f"{self.name} did not answer {self.health} within {timeout}s:\n{self.tail()}"
+        )
 
     def memory(self) -> tuple[int, int]:
         rss, hwm = memory_kb(self.pid)
@@ -184,7 +189,15 @@ class Server:
             return ""
 
 
-def _spawn(name: str, argv: list[str], workdir: Path, port: int, pinning: Pinning) -> Server:
+def _spawn(
+    name: str,
+    argv: list[str],
+    workdir: Path,
+    port: int,
+    pinning: Pinning,
+    health: str = "/healthz",
+    script: str = "webhook.lua",
+) -> Server:
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / f"{name}.log"
     with open(log, "ab") as out:
@@ -195,7 +208,7 @@ def _spawn(name: str, argv: list[str], workdir: Path, port: int, pinning: Pinnin
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-    server = Server(name, proc, port, workdir, log)
+    server = Server(name, proc, port, workdir, log, health=health, script=script)
     try:
         server.wait_ready()
     except BaseException:
@@ -222,6 +235,40 @@ def start_service(
         str(config),
     ]
     return _spawn(name, argv, workdir, port, pinning)
+
+
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+# A route to a receiver with no integrations: Alertmanager stores, groups and dispatches the
+# alerts and sends nothing, as our service with group_wait 1h. Its defaults otherwise.
+ALERTMANAGER_CONFIG = """\
+route:
+  receiver: none
+  group_by: [alertname]
+  group_wait: 1h
+receivers:
+  - name: none
+"""
+
+
+def start_alertmanager(workdir: Path, pinning: Pinning) -> Server:
+    """Alertmanager (Debian's prometheus-alertmanager) alone: no cluster, its own data dir."""
+    if ALERTMANAGER is None:
+        raise RuntimeError("prometheus-alertmanager is not installed")
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "alertmanager.yml"
+    config.write_text(ALERTMANAGER_CONFIG)
+    argv = [
+        ALERTMANAGER,
+        f"--config.file={config}",
+        f"--storage.path={workdir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",  # alone: no gossip port, no peers
+        "--log.level=warn",
+    ]
+    return _spawn(
+        "alertmanager", argv, workdir, port, pinning, health="/-/ready", script="am_alerts.lua"
+    )
 
 
 def start_baseline(kind: str, workdir: Path, pinning: Pinning) -> Server:
@@ -357,7 +404,7 @@ def run_wrk(
     token: str = "",
 ) -> LoadResult:
     """Closed loop at `connections`, or paced at `rate` requests/s in total."""
-    script = BENCH / "wrk" / ("webhook_paced.lua" if rate else "webhook.lua")
+    script = BENCH / "wrk" / ("webhook_paced.lua" if rate else server.script)
     args = [str(alerts), tag, token]
     if rate:
         args.append(f"{rate:.3f}")

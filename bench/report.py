@@ -12,6 +12,10 @@ P99_LIMIT_MS = 50.0
 DELIVERY_TARGET = 200.0
 STORM_SLACK_S = 10.0
 RATIO_TARGETS = {1: 1.0, 100: 0.8}  # service / baseline (b), by alerts per payload
+# Issue 14, "faster than Alertmanager": service / Alertmanager and service / (a).
+AM_RATIO_TARGETS = {1: 1.0, 100: 2.0}
+A_RATIO_TARGETS = {1: 0.7}
+P99_FAST_MS = 10.0  # issue 14: p99 at half the maximum rate, 1 alert per payload
 SCALE_TARGET = 0.8  # "within 20%"
 HOSTILE_SLACK = 1.2  # the good client's p99 beside a malicious one: within 20% ("noise")
 CONSOLE_P99_MS = 100.0  # every console page, on a store with 200,000 alerts
@@ -161,13 +165,14 @@ class Report:
         names = {
             "a": "(a) aiohttp + JSON",
             "b": "(b) + SQLite per request",
+            "alertmanager": "Alertmanager (/api/v2/alerts, in memory)",
             "service": "Monitor Manager",
         }
         rows = []
         closed = data["closed"]
         for size in sorted(closed):
-            for kind in ("a", "b", "service"):
-                runs: list[LoadResult] = closed[size][kind]
+            for kind in ("a", "b", "alertmanager", "service"):
+                runs: list[LoadResult] = closed[size].get(kind, [])
                 if not runs:
                     continue
                 aps = [r.alerts_per_s for r in runs]
@@ -207,28 +212,39 @@ class Report:
         ratio_rows = []
         for size in sorted(closed):
             ours = median(r.alerts_per_s for r in closed[size]["service"])
-            a = median(r.alerts_per_s for r in closed[size]["a"])
-            b = median(r.alerts_per_s for r in closed[size]["b"])
-            target = RATIO_TARGETS.get(size)
-            ratio_b = ours / b if b else float("nan")
-            ratio_rows.append(
-                [
-                    str(size),
-                    f"{ours / a:.2f}×" if a else "–",
-                    f"{ratio_b:.2f}×",
-                    f"≥ {target:.1f}× (b)" if target else "–",
-                    _met(ratio_b >= target) if target else "–",
-                ]
-            )
-            if target:
+            cells = [str(size)]
+            for kind, targets in (
+                ("a", A_RATIO_TARGETS),
+                ("b", RATIO_TARGETS),
+                ("alertmanager", AM_RATIO_TARGETS),
+            ):
+                runs = closed[size].get(kind, [])
+                theirs = median(r.alerts_per_s for r in runs) if runs else 0.0
+                ratio = ours / theirs if theirs else float("nan")
+                target = targets.get(size)
+                cells.append(f"{ratio:.2f}×" if theirs else "–")
+                if target is None or not theirs:
+                    cells.append("–")
+                    continue
+                cells.append(f"≥ {target:.1f}× {_met(ratio >= target)}")
                 self.target(
                     f"ingest at {size} alert{'s' if size > 1 else ''}/payload ≥ "
-                    f"{target:.1f}× baseline (b)",
-                    f"{ratio_b:.2f}× ({_n(ours)} vs {_n(b)} alerts/s)",
-                    ratio_b >= target,
+                    f"{target:.1f}× {names[kind]}",
+                    f"{ratio:.2f}× ({_n(ours)} vs {_n(theirs)} alerts/s)",
+                    ratio >= target,
                 )
+            ratio_rows.append(cells)
         lines += _table(
-            ["alerts/payload", "service / (a)", "service / (b)", "target", "met"], ratio_rows
+            [
+                "alerts/payload",
+                "service / (a)",
+                "target",
+                "service / (b)",
+                "target",
+                "service / Alertmanager",
+                "target",
+            ],
+            ratio_rows,
         )
         lines += [
             "### Latency at half the maximum rate",
@@ -254,13 +270,14 @@ class Report:
                     _n(p99, 1),
                     _range([r.p99_ms for r in runs], 1),
                     _n(median(r.max_ms for r in runs), 1),
-                    _met(p99 <= P99_LIMIT_MS),
+                    _met(p99 <= (P99_FAST_MS if size == 1 else P99_LIMIT_MS)),
                 ]
             )
+            limit = P99_FAST_MS if size == 1 else P99_LIMIT_MS
             self.target(
-                f"p99 ≤ {P99_LIMIT_MS:g} ms at half the maximum rate, {size}/payload",
+                f"p99 ≤ {limit:g} ms at half the maximum rate, {size}/payload",
                 f"{p99:.1f} ms",
-                p99 <= P99_LIMIT_MS,
+                p99 <= limit,
             )
         lines += _table(
             [
@@ -272,7 +289,7 @@ class Report:
                 "p99 ms",
                 "p99 range",
                 "max ms",
-                "p99 ≤ 50 ms",
+                f"p99 ≤ {P99_FAST_MS:g} ms (1/payload), {P99_LIMIT_MS:g} ms",
             ],
             rows,
         )

@@ -24,6 +24,7 @@ from typing import Any
 
 import aiosmtplib
 from benchkit import (
+    ALERTMANAGER,
     PYTHON,
     REPO,
     WRK,
@@ -39,12 +40,14 @@ from benchkit import (
     post_all,
     run_wrk,
     service_config,
+    start_alertmanager,
     start_baseline,
     start_service,
 )
 from recording import TEAMS
 
-SERVER_KINDS = ("a", "b", "service")
+# Alertmanager is the baseline of issue 14 when installed (Debian prometheus-alertmanager).
+SERVER_KINDS = ("a", "b", "alertmanager", "service") if ALERTMANAGER else ("a", "b", "service")
 KEEP_FILES = False  # set by run.py --keep
 RECORD = False  # set by run.py --record: services record every payload ([server] record)
 
@@ -128,6 +131,8 @@ def _start(
         if RECORD and not settings.record:
             settings = replace(settings, record="webhooks.jsonl")
         return start_service(workdir, service_config(settings), pinning)
+    if kind == "alertmanager":
+        return start_alertmanager(workdir, pinning)
     return start_baseline(kind, workdir, pinning)
 
 

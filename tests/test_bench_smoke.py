@@ -49,6 +49,9 @@ def test_the_benchmark_runs_at_a_tiny_size_and_writes_every_section(tmp_path: Pa
         assert f"\n## {section}\n" in report, f"section {section!r} missing:\n{report}"
     assert "Not run." not in report
     assert "| Monitor Manager |" in report  # the service was measured beside the baselines
+    if shutil.which("prometheus-alertmanager"):  # scripts/test.sh installs it
+        assert "| Alertmanager (/api/v2/alerts, in memory) |" in report
+        assert "service / Alertmanager" in report
     raw = json.loads(out.with_suffix(".json").read_text())
     assert raw["mode"] == "smoke"
     assert not list(tmp_path.glob("work-*")), "the stores and logs were left behind"
