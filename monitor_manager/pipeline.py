@@ -240,6 +240,8 @@ class Pipeline:
         if not await self._store_takes_writes(now):
             return
         await self.raise_internal(self.watchdog.check(now))
+        subjects = self.convergence.internal_subjects.values()
+        await self.raise_internal(self.watchdog.unconfigured(list(subjects), now))
         ops = self.watchdog.ops()
         ops += await self._rescan_muting(now)
         if now >= self._next_stale_check:  # a walk over every alert: once a minute is enough

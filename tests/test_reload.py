@@ -425,6 +425,55 @@ async def test_the_firing_alerts_of_a_removed_contact_group_are_routed_again(
     assert f"group {old_key} of removed contact group dba closed" in row["detail"]
 
 
+async def test_a_removed_heartbeat_or_peer_closes_its_page_instead_of_repeating_for_ever(
+    start: Start, receiver: Receiver
+) -> None:
+    hook = f"{receiver.url}/up"
+    watched = """
+[watchdog]
+groups = ["ops"]
+peer_failures = 1
+[[watchdog.heartbeats]]
+name = "prom-az2"
+match = { alertname = "DeadMansSwitch", az = "az2" }
+timeout = "1m"
+[[peers]]
+name = "mm-gone"
+url = "http://127.0.0.1:9"
+[ha]
+token = "t"
+"""
+    svc = await start(config_text(hook, groups={"ops": ["alice"]}, extra=watched))
+    pipeline = svc.app[keys.PIPELINE]
+    svc.clock.advance(120)  # the heartbeat never came: missing
+    await pipeline.watch()
+    await pipeline.raise_internal(await svc.app[keys.PEERS].probe_all())  # nothing listens
+    await svc.decide(1)
+    firing = {m["alertGroups"][0]["groupLabels"].get("alertname") for m in receiver.messages()}
+    assert {"HeartbeatMissing", "PeerDown"} <= firing, receiver.messages()
+    sent = len(receiver.messages())
+
+    svc.write(config_text(hook, groups={"ops": ["alice"]}, extra='[watchdog]\ngroups = ["ops"]'))
+    await svc.reload()
+    await svc.app[keys.PIPELINE].watch()  # the new core's watchdog
+    await svc.decide(301)  # group_interval after the firing messages
+    closed = receiver.messages()[sent:]
+    assert sorted(
+        (m["alertGroups"][0]["groupLabels"]["alertname"], m["status"]) for m in closed
+    ) == [("HeartbeatMissing", "resolved"), ("PeerDown", "resolved")]
+    texts = json.dumps(closed, ensure_ascii=False)
+    assert "no longer configured" in texts and "not recovered" in texts
+    # Closed for good: no repeat, nothing more however long it runs.
+    for _ in range(3):
+        await svc.app[keys.PIPELINE].watch()
+        await svc.decide(3600 * 5)
+    assert len(receiver.messages()) == sent + 2
+    internal = await svc.rows(
+        "SELECT status FROM alerts WHERE source = 'monitor-manager' AND status = 'firing'"
+    )
+    assert internal == []
+
+
 # -- a changed channel with queued deliveries ---------------------------------------------------
 async def test_queued_deliveries_of_a_changed_channel_use_its_new_settings(
     start: Start, receiver: Receiver

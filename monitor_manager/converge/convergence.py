@@ -133,6 +133,9 @@ class Convergence:
         # fingerprint -> channel, for internal alerts about a failing channel (few)
         self.failing_channel: dict[str, str] = {}
         self.internal: set[str] = set()  # fingerprints of internal alerts: never stale
+        # fingerprint -> labels, for internal alerts about a heartbeat or a peer (few): a
+        # reload or restart may remove what they are about (watchdog.unconfigured).
+        self.internal_subjects: dict[str, dict[str, str]] = {}
         self.groups: dict[str, Group] = {}
         self._due: list[tuple[float, str]] = []
 
@@ -232,6 +235,8 @@ class Convergence:
         if source != SOURCE_LABEL[1]:
             return
         self.internal.add(fp)
+        if "heartbeat" in labels or "peer" in labels:
+            self.internal_subjects[fp] = labels
         channel = failing_channel(labels)
         if channel is not None:
             self.failing_channel[fp] = channel
@@ -566,6 +571,7 @@ class Convergence:
             ops.append(alert_rows.delete(self.alerts.pop(fp).id))
             self.failing_channel.pop(fp, None)
             self.internal.discard(fp)
+            self.internal_subjects.pop(fp, None)
         ops.append(group_rows.purge_closed(before))
         return ops
 
@@ -626,6 +632,7 @@ class Convergence:
         self.alerts.clear()
         self.failing_channel.clear()
         self.internal.clear()
+        self.internal_subjects.clear()
         self.groups.clear()
         self._due.clear()
         for row in group_rows.open_rows(conn):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from monitor_manager.clock import format_time, iso
@@ -52,6 +52,10 @@ TEXTS = {
         "has delivered nothing since: Alertmanager itself or the network "
         "between it and Monitor Manager is broken.",
         "hb_resolved": "Heartbeat {name} arrives again.",
+        "unwatched_heartbeat": "Heartbeat {name} is no longer configured, so it is no longer "
+        "watched: this alert is closed, not recovered.",
+        "unwatched_peer": "Peer {name} is no longer configured, so it is no longer probed: "
+        "this alert is closed, not recovered.",
         "failed_summary": "Deliveries through channel {channel} are failing for good",
         "failed_description": "A notification could not be delivered through {channel}: {error}",
         "failing_summary": "Channel {channel} has failed for {age}",
@@ -91,6 +95,8 @@ TEXTS = {
         "Alertmanager 再无任何投递：Alertmanager 本身或它到 Monitor Manager "
         "的网络故障。",
         "hb_resolved": "心跳 {name} 已恢复。",
+        "unwatched_heartbeat": "心跳 {name} 已不在配置中，不再监视：此告警就此关闭，并非已恢复。",
+        "unwatched_peer": "对端 {name} 已不在配置中，不再探测：此告警就此关闭，并非已恢复。",
         "failed_summary": "通道 {channel} 投递彻底失败",
         "failed_description": "一条通知无法通过 {channel} 投递：{error}",
         "failing_summary": "通道 {channel} 已连续失败 {age}",
@@ -265,6 +271,35 @@ class Watchdog:
             for beat in self.heartbeats:
                 self.metrics.heartbeat_last_seen.labels(beat.config.name).set(beat.last_seen or 0)
                 self.metrics.heartbeat_missing.labels(beat.config.name).set(beat.state == "missing")
+        return out
+
+    def unconfigured(self, subjects: Iterable[dict[str, str]], now: float) -> list[IncomingAlert]:
+        """Internal alerts still firing about a heartbeat or a peer that a reload or restart
+        removed from the config: closed (resolved, the text saying it was not a recovery),
+        since nothing would ever resolve them and they would repeat for ever."""
+        beats = {h.name for h in self.config.watchdog.heartbeats}
+        peers = {p.name for p in self.config.peers}
+        out = []
+        for labels in subjects:
+            if "heartbeat" in labels and labels["heartbeat"] not in beats:
+                name, text = labels["heartbeat"], "unwatched_heartbeat"
+            elif "peer" in labels and labels["peer"] not in peers:
+                name, text = labels["peer"], "unwatched_peer"
+            else:
+                continue
+            if not self.is_firing(labels):
+                continue
+            summary = self.texts[text].format(name=name)
+            out.append(
+                IncomingAlert(
+                    status="resolved",
+                    labels=dict(labels),
+                    annotations={"summary": summary, "description": summary},
+                    starts_at=now,
+                    ends_at=now,
+                    generator_url="",
+                )
+            )
         return out
 
     def _peering_alerts(self, now: float) -> list[IncomingAlert]:
