@@ -634,16 +634,16 @@ async def test_a_silence_that_could_mute_internal_alerts_is_flagged(
         ({"matchers": ""}, "Matchers", "Give at least one matcher"),
         ({"matchers": "alertname"}, "Matchers", "bad matcher format"),
         ({"matchers": 'a=~"("'}, "Matchers", ""),
-        ({"matchers": 'team=~".*"'}, "Matchers", "must not match the empty string"),
+        ({"matchers": 'team=~".*"'}, "Matchers", "must not match an empty value"),
         ({"duration": "soon"}, "Duration", "Not a duration"),
-        ({"duration": "8d"}, "Duration", "longer than silences.max_duration (7d)"),
+        ({"duration": "8d"}, "Duration", "(silences.max_duration: 7d)"),
         ({"comment": "  "}, "Comment", "a comment is required"),
         ({"by": ""}, "", "Say who you are"),
-        ({"ends": "2020-01-01T00:00"}, "Ends", "start time must be before end time"),
+        ({"ends": "2020-01-01T00:00"}, "Ends", "The start must be before the end"),
         (
             {"starts": "2019-01-01T00:00", "ends": "2020-01-01T00:00"},
             "Ends",
-            "end time can&#39;t be in the past",
+            "The end is in the past",
         ),
         ({"starts": "yesterday"}, "Starts", "Not a date and time"),
     ],
@@ -664,6 +664,32 @@ async def test_a_silence_form_with_a_mistake_is_shown_again_saying_what_and_stor
     assert f">{kept}</textarea>" in html  # what was typed is kept
     assert console.app[keys.PIPELINE].convergence.muting.silences == {}
     assert await audit(console) == []
+
+
+@pytest.mark.parametrize(
+    "form, says",
+    [
+        ({"matchers": 'team=~".*"'}, "至少要有一个匹配条件不匹配空值"),
+        ({"duration": "8d"}, "此静默将持续 8d，超过允许的最长时间（silences.max_duration：7d）"),
+        ({"ends": "2020-01-01T00:00"}, "开始时间必须早于结束时间"),
+    ],
+)
+async def test_the_chinese_silence_form_says_its_refusals_in_chinese(
+    console: ConsoleService, form: dict[str, str], says: str
+) -> None:
+    good = {"matchers": 'alertname="DiskFull"', "duration": "1h", "comment": "c", "by": "Li"}
+    token = csrf_of(await console.page("/silences/new?lang=zh"))
+    response = await console.client.post(
+        "/silences?lang=zh",
+        data={**good, **form, "csrf": token},
+        headers=HTML,
+        allow_redirects=False,
+    )
+    html = await response.text()
+    assert response.status == 400
+    error = html.split('id="silence-error"')[1].split("</p>")[0]
+    assert says in error, error
+    assert console.app[keys.PIPELINE].convergence.muting.silences == {}
 
 
 async def test_a_silence_may_start_later_at_a_time_in_the_consoles_zone(

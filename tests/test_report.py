@@ -148,10 +148,12 @@ async def test_the_report_after_a_day_of_traffic(tmp_path: Path) -> None:
         await harness.step(600)
         # People took things in hand: HighLatency acknowledged, a silence on instances of az2
         # (it could mute internal alerts too: PeerDown names an instance), another pending.
-        actions = harness.core.actions
+        core = harness.core
+        assert core is not None
+        actions = core.actions
         [latency] = [
             g.key
-            for g in harness.core.pipeline.convergence.groups.values()
+            for g in core.pipeline.convergence.groups.values()
             if g.group_labels.get("alertname") == "HighLatency"
         ]
         await actions.acknowledge(latency, Actor("alice", "api"), "on it")

@@ -72,10 +72,14 @@ class SilenceError(ValueError):
     `field` is the path of the offending value, e.g. `matchers[2].value` ("" for the body);
     str() is "field: message", the text the API answers as a JSON string and amtool prints."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, code: str = "", **values: str) -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
         self.message = message
+        # For the refusals a person can meet in the console's form: a text id and its values,
+        # so that the console says them in the page's language (the API keeps `message`).
+        self.code = code
+        self.values = values
 
 
 class SilenceNotFound(LookupError):
@@ -175,15 +179,18 @@ def parse_postable(
         raise SilenceError("createdBy", "must not contain control characters")
     comment = _string(body.get("comment"), "comment", MAX_COMMENT)
     if starts_at >= ends_at:
-        raise SilenceError("endsAt", "start time must be before end time")
+        raise SilenceError("endsAt", "start time must be before end time", "starts_after_ends")
     if ends_at <= now:
-        raise SilenceError("endsAt", "end time can't be in the past")
+        raise SilenceError("endsAt", "end time can't be in the past", "ends_past")
     lasts = ends_at - max(starts_at, now)
     if lasts > max_duration:
         raise SilenceError(
             "endsAt",
             f"the silence would last {format_duration(lasts)}, "
             f"longer than silences.max_duration ({format_duration(max_duration)})",
+            "too_long",
+            lasts=format_duration(lasts),
+            limit=format_duration(max_duration),
         )
     return PostableSilence(silence_id, matchers, starts_at, ends_at, created_by, comment)
 
@@ -204,6 +211,7 @@ def _parse_matchers(body: dict[str, Any]) -> tuple[Matcher, ...]:
             "matchers",
             "at least one matcher must not match the empty string "
             "(this silence would mute every alert without those labels)",
+            "matches_everything",
         )
     return out
 

@@ -345,7 +345,8 @@ async def create_silence(request: web.Request, ctx: Context) -> web.StreamRespon
         return _silence_form(ctx, values, 400, exc)
     except SilenceError as exc:
         field = _form_field(exc.field, values)
-        return _silence_form(ctx, values, 400, FormError(field, exc.message))
+        message = ctx.t(f"err_silence_{exc.code}", **exc.values) if exc.code else exc.message
+        return _silence_form(ctx, values, 400, FormError(field, message))
     except StoreError:
         return _store_failed(ctx)
     return _done(ctx, f"{paths.SILENCES}#{paths.silence_anchor(silence.id)}", ctx.user is None)

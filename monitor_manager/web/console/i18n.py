@@ -223,6 +223,12 @@ EN: dict[str, str] = {
     "err_time": "Not a date and time (e.g. {example}).",
     "err_matchers_missing": 'Give at least one matcher, e.g. alertname="DiskFull".',
     "err_duration": 'Not a duration: write e.g. "2h", "30m" or "1d".',
+    "err_silence_starts_after_ends": "The start must be before the end.",
+    "err_silence_ends_past": "The end is in the past.",
+    "err_silence_too_long": "The silence would last {lasts}, longer than the longest allowed "
+    "(silences.max_duration: {limit}).",
+    "err_silence_matches_everything": "At least one matcher must not match an empty value: "
+    "this silence would mute every alert without those labels.",
     "err_comment_missing": "Say why: a comment is required.",
     "err_no_silence": "No such silence: it may have been purged.",
     "err_not_member": "Choose your name from the members of {group}.",
@@ -491,6 +497,12 @@ ZH: dict[str, str] = {
     "err_time": "不是有效的日期时间（例如 {example}）。",
     "err_matchers_missing": '请至少填写一个匹配条件，例如 alertname="DiskFull"。',
     "err_duration": "不是有效的时长：例如 2h、30m 或 1d。",
+    "err_silence_starts_after_ends": "开始时间必须早于结束时间。",
+    "err_silence_ends_past": "结束时间已经过去。",
+    "err_silence_too_long": "此静默将持续 {lasts}，"
+    "超过允许的最长时间（silences.max_duration：{limit}）。",
+    "err_silence_matches_everything": "至少要有一个匹配条件不匹配空值："
+    "否则此静默会静默所有不带这些标签的告警。",
     "err_comment_missing": "请说明原因：备注必填。",
     "err_no_silence": "没有这个静默：可能已被清理。",
     "err_not_member": "请从 {group} 的成员中选择你的名字。",
