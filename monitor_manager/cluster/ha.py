@@ -318,6 +318,11 @@ class HighAvailability:
         members = sorted({self.instance, *self.peers.reachable()})
         return members.index(self.instance)
 
+    def publish_position(self) -> None:
+        """The position gauge after each round of peer probes, so that it follows the peers
+        between sends too (0 while peering is off: this instance sends at once)."""
+        self.metrics.ha_position.set(self.position() if self.enabled else 0)
+
     def send_delay(self) -> float:
         """How long a new delivery waits so that instances before it can send first."""
         if not self.enabled:
