@@ -25,6 +25,7 @@ RECORD_RESULTS = ("written", "failed")
 
 # The ways a person acknowledges (converge.acks.VIAS less the automatic ones).
 ACK_VIAS = ("api", "link", "wecom", "console")
+CALLBACK_RESULTS = ("acknowledged", "answered", "ignored", "repeated", "refused", "store_failed")
 
 
 class Metrics:
@@ -65,6 +66,16 @@ class Metrics:
             "monitor_manager_acks_total",
             "Acknowledgements made on this instance, by how: " + ", ".join(ACK_VIAS) + ".",
             ["via"],
+            registry=r,
+        )
+        self.wecom_callbacks = Counter(
+            "monitor_manager_wecom_callbacks_total",
+            "Messages WeCom posted to /callback/wecom/CHANNEL, by result: "
+            + ", ".join(CALLBACK_RESULTS)
+            + " (refused: not signed by WeCom, stale, malformed or for another agent; "
+            "repeated: a MsgId already answered; answered: a reply that acknowledged nothing, "
+            "such as an unknown code; ignored: not a reply to act on).",
+            ["channel", "result"],
             registry=r,
         )
         self.silences_active = Gauge(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from builders import T0, incoming, make_config
 from monitor_manager import keys
@@ -581,3 +582,25 @@ def test_config_problems_name_the_key_and_never_the_secret(extra: str, named: st
         assert problem.startswith("channels.wecom") and named in problem, problem
         for secret in ("tok3n", AES_KEY[:-1]):
             assert secret not in problem
+
+
+# -- what became of each message, counted --------------------------------------------------------
+async def test_every_callback_is_counted_by_what_became_of_it(start: Any) -> None:
+    svc = await start()
+    code = short_code(await svc.firing_group())
+    request = svc.message("zhangsan", f"ack {code}", msg_id="42")
+    await svc.answer(request, to="zhangsan")  # acknowledged
+    await svc.answer(request, to="zhangsan")  # the same MsgId again: repeated
+    await svc.reply("zhangsan", "ack ZZZZZ")  # no such code: answered, nothing acknowledged
+    await svc.reply("zhangsan", f"ack {code}")  # already acknowledged: answered
+    bad = {**request.params, "msg_signature": "0" * 40}
+    assert (await svc.send(CallbackRequest(bad, request.body)))[0] == 403  # refused
+
+    text = await (await svc.client.get("/metrics")).text()
+    counts = {
+        s.labels["result"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "monitor_manager_wecom_callbacks_total"
+    }
+    assert counts == {"acknowledged": 1, "repeated": 1, "answered": 2, "refused": 1}

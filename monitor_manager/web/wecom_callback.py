@@ -95,25 +95,34 @@ async def verify_url(request: web.Request) -> web.Response:
 async def receive(request: web.Request) -> web.Response:
     channel = request.match_info["channel"]
     crypto, settings = _app(request)
+    response, result = await _receive(request, channel, crypto, settings)
+    request.app[keys.METRICS].wecom_callbacks.labels(channel, result).inc()
+    return response
+
+
+async def _receive(
+    request: web.Request, channel: str, crypto: WecomCrypto, settings: WechatSettings
+) -> tuple[web.Response, str]:
+    """The answer to a callback POST and what became of it (CALLBACK_RESULTS)."""
     query = _signed_query(request, "msg_signature", "timestamp", "nonce")
     if isinstance(query, web.Response):
-        return query
+        return query, "refused"
     signature, timestamp, nonce = query
     try:
         body = await read_body(request, MAX_BODY_BYTES)
         fields = crypto.decrypt_message(signature, timestamp, nonce, body)
     except BodyError as exc:
-        return _text(exc.status, exc.message)
+        return _text(exc.status, exc.message), "refused"
     except CallbackError as exc:
-        return _refused(channel, exc)
+        return _refused(channel, exc), "refused"
     agent = fields.get("AgentID", "")
     if agent and agent != str(settings.agent_id):
         # Another app of the corp with the same Token and key: not this channel's members.
         log.info("WeCom callback for %s refused (403): agent %s", channel, agent[:20])
-        return _text(403, "wrong agent")
-    answer = await _answer(request, channel, fields)
+        return _text(403, "wrong agent"), "refused"
+    answer, result = await _answer(request, channel, fields)
     if answer is None:
-        return web.Response(status=200)  # an empty 200: WeCom sends nothing back
+        return web.Response(status=200), result  # an empty 200: WeCom sends nothing back
     reply = crypto.encrypt_reply(
         answer,
         to_user=fields.get("FromUserName", ""),
@@ -121,59 +130,66 @@ async def receive(request: web.Request) -> web.Response:
         timestamp=str(int(request.app[keys.CLOCK]())),
         nonce=str(secrets.randbelow(10**10)),
     )
-    return web.Response(body=reply, content_type="text/xml", charset="utf-8")
+    return web.Response(body=reply, content_type="text/xml", charset="utf-8"), result
 
 
-async def _answer(request: web.Request, channel: str, fields: dict[str, str]) -> str | None:
-    """The answer to one verified message; a MsgId seen before is answered as it was then,
-    without acting again (WeCom's retries, or a replay within the timestamp window)."""
+async def _answer(
+    request: web.Request, channel: str, fields: dict[str, str]
+) -> tuple[str | None, str]:
+    """The answer to one verified message and its result; a MsgId seen before is answered as
+    it was then, without acting again (WeCom's retries, or a replay within the timestamp
+    window)."""
     msg_id = fields.get("MsgId", "")
     if not msg_id:
-        return (await _act(request, channel, fields))[0]
+        said, _, outcome = await _act(request, channel, fields)
+        return said, outcome
     recent = request.app[keys.WECOM_CALLBACKS].recent
     key = (channel, msg_id)
     pending = recent.get(key)
     if pending is not None:
         try:
-            return await asyncio.wait_for(asyncio.shield(pending), RETRY_WAIT)
+            return await asyncio.wait_for(asyncio.shield(pending), RETRY_WAIT), "repeated"
         except TimeoutError:
-            return None  # the first request is still at it; its answer stands
+            return None, "repeated"  # the first request is still at it; its answer stands
     future = recent.start(key)
     answer: str | None = None
     done = False
+    result = "store_failed"
     try:
-        answer, done = await _act(request, channel, fields)
+        answer, done, result = await _act(request, channel, fields)
     finally:
         if not done:
             recent.forget(key)  # nothing changed: a retry may try again
         recent.settle(future, answer)
-    return answer
+    return answer, result
 
 
 async def _act(
     request: web.Request, channel: str, fields: dict[str, str]
-) -> tuple[str | None, bool]:
-    """(the answer, whether the message was dealt with for good)."""
+) -> tuple[str | None, bool, str]:
+    """(the answer, whether the message was dealt with for good, its result)."""
     core = request.app[keys.CORE]
     language = core.config.templates.language
     try:
         await core.pipeline.load()
         decision = decide(fields, channel, core.config, core.pipeline.convergence)
-        if not isinstance(decision, Acknowledge):
-            return _said(decision, language), True
+        if not isinstance(decision, Acknowledge):  # not a reply to act on, or a wrong one
+            said = _said(decision, language)
+            return said, True, "ignored" if said is None else "answered"
         actor = Actor(decision.member, "wecom")
         try:
             ack, new = await core.actions.acknowledge(decision.key, actor, decision.comment)
         except ActionError:  # it resolved between the decision and the change
-            return say("resolved", language, code=decision.code, what=decision.what), True
+            said = say("resolved", language, code=decision.code, what=decision.what)
+            return said, True, "answered"
     except StoreError as exc:
         log.warning("WeCom reply on %s not acted on: the store cannot commit (%s)", channel, exc)
-        return say("store_failed", language), False
+        return say("store_failed", language), False, "store_failed"
     if not new:  # acknowledged meanwhile, by someone else
         known = already(decision.code, decision.what, ack.by, ack.at, core.config)
-        return _said(known, language), True
+        return _said(known, language), True, "answered"
     log.info("alert group %s acknowledged by %s via WeCom", decision.key, decision.member)
-    return acknowledged(decision, language), True
+    return acknowledged(decision, language), True, "acknowledged"
 
 
 def _said(decision: Say | None, language: str) -> str | None:
