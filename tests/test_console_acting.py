@@ -8,6 +8,7 @@ browser at phone width."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Any
@@ -609,6 +610,50 @@ async def test_a_silence_created_in_the_console_is_listed_and_can_be_expired(
     assert "No active or pending silences." in html
     assert "Recently expired (1)" in html and ">expired<" in html
     assert [a[2] for a in await audit(console)] == ["silence", "silence.expire"]
+
+
+async def test_a_silence_is_edited_in_place_and_other_matchers_replace_it(
+    console: ConsoleService,
+) -> None:
+    muting = console.app[keys.PIPELINE].convergence.muting
+    base = {"matchers": 'cluster="db1"', "duration": "2h", "comment": "disks", "by": "Wang Wu"}
+    assert (await post_form(console, "/silences", base, "/silences/new")).status == 303
+    (silence,) = muting.silences.values()
+    listing = main_of(await console.page("/silences"))
+    assert f'href="/silences/new?edit={silence.id}"' in listing
+
+    # The form comes filled from the silence: its matchers, its end, its comment; no start
+    # (it runs), and the id that it will update.
+    form = await console.page(f"/silences/new?edit={silence.id}")
+    assert "Edit silence" in form and f'name="id" value="{silence.id}"' in form
+    assert "{cluster=&#34;db1&#34;}</textarea>" in form and ">disks</textarea>" in form
+    assert 'name="starts" value=""' in form
+    ends = form.split('name="ends" value="')[1].split('"')[0]
+    assert ends and "Save silence" in form
+
+    # A later end and another comment: the same silence, updated in place.
+    an_hour_later = (dt.datetime.fromisoformat(ends) + dt.timedelta(hours=1)).isoformat()[:16]
+    later = {**base, "id": silence.id, "ends": an_hour_later, "comment": "longer"}
+    later.pop("duration")
+    saved = await post_form(console, "/silences", later, f"/silences/new?edit={silence.id}")
+    assert saved.status == 303, await saved.text()
+    assert list(muting.silences) == [silence.id]
+    assert muting.silences[silence.id].comment == "longer"
+    assert muting.silences[silence.id].ends_at == pytest.approx(silence.ends_at + 3600, abs=60)
+    assert muting.silences[silence.id].starts_at == silence.starts_at  # still running
+
+    # Other matchers: a new silence takes its place; the old one is expired.
+    other = {**later, "matchers": 'cluster="db2"'}
+    saved = await post_form(console, "/silences", other, f"/silences/new?edit={silence.id}")
+    assert saved.status == 303
+    now = console.clock()
+    states = {s.id: s.state(now).value for s in muting.silences.values()}
+    assert states[silence.id] == "expired" and sorted(states.values()) == ["active", "expired"]
+    assert [a[2] for a in await audit(console)] == ["silence", "silence.update", "silence"]
+
+    # An expired or unknown one cannot be edited: 404 on the silences page.
+    gone = await console.client.get(f"/silences/new?edit={silence.id}", headers=HTML)
+    assert gone.status == 404 and "No such silence" in await gone.text()
 
 
 async def test_a_silence_that_could_mute_internal_alerts_is_flagged(

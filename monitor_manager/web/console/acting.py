@@ -7,8 +7,10 @@ Routes (all answer HTML; the POSTs are console forms, CSRF checked):
     POST /groups/{key}/unack            withdraw the acknowledgement
     GET  /silences                      active and pending silences, maintenance windows,
                                         recently expired silences
-    GET  /silences/new                  the form (?matchers=TEXT&group=KEY prefill it)
-    POST /silences                      create one
+    GET  /silences/new                  the form (?matchers=TEXT&group=KEY prefill it;
+                                        ?edit=ID fills it from that silence)
+    POST /silences                      create one, or update silence `id` (as amtool's
+                                        `silence update`: Alertmanager's rules)
     POST /silences/{id}/expire          end one now
 
 Every change goes through `act.actions.Actions`, as the API's and the link's do, and records
@@ -29,7 +31,14 @@ from monitor_manager import keys
 from monitor_manager.act.actions import MAX_COMMENT, ActionError, Actor, comment_text, person
 from monitor_manager.clock import iso
 from monitor_manager.converge.matchers import Matcher, MatcherError, parse_matchers
-from monitor_manager.converge.silences import SilenceError, SilenceNotFound
+from monitor_manager.converge.silences import (
+    MAX_ID as MAX_SILENCE_ID,
+)
+from monitor_manager.converge.silences import (
+    SilenceError,
+    SilenceNotFound,
+    SilenceState,
+)
 from monitor_manager.durations import format_duration, parse_duration
 from monitor_manager.store import StoreError
 from monitor_manager.web.console import paths, queries
@@ -249,11 +258,35 @@ def _form_values(ctx: Context, source: Any) -> dict[str, str]:
         "group": str(source.get("group", ""))
         if paths.is_group_key(source.get("group", ""))
         else "",
+        "id": str(source.get("id", ""))[:MAX_SILENCE_ID],  # editing: the silence it replaces
     }
 
 
+def _local_input(ctx: Context, ts: float) -> str:
+    """A time as a `datetime-local` input shows it, in the console's zone."""
+    return dt.datetime.fromtimestamp(ts, ctx.fmt.tz).strftime("%Y-%m-%dT%H:%M")
+
+
 async def new_silence(request: web.Request, ctx: Context) -> web.StreamResponse:
-    return _silence_form(ctx, _form_values(ctx, request.query))
+    edit = request.query.get("edit", "")
+    if not edit:
+        return _silence_form(ctx, _form_values(ctx, request.query))
+    await request.app[keys.PIPELINE].load()
+    silence = request.app[keys.PIPELINE].convergence.muting.silences.get(edit)
+    now = ctx.fmt.now
+    if silence is None or silence.state(now) is SilenceState.EXPIRED:
+        return await _silences(request, ctx, 404, ctx.t("err_no_silence"))
+    values = _form_values(ctx, {})
+    values.update(
+        id=silence.id,
+        matchers=queries.matchers_text(silence.matchers),
+        # An active silence keeps running from when it started: only a pending one shows
+        # its start (an empty start means now, which would move it).
+        starts=_local_input(ctx, silence.starts_at) if silence.starts_at > now else "",
+        ends=_local_input(ctx, silence.ends_at),
+        comment=silence.comment,
+    )
+    return _silence_form(ctx, values)
 
 
 def _silence_form(
@@ -309,7 +342,9 @@ def silence_body(ctx: Context, values: dict[str, str], by: str) -> dict[str, Any
     comment = check_comment(ctx, values["comment"])
     if not comment:
         raise FormError("comment", ctx.t("err_comment_missing"))
+    edited = {"id": values["id"]} if values["id"] else {}
     return {
+        **edited,
         "matchers": [
             {"name": m.name, "value": m.value, "isRegex": m.is_regex, "isEqual": m.is_equal}
             for m in matchers
@@ -340,9 +375,17 @@ async def create_silence(request: web.Request, ctx: Context) -> web.StreamRespon
     try:
         by = who(ctx)
         body = silence_body(ctx, values, by)
+        editing = request.app[keys.PIPELINE].convergence.muting.silences.get(values["id"])
+        running = editing is not None and editing.state(ctx.fmt.now) is SilenceState.ACTIVE
+        if editing is not None and running and not values["starts"].strip():
+            # A running silence edited keeps its start (the form shows none): Alertmanager
+            # updates it in place only when the start is the same.
+            body["startsAt"] = iso(editing.starts_at)
         silence = await actions.save_silence(body, Actor(by, VIA))
     except FormError as exc:
         return _silence_form(ctx, values, 400, exc)
+    except SilenceNotFound:  # expired and purged while the form was open
+        return _silence_form(ctx, values, 404, FormError("", ctx.t("err_no_silence")))
     except SilenceError as exc:
         field = _form_field(exc.field, values)
         message = ctx.t(f"err_silence_{exc.code}", **exc.values) if exc.code else exc.message

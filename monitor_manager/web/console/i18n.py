@@ -272,6 +272,11 @@ EN: dict[str, str] = {
     "starts": "starts",
     "ends": "ends",
     "new_silence": "New silence",
+    "edit_silence": "Edit silence",
+    "edit_silence_hint": "Saving updates this silence in place; with other matchers a new "
+    "silence takes its place and this one is expired, as amtool's silence update does.",
+    "save_silence": "Save silence",
+    "act_edit": "Edit",
     "no_silences": "No active or pending silences.",
     "maintenance": "Maintenance windows",
     "window_active": "running",
@@ -538,6 +543,11 @@ ZH: dict[str, str] = {
     "starts": "开始",
     "ends": "结束",
     "new_silence": "新建静默",
+    "edit_silence": "编辑静默",
+    "edit_silence_hint": "保存即原地更新此静默；匹配条件改变时，由新静默取代它，"
+    "原静默结束（与 amtool 的 silence update 相同）。",
+    "save_silence": "保存静默",
+    "act_edit": "编辑",
     "no_silences": "没有生效中或未开始的静默。",
     "maintenance": "维护窗口",
     "window_active": "进行中",
