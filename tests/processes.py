@@ -15,6 +15,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+# The mail channel and the one contact group of the multi-instance process tests: a config
+# TOML fragment to %-format with `smtp` (the sink's port).
+MAIL_TO_ONCALL = """[channels.mail]
+type = "email"
+host = "127.0.0.1"
+port = %(smtp)d
+tls = "none"
+from = "Monitor Manager <mm@example.com>"
+[[contact_groups]]
+name = "default"
+channels = ["mail"]
+members = [{ name = "On call", email = "oncall@example.com" }]
+"""
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -18,13 +18,14 @@ from typing import Any
 import pytest
 
 from builders import alert_json, payload
-from processes import ServeProcess, free_port, http
+from processes import MAIL_TO_ONCALL, ServeProcess, free_port, http
 from smtp_server import SMTPTestServer
 
 TOKEN = "ha-test-token"
 NAMES = ("mm-a", "mm-b", "mm-c")
 
-CONFIG = """
+CONFIG = (
+    """
 [server]
 listen = "127.0.0.1:{port}"
 instance = "%(me)s"
@@ -36,17 +37,9 @@ group_by = ["alertname"]
 group_wait = "1s"
 group_interval = "1s"
 repeat_interval = "4s"
-[channels.mail]
-type = "email"
-host = "127.0.0.1"
-port = %(smtp)d
-tls = "none"
-from = "Monitor Manager <mm@example.com>"
-[[contact_groups]]
-name = "default"
-channels = ["mail"]
-members = [{ name = "On call", email = "oncall@example.com" }]
-escalation = [{ after = "5s", groups = ["lead"] }]
+"""
+    + MAIL_TO_ONCALL
+    + """escalation = [{ after = "5s", groups = ["lead"] }]
 [[contact_groups]]
 name = "lead"
 channels = ["mail"]
@@ -60,6 +53,7 @@ peer_wait = "1s"
 token = "%(token)s"
 %(peers)s
 """
+)
 
 
 class Proxy:

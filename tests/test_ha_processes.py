@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 
 from builders import alert_json, payload
-from processes import ServeProcess, free_port, http
+from processes import MAIL_TO_ONCALL, ServeProcess, free_port, http
 from smtp_server import SMTPTestServer
 
 TOKEN = "ha-test-token"
 NAMES = ("mm-a", "mm-b", "mm-c")
 PEER_WAIT = 1.5
 
-CONFIG = """
+CONFIG = (
+    """
 [server]
 listen = "127.0.0.1:{port}"
 instance = "%(me)s"
@@ -26,17 +27,9 @@ path = "%(me)s.db"
 group_by = ["alertname"]
 group_wait = "1s"
 group_interval = "1s"
-[channels.mail]
-type = "email"
-host = "127.0.0.1"
-port = %(smtp)d
-tls = "none"
-from = "Monitor Manager <mm@example.com>"
-[[contact_groups]]
-name = "default"
-channels = ["mail"]
-members = [{ name = "On call", email = "oncall@example.com" }]
-[watchdog]
+"""
+    + MAIL_TO_ONCALL
+    + """[watchdog]
 peer_interval = "500ms"
 peer_timeout = "500ms"
 peer_failures = 6                   # 3s: longer than the three take to start
@@ -45,6 +38,7 @@ peer_wait = "%(wait)ss"
 token = "%(token)s"
 %(peers)s
 """
+)
 
 
 def cluster(

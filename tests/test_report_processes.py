@@ -10,30 +10,23 @@ from pathlib import Path
 
 import pytest
 
-from processes import ServeProcess, free_port, http
+from processes import MAIL_TO_ONCALL, ServeProcess, free_port, http
 from smtp_server import SMTPTestServer
 
 TOKEN = "report-test-token"
 NAMES = ("mm-a", "mm-b")
 PEER_WAIT = 2.0
 
-CONFIG = """
+CONFIG = (
+    """
 [server]
 listen = "127.0.0.1:{port}"
 instance = "%(me)s"
 [storage]
 path = "%(me)s.db"
-[channels.mail]
-type = "email"
-host = "127.0.0.1"
-port = %(smtp)d
-tls = "none"
-from = "Monitor Manager <mm@example.com>"
-[[contact_groups]]
-name = "default"
-channels = ["mail"]
-members = [{ name = "On call", email = "oncall@example.com" }]
-[watchdog]
+"""
+    + MAIL_TO_ONCALL
+    + """[watchdog]
 peer_interval = "500ms"
 peer_timeout = "500ms"
 peer_failures = 2
@@ -47,6 +40,7 @@ time_zone = "Asia/Shanghai"
 name = "%(peer)s"
 url = "http://127.0.0.1:%(peer_port)d"
 """
+)
 
 
 def reports(server: SMTPTestServer) -> list[EmailMessage]:

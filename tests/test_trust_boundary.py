@@ -49,7 +49,7 @@ from monitor_manager.metrics import Metrics
 from monitor_manager.store import StoreError
 from monitor_manager.watch.peers import Peers
 from monitor_manager.web import bodies
-from processes import ServeProcess, free_port, http
+from processes import MAIL_TO_ONCALL, ServeProcess, free_port, http
 from release1 import unpack_release1
 from smtp_server import SMTPTestServer
 
@@ -585,7 +585,8 @@ async def test_store_failures_are_answered_with_fixed_reasons(start: Callable[..
 # -- a rolling upgrade from release 1 ----------------------------------------------------------
 
 
-CLUSTER = """
+CLUSTER = (
+    """
 [server]
 listen = "127.0.0.1:{port}"
 instance = "%(me)s"
@@ -594,17 +595,9 @@ path = "%(me)s.db"
 [convergence]
 group_by = ["alertname"]
 group_wait = "1s"
-[channels.mail]
-type = "email"
-host = "127.0.0.1"
-port = %(smtp)d
-tls = "none"
-from = "Monitor Manager <mm@example.com>"
-[[contact_groups]]
-name = "default"
-channels = ["mail"]
-members = [{ name = "On call", email = "oncall@example.com" }]
-[watchdog]
+"""
+    + MAIL_TO_ONCALL
+    + """[watchdog]
 peer_interval = "300ms"
 peer_timeout = "500ms"
 peer_failures = 10
@@ -615,6 +608,7 @@ token = "%(token)s"
 name = "%(other)s"
 url = "http://127.0.0.1:%(other_port)d"
 """
+)
 
 
 @pytest.fixture
