@@ -293,8 +293,11 @@ def serve_forever(config: Config, config_path: str | None = None) -> int:
     # finish within shutdown_timeout, then runs the cleanup contexts in reverse order.
     app.on_startup.append(_reload_on_sighup)
     app.on_shutdown.append(_exit_on_second_signal)
+    loop = new_event_loop()
+    log.info("event loop: %s", type(loop).__module__.split(".")[0])
     web.run_app(
         app,
+        loop=loop,
         host=host,
         port=int(port),
         shutdown_timeout=10.0,
@@ -305,6 +308,20 @@ def serve_forever(config: Config, config_path: str | None = None) -> int:
         ssl_context=server_ssl_context(config.server),
     )
     return 0
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed: a webhook of one alert spends much of its time in the
+    event loop and the transport, which uvloop runs in C (bench/README.md). asyncio's own
+    loop where uvloop cannot install, or with MONITOR_MANAGER_EVENT_LOOP=asyncio."""
+    if os.environ.get("MONITOR_MANAGER_EVENT_LOOP", "") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 async def _exit_on_second_signal(app: web.Application) -> None:
