@@ -93,13 +93,27 @@ class Browser:
         """Click the button `css` that sends a form, and wait for the page it brings: reading
         the page before it arrived found no <body> once (the old page was being torn down)."""
         from selenium.webdriver.common.by import By
-        from selenium.webdriver.support import expected_conditions
-        from selenium.webdriver.support.wait import WebDriverWait
 
         old = self.driver.find_element(By.TAG_NAME, "html")
         self.find(css).click()
+        self.wait_for_next_page(old, timeout)
+
+    def wait_for_next_page(self, old: Any, timeout: float = 20.0) -> None:
+        """Wait until `old` (the last page's <html>) is gone and the next page has loaded."""
+        from selenium.common.exceptions import WebDriverException
+        from selenium.webdriver.support.wait import WebDriverWait
+
+        def gone(_: Any) -> bool:
+            try:
+                old.is_enabled()
+            except WebDriverException:
+                # Stale, or chromedriver asked about a node of the document being torn down
+                # ("Node with given id does not belong to the document"): either way, gone.
+                return True
+            return False
+
         wait = WebDriverWait(self.driver, timeout)
-        wait.until(expected_conditions.staleness_of(old))
+        wait.until(gone)
         wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
     def text(self) -> str:

@@ -157,15 +157,10 @@ def click_and_wait(browser: Browser, css: str = "", link: str = "") -> None:
     """Click a button (submitting its form) or a link, and wait for the next page: a click
     returns before the browser has navigated."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as gone
-    from selenium.webdriver.support.ui import WebDriverWait
 
     page = browser.driver.find_element(By.TAG_NAME, "html")
     (browser.find(css) if css else browser.driver.find_element(By.LINK_TEXT, link)).click()
-    WebDriverWait(browser.driver, 10).until(gone.staleness_of(page))
-    WebDriverWait(browser.driver, 10).until(
-        lambda d: d.execute_script("return document.readyState") == "complete"
-    )
+    browser.wait_for_next_page(page)
 
 
 def log_in(browser: Browser, stack: Stack, path: str) -> None:
