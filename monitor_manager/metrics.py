@@ -70,12 +70,13 @@ class Metrics:
         )
         self.wecom_callbacks = Counter(
             "monitor_manager_wecom_callbacks_total",
-            "Messages WeCom posted to /callback/wecom/CHANNEL, by result: "
+            "Messages WeCom posted to /callback/wecom/CHANNEL (every WeCom application channel "
+            "together), by result: "
             + ", ".join(CALLBACK_RESULTS)
             + " (refused: not signed by WeCom, stale, malformed or for another agent; "
             "repeated: a MsgId already answered; answered: a reply that acknowledged nothing, "
             "such as an unknown code; ignored: not a reply to act on).",
-            ["channel", "result"],
+            ["result"],
             registry=r,
         )
         self.silences_active = Gauge(
@@ -221,6 +222,8 @@ class Metrics:
             self.acks.labels(via)
         for result in RECORD_RESULTS:
             self.record_payloads.labels(result)
+        for result in CALLBACK_RESULTS:
+            self.wecom_callbacks.labels(result)
         self.add_channels(channels)
 
     def add_channels(self, channels: Iterable[str]) -> None:

@@ -603,4 +603,11 @@ async def test_every_callback_is_counted_by_what_became_of_it(start: Any) -> Non
         for s in family.samples
         if s.name == "monitor_manager_wecom_callbacks_total"
     }
-    assert counts == {"acknowledged": 1, "repeated": 1, "answered": 2, "refused": 1}
+    assert counts == {
+        "acknowledged": 1,
+        "repeated": 1,
+        "answered": 2,
+        "refused": 1,
+        "ignored": 0,  # every result is exported from the start, at zero
+        "store_failed": 0,
+    }

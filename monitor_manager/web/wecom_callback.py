@@ -96,7 +96,7 @@ async def receive(request: web.Request) -> web.Response:
     channel = request.match_info["channel"]
     crypto, settings = _app(request)
     response, result = await _receive(request, channel, crypto, settings)
-    request.app[keys.METRICS].wecom_callbacks.labels(channel, result).inc()
+    request.app[keys.METRICS].wecom_callbacks.labels(result).inc()
     return response
 
 
