@@ -31,7 +31,6 @@ from monitor_manager.config import (
     load_config,
     parse_config,
     serve_anyway_problems,
-    server_ssl_context,
     split_listen,
 )
 from monitor_manager.config import summary as config_summary
@@ -276,6 +275,7 @@ MAX_PROBLEMS_SHOWN = 20
 
 
 def serve_forever(config: Config, config_path: str | None = None) -> int:
+    from monitor_manager import keys
     from monitor_manager.app import create_app
 
     host, port = split_listen(config.server.listen)
@@ -305,7 +305,7 @@ def serve_forever(config: Config, config_path: str | None = None) -> int:
         access_log=None,
         handle_signals=True,
         handler_args=SERVER_ARGS,
-        ssl_context=server_ssl_context(config.server),
+        ssl_context=tls.context if (tls := app[keys.TLS]) else None,
     )
     return 0
 
