@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import ssl
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -417,3 +419,38 @@ def test_two_instances_peer_over_https_and_page_once(
     finally:
         for proc in procs:
             proc.stop()
+
+
+@pytest.mark.slow
+def test_the_reload_command_renews_a_running_services_certificate(
+    tmp_path: Path, ca: Authority
+) -> None:
+    """The renewal as an operator does it: new files in place, then `monitor-manager reload`,
+    which still has to trust the certificate the service shows until then (the CA's)."""
+    tls = tmp_path / "tls"
+    cert, key = ca.issue(tls, "before", stem="mm")
+    mm = ServeProcess(
+        tmp_path,
+        '[server]\nlisten = "127.0.0.1:{port}"\ninstance = "mm-a"\n'
+        + tls_lines(cert, key)
+        + f'[storage]\npath = "mm.db"\n[ha]\nca_file = "{ca.cert_file}"\n',
+        ca=ca.cert_file,
+    )
+    try:
+        mm.start()
+        assert presented(mm.port, ca.cert_file) == "before"
+        ca.issue(tls, "after", stem="mm")
+        done = subprocess.run(
+            [sys.executable, "-m", "monitor_manager", "reload", "--config", str(mm.config)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        assert done.returncode == 0, (done, mm.logs())
+        assert done.stdout == f"reloaded {mm.config}; changed: nothing\n"
+        assert presented(mm.port, ca.cert_file) == "after"
+        assert "TLS: new connections get the certificate read from" in mm.logs()
+    finally:
+        mm.stop()
