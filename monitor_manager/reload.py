@@ -295,9 +295,12 @@ class Reloader:
         if problems:
             return self._refused(path, problems)
         old = self.app[keys.CORE]
-        config, restart = keep_running_values(old.config, config)
+        # Read again even when unchanged: the files may be renewed. Not when the file turns
+        # HTTPS off: the running certificate serves until the restart, whatever its files.
         listener, certificate = self.app.get(keys.TLS), None
-        if listener is not None:  # read again even when unchanged: the file may be renewed
+        renew = listener is not None and bool(config.server.tls_cert_file)
+        config, restart = keep_running_values(old.config, config)
+        if renew:
             try:
                 certificate = await asyncio.to_thread(server_ssl_context, config.server)
             except TLSFileError as exc:  # replaced since it was checked a moment ago
