@@ -301,7 +301,7 @@ def _alertmanager_config(mm_port: int, token_file: Path, ca_file: Path) -> str:
 
 
 @pytest.fixture
-def alertmanager(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+def alertmanager() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
     yield started
     for proc in started:
