@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
+from cryptography.hazmat.primitives import serialization
 
 from builders import T0, alert_json, make_config, payload
 from monitor_manager import keys
@@ -59,12 +60,22 @@ def test_each_bad_certificate_or_key_is_a_problem_named_by_its_key(
     _, other_key = ca.issue(tmp_path, "other")
     junk = tmp_path / "junk.pem"
     junk.write_text("not a PEM file\n")
+    # A key with a passphrase: named, never prompted for on the terminal.
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_bytes(
+        serialization.load_pem_private_key(key.read_bytes(), None).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
     missing = tmp_path / "gone.crt"
     cases = {
         (missing, key): f'server.tls_cert_file: cannot read "{missing}": No such file',
         (cert, missing): f'server.tls_key_file: cannot read "{missing}": No such file',
         (junk, key): f'server.tls_cert_file: "{junk}" holds no PEM certificate',
         (cert, junk): f'server.tls_key_file: "{junk}" holds no usable PEM private key',
+        (cert, encrypted): f'server.tls_key_file: "{encrypted}" is encrypted',
         (cert, other_key): (
             f'server.tls_key_file: "{other_key}" does not match the certificate in '
             "server.tls_cert_file"
