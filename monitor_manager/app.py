@@ -36,6 +36,7 @@ from monitor_manager.watch.ping import schedule_pings
 from monitor_manager.watch.report import REPORT_JOB, Reporter, trigger_of
 from monitor_manager.web.api import readiness, setup_routes
 from monitor_manager.web.console import setup_console
+from monitor_manager.web.tls import ListenerTLS
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def create_app(
     app[keys.METRICS] = metrics or Metrics(channels=[c.name for c in config.channels])
     app[keys.RENDERER] = build_renderer(config)
     app[keys.RELOADER] = Reloader(app, config_path, on_swapped=partial(reschedule, app))
+    app[keys.TLS] = ListenerTLS.from_config(config.server)
 
     async def session_ctx(app: web.Application) -> AsyncIterator[None]:
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))

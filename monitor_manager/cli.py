@@ -31,7 +31,6 @@ from monitor_manager.config import (
     load_config,
     parse_config,
     serve_anyway_problems,
-    server_ssl_context,
     split_listen,
 )
 from monitor_manager.config import summary as config_summary
@@ -276,6 +275,7 @@ MAX_PROBLEMS_SHOWN = 20
 
 
 def serve_forever(config: Config, config_path: str | None = None) -> int:
+    from monitor_manager import keys
     from monitor_manager.app import create_app
 
     host, port = split_listen(config.server.listen)
@@ -305,7 +305,7 @@ def serve_forever(config: Config, config_path: str | None = None) -> int:
         access_log=None,
         handle_signals=True,
         handler_args=SERVER_ARGS,
-        ssl_context=server_ssl_context(config.server),
+        ssl_context=tls.context if (tls := app[keys.TLS]) else None,
     )
     return 0
 
@@ -360,18 +360,19 @@ def reload_command(path: str | None) -> int:
     from monitor_manager.reload import CLI_AGENT, RELOAD_PATH
 
     try:
-        server = _service_of(path)
+        service = _service_of(path)
     except ConfigError as exc:
         print("cannot tell where the service listens:", file=sys.stderr)
         for line in exc.lines():
             print(line, file=sys.stderr)
         return 1
+    server = service.server
     url = _local_url(server) + RELOAD_PATH + "?" + urllib.parse.urlencode({"by": _user(getpass)})
     request = urllib.request.Request(url, data=b"", method="POST")
     request.add_header("User-Agent", f"{CLI_AGENT}/{__version__}")
     if server.api_token:
         request.add_header("Authorization", f"Bearer {server.api_token}")
-    context = _client_ssl_context(server) if url.startswith("https:") else None
+    context = _client_ssl_context(service) if url.startswith("https:") else None
     try:
         with urllib.request.urlopen(request, timeout=RELOAD_TIMEOUT, context=context) as response:
             status, raw = response.status, response.read()
@@ -379,11 +380,19 @@ def reload_command(path: str | None) -> int:
         status, raw = exc.code, exc.read()
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
+        hint = (
+            "a changed server.listen takes effect at a restart: until then the service "
+            "listens where it did"
+        )
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            # A renewed self-signed certificate: the service shows the old one until reloaded.
+            hint = (
+                "the service presents a certificate that neither server.tls_cert_file nor "
+                "ha.ca_file verifies; after a renewal, reload it by SIGHUP (systemctl reload "
+                "monitor-manager)"
+            )
         print(
-            f"no answer from the service at {url.split('?')[0]}: {reason} (a changed "
-            "server.listen takes effect at a restart: until then the service listens where "
-            "it did)",
-            file=sys.stderr,
+            f"no answer from the service at {url.split('?')[0]}: {reason} ({hint})", file=sys.stderr
         )
         return 1
     try:
@@ -419,13 +428,14 @@ def reload_text(answer: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _service_of(path: str | None) -> ServerConfig:
-    """The [server] section of the config at `path`. A config with problems elsewhere still
-    says where the service listens (the service lists those problems in its answer)."""
+def _service_of(path: str | None) -> Config:
+    """The config at `path`, for its [server] section and ha.ca_file. A config with problems
+    elsewhere still says where the service listens (its [server] section alone; the service
+    lists those problems in its answer)."""
     if path is None:
-        return default_config().server
+        return default_config()
     try:
-        return load_config(path).server
+        return load_config(path)
     except ConfigError as exc:
         try:
             data = tomllib.loads(open(path, encoding="utf-8").read())
@@ -433,7 +443,7 @@ def _service_of(path: str | None) -> ServerConfig:
             raise exc from None
         server = data.get("server") if isinstance(data, dict) else None
         try:
-            return parse_config({"server": server or {}}, path).server
+            return parse_config({"server": server or {}}, path)
         except ConfigError:
             raise exc from None
 
@@ -449,13 +459,20 @@ def _local_url(server: ServerConfig) -> str:
     return f"{'https' if server.tls_cert_file else 'http'}://{shown}:{port}"
 
 
-def _client_ssl_context(server: ServerConfig) -> ssl.SSLContext:
+def _client_ssl_context(config: Config) -> ssl.SSLContext:
     """The service's own certificate is what to trust (a self-signed one, or one whose name
-    is not the address dialled); the system's CAs when it cannot be read here."""
+    is not the address dialled), and the cluster's CA (ha.ca_file): after a renewal the file
+    holds the new certificate while the service still shows the old one, which that CA
+    issued too. The system's CAs when neither can be read here."""
     try:
-        context = ssl.create_default_context(cafile=server.tls_cert_file)
+        context = ssl.create_default_context(cafile=config.server.tls_cert_file)
     except (OSError, ssl.SSLError):
         return ssl.create_default_context()
+    if config.ha.ca_file:
+        try:
+            context.load_verify_locations(cafile=config.ha.ca_file)
+        except (OSError, ssl.SSLError):
+            pass  # the certificate file alone, as without a CA
     context.check_hostname = False  # trusted by the certificate itself, not by a name
     context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     return context

@@ -22,6 +22,7 @@ from monitor_manager.metrics import Metrics
 from monitor_manager.pipeline import Pipeline
 from monitor_manager.store import Store
 from monitor_manager.watch.peers import Peers
+from monitor_manager.web.tls import ListenerTLS
 
 if TYPE_CHECKING:
     from monitor_manager.reload import Reloader  # it uses these keys
@@ -43,3 +44,5 @@ CORE = web.AppKey("core", Core)
 WECOM_CALLBACKS = web.AppKey("wecom_callbacks", CallbackState)
 RELOADER: web.AppKey[Reloader] = web.AppKey("reloader")
 RECORDER = web.AppKey("recorder", Recorder)
+# The HTTPS listener's certificate (None: plain http), renewed by a reload.
+TLS = web.AppKey[ListenerTLS | None]("tls")

@@ -13,9 +13,10 @@ routed again, and the new core takes the old one's place in the app. The outbox 
 with its queue; what it claims from then on goes through the new channels. The old channels
 close once the sends in flight on them are done.
 
-Settings the running process cannot change (the listen address, TLS files, the store's path,
-the body limit, the instance's name) keep their running values and are reported as needing a
-restart; everything else is applied.
+Settings the running process cannot change (the listen address, turning TLS on or off, the
+store's path, the body limit, the instance's name) keep their running values and are reported
+as needing a restart; everything else is applied. The TLS certificate and key are read anew
+on every reload (a renewal needs no restart): new connections get them, open ones keep theirs.
 """
 
 from __future__ import annotations
@@ -36,7 +37,14 @@ from aiohttp import web
 from monitor_manager import keys
 from monitor_manager.act.wecom_reply import CallbackState
 from monitor_manager.build import Core, build_core
-from monitor_manager.config import Config, ConfigError, load_config, serve_anyway_problems
+from monitor_manager.config import (
+    Config,
+    ConfigError,
+    TLSFileError,
+    load_config,
+    serve_anyway_problems,
+    server_ssl_context,
+)
 from monitor_manager.converge.convergence import Rerouted
 from monitor_manager.store import StoreError, audit
 
@@ -55,8 +63,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # What the running process cannot change: (key path, its value in a config).
 RESTART_SETTINGS: tuple[tuple[str, Callable[[Config], object]], ...] = (
     ("server.listen", lambda c: c.server.listen),
-    ("server.tls_cert_file", lambda c: c.server.tls_cert_file),
-    ("server.tls_key_file", lambda c: c.server.tls_key_file),
     ("server.max_body_bytes", lambda c: c.server.max_body_bytes),  # the server's body limit
     # Peers, stored link keys and the notification log know this instance by its name.
     ("server.instance", lambda c: c.server.instance),
@@ -74,11 +80,20 @@ def keep_running_values(running: Config, new: Config) -> tuple[Config, list[str]
         for path, value in RESTART_SETTINGS
         if value(new) != value(running)
     ]
+    # Other certificate files apply at once; HTTPS on or off is the listener's own socket.
+    tls = new.server
+    if bool(new.server.tls_cert_file) != bool(running.server.tls_cert_file):
+        notes.append(
+            f"server.tls_cert_file: {json.dumps(new.server.tls_cert_file)} needs a restart "
+            f"(it turns HTTPS {'on' if new.server.tls_cert_file else 'off'}); running with "
+            f"{json.dumps(running.server.tls_cert_file)} until then"
+        )
+        tls = running.server
     server = dataclasses.replace(
         new.server,
         listen=running.server.listen,
-        tls_cert_file=running.server.tls_cert_file,
-        tls_key_file=running.server.tls_key_file,
+        tls_cert_file=tls.tls_cert_file,
+        tls_key_file=tls.tls_key_file,
         max_body_bytes=running.server.max_body_bytes,
         instance=running.server.instance,
     )
@@ -280,7 +295,16 @@ class Reloader:
         if problems:
             return self._refused(path, problems)
         old = self.app[keys.CORE]
+        # Read again even when unchanged: the files may be renewed. Not when the file turns
+        # HTTPS off: the running certificate serves until the restart, whatever its files.
+        listener, certificate = self.app.get(keys.TLS), None
+        renew = listener is not None and bool(config.server.tls_cert_file)
         config, restart = keep_running_values(old.config, config)
+        if renew:
+            try:
+                certificate = await asyncio.to_thread(server_ssl_context, config.server)
+            except TLSFileError as exc:  # replaced since it was checked a moment ago
+                return self._refused(path, [str(exc)])
         changed = config_changes(old.config, config)
         ctx = old.channel_context
         new = build_core(
@@ -301,6 +325,12 @@ class Reloader:
                 new.pipeline.convergence.adopt(old.pipeline.convergence)
                 rerouted = await new.pipeline.reroute_orphans()
                 sends = self._publish(new)
+                if listener is not None and certificate is not None:
+                    listener.renew(certificate)
+                    log.info(
+                        "TLS: new connections get the certificate read from %s",
+                        config.server.tls_cert_file,
+                    )
         except Busy as exc:
             return Outcome(
                 503,

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -37,7 +38,12 @@ def free_port() -> int:
 
 
 def http(
-    method: str, url: str, body: Any = None, token: str = "", timeout: float = 5.0
+    method: str,
+    url: str,
+    body: Any = None,
+    token: str = "",
+    timeout: float = 5.0,
+    context: ssl.SSLContext | None = None,
 ) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)
@@ -46,7 +52,7 @@ def http(
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
@@ -63,8 +69,11 @@ class ServeProcess:
         port: int | None = None,
         command_prefix: Sequence[str] = (),
         code: Path | None = None,
+        ca: Path | None = None,
     ) -> None:
+        """`ca`: the service serves HTTPS with a certificate this CA file verifies."""
         self.workdir = workdir
+        self.context = ssl.create_default_context(cafile=str(ca)) if ca else None
         self.code = code  # where the monitor_manager package comes from (an older release)
         self.command_prefix = list(command_prefix)  # e.g. a wrapper that execs the rest
         self.name = name
@@ -77,7 +86,11 @@ class ServeProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.context else 'http'}://127.0.0.1:{self.port}"
+
+    def call(self, method: str, path: str, body: Any = None, token: str = "") -> tuple[int, Any]:
+        """`http` to this service, over HTTPS when it serves that."""
+        return http(method, f"{self.url}{path}", body, token, context=self.context)
 
     def start(self, wait: float = 15.0) -> ServeProcess:
         return self.launch().wait_healthy(wait)
@@ -112,7 +125,7 @@ class ServeProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"serve exited with {self.proc.returncode}: {self.logs()}")
             try:
-                if http("GET", f"{self.url}/healthz", timeout=1)[0] == 200:
+                if http("GET", f"{self.url}/healthz", timeout=1, context=self.context)[0] == 200:
                     return self
             except OSError:
                 pass

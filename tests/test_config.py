@@ -731,6 +731,7 @@ def test_an_unused_channel_and_an_unguarded_public_webhook_are_warned_about() ->
         "channels.spare",
         "server.webhook_token",
         "console.users",
+        "server.listen",  # plain http on it: tests/test_tls.py
     ]
 
 

@@ -767,5 +767,6 @@ def test_the_reload_command_speaks_https_trusting_the_services_certificate(
         assert refused.returncode == 1
         assert "no answer from the service at https://127.0.0.1:" in refused.stderr
         assert "CERTIFICATE_VERIFY_FAILED" in refused.stderr
+        assert "reload it by SIGHUP (systemctl reload monitor-manager)" in refused.stderr
     finally:
         proc.stop()

@@ -2,6 +2,7 @@
 key path, and the checks, warnings and summary check-config prints."""
 
 from monitor_manager.config.checks import (
+    TLSFileError,
     config_warnings,
     console_access,
     peer_ssl_context,
@@ -53,6 +54,7 @@ __all__ = [
     "ServerConfig",
     "StorageConfig",
     "StormConfig",
+    "TLSFileError",
     "TemplatesConfig",
     "WatchdogConfig",
     "config_warnings",

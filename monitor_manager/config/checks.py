@@ -59,12 +59,52 @@ def _is_http_url(url: str) -> bool:
         return False
 
 
+class TLSFileError(ValueError):
+    """A certificate or key that cannot serve HTTPS; `key` names the setting to fix."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
 def server_ssl_context(server: ServerConfig) -> ssl.SSLContext | None:
-    """The HTTPS context `serve` listens with (read anew on every start and reload)."""
+    """The HTTPS context `serve` listens with (read anew on every start and reload).
+    TLSFileError names the file at fault: unreadable, no certificate, no usable key, or a key
+    that does not match the certificate."""
     if not server.tls_cert_file:
         return None
+    cert, key = server.tls_cert_file, server.tls_key_file
+    for setting, path in (("server.tls_cert_file", cert), ("server.tls_key_file", key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise TLSFileError(setting, f'cannot read "{path}": {exc.strerror or exc}') from None
+
+    def encrypted() -> bytes:  # instead of OpenSSL prompting on the terminal
+        raise TLSFileError(
+            "server.tls_key_file", f'"{key}" is encrypted; give the key without a passphrase'
+        )
+
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(server.tls_cert_file, server.tls_key_file)
+    try:
+        context.load_cert_chain(cert, key, password=encrypted)
+    except ssl.SSLError as exc:
+        try:  # which file is at fault: the certificate alone parses, or not
+            ssl.create_default_context().load_verify_locations(cafile=cert)
+        except ssl.SSLError:
+            raise TLSFileError(
+                "server.tls_cert_file", f'"{cert}" holds no PEM certificate'
+            ) from None
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise TLSFileError(
+                "server.tls_key_file",
+                f'"{key}" does not match the certificate in server.tls_cert_file',
+            ) from None
+        raise TLSFileError(
+            "server.tls_key_file", f'"{key}" holds no usable PEM private key'
+        ) from None
     return context
 
 
@@ -113,11 +153,8 @@ def _check_server(cfg: Config, problems: Problems) -> None:
     elif server.tls_cert_file:
         try:
             server_ssl_context(server)
-        except (OSError, ssl.SSLError) as exc:
-            problems.check(
-                "server.tls_cert_file",
-                f"cannot load the certificate and key: {getattr(exc, 'strerror', None) or exc}",
-            )
+        except TLSFileError as exc:
+            problems.check(exc.key, exc.reason)
     if server.record:
         folder = Path(server.record).parent
         if not folder.is_dir():
@@ -411,6 +448,7 @@ def config_warnings(cfg: Config) -> list[str]:
     notes += _route_warnings(cfg)
     notes += _watchdog_warnings(cfg)
     notes += _console_warnings(cfg)
+    notes += _listen_warnings(cfg)
     report = cfg.report
     if not report.schedule and (report.groups or report.time_zone or report.language):
         notes.append(
@@ -427,14 +465,24 @@ def _console_warnings(cfg: Config) -> list[str]:
             "closed (the webhook, the API and paging work as usual); add [[console.users]] "
             "with a password from `monitor-manager hash-password` to open it"
         ]
-    https = cfg.server.tls_cert_file or cfg.server.external_url.startswith("https://")
-    if cfg.console.users and not _is_loopback(host) and not https:
-        return [
-            f"console.users: the console listens on {host} over plain http, so passwords and "
-            "session cookies cross the network in clear text; serve HTTPS "
-            "(server.tls_cert_file) or put a TLS proxy in front (server.external_url https://)"
-        ]
     return []
+
+
+def _listen_warnings(cfg: Config) -> list[str]:
+    """Plain http on an address others reach: every token crosses the network readable.
+    An https:// external_url says a TLS proxy is in front (and listen is its upstream)."""
+    host, _ = split_listen(cfg.server.listen)
+    https = cfg.server.tls_cert_file or cfg.server.external_url.startswith("https://")
+    if _is_loopback(host) or https:
+        return []
+    what = "the webhook, API and peer tokens"
+    if cfg.console.users:
+        what += ", console passwords and session cookies"
+    return [
+        f"server.listen: {host or 'every address'} over plain http, so {what} cross the "
+        "network in clear text; serve HTTPS (server.tls_cert_file and tls_key_file) or put "
+        "a TLS proxy in front and set server.external_url to its https:// address"
+    ]
 
 
 def _contact_group_warnings(cfg: Config) -> list[str]:

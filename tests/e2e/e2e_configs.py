@@ -119,6 +119,9 @@ def alertmanager_config(ports: Ports, token_file: Path) -> str:
             assert instance in ports.mm, (instance, webhook["url"])
             webhook["url"] = f"http://127.0.0.1:{ports.mm[instance]}/webhook/alertmanager"
             webhook["http_config"]["authorization"]["credentials_file"] = str(token_file)
+            # These instances serve plain http; Alertmanager would refuse to start on the
+            # example's CA file, absent here (tests/test_tls.py delivers over https).
+            webhook["http_config"].pop("tls_config")
     return _dump(cfg)
 
 
