@@ -28,6 +28,7 @@ from monitor_manager import keys
 from monitor_manager.build import build_core, build_renderer
 from monitor_manager.clock import Clock, system_clock
 from monitor_manager.config import Config
+from monitor_manager.config.checks import certificate_expiry
 from monitor_manager.ingest.record import Recorder
 from monitor_manager.metrics import Metrics
 from monitor_manager.reload import Reloader, gate_middleware
@@ -62,6 +63,9 @@ def create_app(
     app[keys.RENDERER] = build_renderer(config)
     app[keys.RELOADER] = Reloader(app, config_path, on_swapped=partial(reschedule, app))
     app[keys.TLS] = ListenerTLS.from_config(config.server)
+    if app[keys.TLS] is not None:
+        expiry = certificate_expiry(config.server.tls_cert_file)
+        app[keys.METRICS].tls_certificate_expiry.set(expiry or 0)
 
     async def session_ctx(app: web.Application) -> AsyncIterator[None]:
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))

@@ -79,6 +79,12 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.tls_certificate_expiry = Gauge(
+            "monitor_manager_tls_certificate_expiry_timestamp_seconds",
+            "When the certificate the listener serves stops being valid (Unix time); 0 when it "
+            "speaks plain http.",
+            registry=r,
+        )
         self.silences_active = Gauge(
             "monitor_manager_silences_active", "Silences in effect now.", registry=r
         )

@@ -45,6 +45,7 @@ from monitor_manager.config import (
     serve_anyway_problems,
     server_ssl_context,
 )
+from monitor_manager.config.checks import certificate_expiry
 from monitor_manager.converge.convergence import Rerouted
 from monitor_manager.store import StoreError, audit
 
@@ -327,6 +328,8 @@ class Reloader:
                 sends = self._publish(new)
                 if listener is not None and certificate is not None:
                     listener.renew(certificate)
+                    expiry = certificate_expiry(config.server.tls_cert_file)
+                    old.metrics.tls_certificate_expiry.set(expiry or 0)
                     log.info(
                         "TLS: new connections get the certificate read from %s",
                         config.server.tls_cert_file,

@@ -211,6 +211,7 @@ def test_every_monitor_manager_alert_has_a_severity_and_templated_annotations() 
         "MonitorManagerDeliveryFailures",
         "MonitorManagerWebhookErrors",
         "MonitorManagerConfigReloadFailed",
+        "MonitorManagerCertificateExpiresSoon",
     }
     for rule in rules:
         assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]

@@ -30,6 +30,7 @@ from monitor_manager import keys
 from monitor_manager.app import create_app, probe_peers
 from monitor_manager.clock import ManualClock
 from monitor_manager.config import ConfigError, PeerConfig, config_warnings, load_config
+from monitor_manager.config.checks import certificate_warnings
 from monitor_manager.web.bodies import SERVER_ARGS
 from processes import MAIL_TO_ONCALL, ServeProcess, free_port, http
 from smtp_server import SMTPTestServer
@@ -129,6 +130,50 @@ async def _request_on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     await writer.drain()
     return await reader.readuntil(b"\r\n")
+
+
+def test_a_certificate_near_or_past_its_end_is_warned_of(tmp_path: Path, ca: Authority) -> None:
+    def warnings_for(days: float, now: float | None = None) -> list[str]:
+        cert, key = ca.issue(tmp_path, "mm", days=days)
+        config = tmp_path / "config.toml"
+        config.write_text(f'[server]\n{tls_lines(cert, key)}[storage]\npath = "mm.db"\n')
+        notes = config_warnings(load_config(config))
+        if now is not None:
+            notes = certificate_warnings(load_config(config), now)
+        return [n for n in notes if n.startswith("server.tls_cert_file")]
+
+    assert warnings_for(90) == []
+    [soon] = warnings_for(3)
+    assert "the certificate expires in 3 days" in soon and "renew it" in soon
+    [gone] = warnings_for(3, now=time.time() + 4 * 86400)
+    assert "the certificate expired on" in gone
+
+
+async def test_the_certificates_end_is_a_metric_that_follows_a_renewal(
+    tmp_path: Path, ca: Authority, aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cert, key = ca.issue(tmp_path, "mm", days=3)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[server]\n{tls_lines(cert, key)}[storage]\npath = "mm.db"\n')
+    app = create_app(
+        load_config(config), clock=ManualClock(T0), scheduler=False, config_path=str(config)
+    )
+    client = await aiohttp_client(app)  # plain http to the app: the metric is what matters
+
+    async def expiry() -> float:
+        text = await (await client.get("/metrics")).text()
+        [line] = [
+            x
+            for x in text.splitlines()
+            if x.startswith("monitor_manager_tls_certificate_expiry_timestamp_seconds ")
+        ]
+        return float(line.split()[1])
+
+    assert await expiry() == pytest.approx(time.time() + 3 * 86400, abs=600)
+    ca.issue(tmp_path, "mm", days=60)  # renewed in place
+    assert (await client.post("/-/reload")).status == 200
+    assert await expiry() == pytest.approx(time.time() + 60 * 86400, abs=600)
 
 
 async def test_a_reload_serves_a_renewed_certificate_to_new_connections(

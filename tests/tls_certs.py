@@ -84,6 +84,7 @@ class Authority:
         common_name: str,
         hosts: tuple[str, ...] = ("127.0.0.1",),
         stem: str = "",
+        days: float = 90.0,
     ) -> tuple[Path, Path]:
         """A server certificate for `hosts` (IP addresses or DNS names) and its key, written
         as `<stem>.crt` and `<stem>.key` (stem: the common name) in `directory`, replacing
@@ -103,7 +104,7 @@ class Authority:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=days))
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(

@@ -6,6 +6,7 @@ import datetime as dt
 import ipaddress
 import re
 import ssl
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -66,6 +67,22 @@ class TLSFileError(ValueError):
         super().__init__(f"{key}: {reason}")
         self.key = key
         self.reason = reason
+
+
+CERT_WARN_DAYS = 14  # check-config warns, and the alert rule fires, this long before expiry
+
+
+def certificate_expiry(path: str) -> float | None:
+    """When the first certificate in the PEM file at `path` stops being valid (Unix time);
+    None when it cannot be read (server_ssl_context says why)."""
+    from cryptography import x509
+
+    try:
+        return x509.load_pem_x509_certificate(
+            Path(path).read_bytes()
+        ).not_valid_after_utc.timestamp()
+    except (OSError, ValueError):
+        return None
 
 
 def server_ssl_context(server: ServerConfig) -> ssl.SSLContext | None:
@@ -449,12 +466,32 @@ def config_warnings(cfg: Config) -> list[str]:
     notes += _watchdog_warnings(cfg)
     notes += _console_warnings(cfg)
     notes += _listen_warnings(cfg)
+    notes += certificate_warnings(cfg)
     report = cfg.report
     if not report.schedule and (report.groups or report.time_zone or report.language):
         notes.append(
             'report.schedule: empty, so no report is sent (set a crontab such as "0 9 * * *")'
         )
     return notes
+
+
+def certificate_warnings(cfg: Config, now: float | None = None) -> list[str]:
+    """A certificate near or past its end: HTTPS clients (Alertmanager, the peers) will
+    refuse it, and webhooks stop. A warning, not a problem: a pager must start."""
+    if not cfg.server.tls_cert_file:
+        return []
+    expiry = certificate_expiry(cfg.server.tls_cert_file)
+    if expiry is None:
+        return []
+    left = expiry - (time.time() if now is None else now)
+    if left > CERT_WARN_DAYS * 86400:
+        return []
+    when = dt.datetime.fromtimestamp(expiry, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    state = "expired on" if left <= 0 else f"expires in {left / 86400:.0f} days, on"
+    return [
+        f"server.tls_cert_file: the certificate {state} {when}: renew it (the files are read "
+        "again by a reload)"
+    ]
 
 
 def _console_warnings(cfg: Config) -> list[str]:
