@@ -34,6 +34,7 @@ from monitor_manager.metrics import Metrics
 from monitor_manager.models import GroupView, Message
 from monitor_manager.store import Op, Store, StoreError, deliveries
 from monitor_manager.store.deliveries import Delivery
+from monitor_manager.store.notifications import content_hash
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,30 @@ def log_entry(d: Delivery, sent_at: float, instance: str) -> Entry:
         log_key_v1(d.message, key),
         content_hash_v1(d.message),
     )
+
+
+def group_entries(d: Delivery, sent_at: float, instance: str) -> list[Entry]:
+    """For a digest: one entry per alert group it names, as that group's own message would be
+    logged (the same content hash), so that what a peer says about a group, in a group
+    message or in its own digest, is compared group by group."""
+    if d.message.kind != "digest" or d.group_key:
+        return []
+    out = []
+    for group in d.message.groups:
+        single = dataclasses.replace(d.message, kind="group", groups=(group,))
+        out.append(
+            Entry(
+                d.message.contact_group,
+                group.key,
+                d.channel,
+                content_hash(single),
+                sent_at,
+                instance,
+                log_key_v1(single, group.key),
+                content_hash_v1(single),
+            )
+        )
+    return out
 
 
 class DeliveryObserver(Protocol):
@@ -238,15 +263,18 @@ class Outbox:
         ops: list[Op] = []
         keep = []
         for d in batch:
+            key = log_key(d)
             peer = (
                 None
-                if log_key(d) is None
+                if key is None
                 else self.ha.sent_by_peer(
                     log_entry(d, now, self.ha.instance),
                     d.created_at,
-                    newer_supersedes=log_key(d) == d.group_key,
+                    newer_supersedes=key == d.group_key,
                 )
             )
+            if peer is None and key == DIGEST_LOG_KEY:
+                d, peer = self._without_groups_peers_told(d, now)
             if peer is None:
                 keep.append(d)
             else:
@@ -254,6 +282,38 @@ class Outbox:
         if ops:
             await self.store.write(ops)
         return keep
+
+    def _without_groups_peers_told(self, d: Delivery, now: float) -> tuple[Delivery, str | None]:
+        """A storm digest less the alert groups a reachable peer already told: the same
+        content, or anything after this digest was decided (ours would be stale). Each instance
+        fills its digests from storm windows of its own, so whole digests seldom match while
+        most of what they say was sent, in a peer's digest or as a peer's group message.
+        (d, None) to send, reduced where peers told some; (d, peer) when they told it all."""
+        assert self.ha is not None
+        groups = d.message.groups
+        keep: list[GroupView] = []
+        told: set[str] = set()
+        for group, entry in zip(groups, group_entries(d, now, self.ha.instance), strict=True):
+            peer = self.ha.sent_by_peer(entry, d.created_at)
+            if peer is None:
+                keep.append(group)
+            else:
+                told.add(peer)
+        if not told:
+            return d, None
+        if not keep:
+            return d, min(told)
+        note = (
+            f"{len(groups) - len(keep)} of {len(groups)} alert groups not sent here: "
+            f"peer {', '.join(sorted(told))} already sent them"
+        )
+        message = dataclasses.replace(d.message, groups=tuple(keep))
+        return dataclasses.replace(
+            d,
+            message=message,
+            content_hash=content_hash(message),
+            note="; then ".join(n for n in (d.note, note) if n),
+        ), None
 
     def _start_send(self, batch: Batch) -> None:
         """5. The send runs as its own task; the pass goes on."""
@@ -325,6 +385,7 @@ class Outbox:
         ops: list[Op] = []
         if reached and self.ha is not None and self.ha.enabled:
             sent = [log_entry(d, now, self.ha.instance) for d in batch if log_key(d)]
+            sent += [e for d in batch for e in group_entries(d, now, self.ha.instance)]
             ops += self.ha.record(sent)
         transitions: list[tuple[Delivery, Transition]] = []
         for d in batch:
