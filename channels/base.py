@@ -6,6 +6,7 @@ retry on their own (a WeCom token refresh is part of one send, not a retry).
 
 from __future__ import annotations
 
+import bisect
 import builtins
 import collections
 import hashlib
@@ -19,7 +20,7 @@ import aiohttp
 
 from monitor_manager.clock import Clock
 from monitor_manager.deliver.render import Renderer
-from monitor_manager.models import Message
+from monitor_manager.models import Member, Message
 
 T = TypeVar("T")
 
@@ -142,6 +143,16 @@ class Channel(ABC):
         """The earliest time this message may be sent; the clock's now or earlier means now."""
         return 0.0
 
+    def calls(self, message: Message) -> int:
+        """Requests a send of `message` makes per recipient (its parts): what the peers are
+        told with the notification log, for limits the platform counts across callers."""
+        return 1
+
+    def peer_sent(self, recipients: tuple[Member, ...], at: float, calls: int) -> None:  # noqa: B027
+        """A peer instance sent `calls` requests through this channel's platform to these
+        recipients at `at`. Platforms count their limits per member or per robot, whoever
+        calls: a channel with a rate limit counts the peers' sends as its own."""
+
     @abstractmethod
     async def send(self, message: Message) -> str:
         """Send the message; return a short note for the delivery record ("" when none).
@@ -185,6 +196,16 @@ class SlidingWindowLimiter:
         events = self._events.setdefault(key, collections.deque())
         now = self.clock()
         events.extend([now] * count)
+
+    def record_at(self, key: str, at: float, count: int = 1) -> None:
+        """`count` events that happened at `at` (another instance's, learnt a moment later),
+        kept in time order; events already out of the window are not kept."""
+        if at <= self.clock() - self.window:
+            return
+        events = self._events.setdefault(key, collections.deque())
+        index = bisect.bisect_right(events, at)
+        for _ in range(count):
+            events.insert(index, at)
 
 
 _SECRET_PARAMS = re.compile(

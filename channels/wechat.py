@@ -36,7 +36,7 @@ from monitor_manager.channels.wecom_api import (
     markdown_marker,
 )
 from monitor_manager.durations import Duration
-from monitor_manager.models import Message
+from monitor_manager.models import Member, Message
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +180,18 @@ class WechatChannel(Channel):
             [self._per_minute.ready_at(u, min(needed, MEMBER_PER_MINUTE)) for u in users]
             + [self._per_hour.ready_at(u, min(needed, MEMBER_PER_HOUR)) for u in users]
         )
+
+    def calls(self, message: Message) -> int:
+        try:
+            return len(self._contents(message))
+        except ChannelError:
+            return 1
+
+    def peer_sent(self, recipients: tuple[Member, ...], at: float, calls: int) -> None:
+        # WeCom counts per member and application, whichever instance calls.
+        for user in dict.fromkeys(m.wechat for m in recipients if m.wechat):
+            self._per_minute.record_at(user, at, calls)
+            self._per_hour.record_at(user, at, calls)
 
     def _take_slots(self, users: list[str]) -> None:
         # Checked and recorded with no await in between, so concurrent sends cannot both pass.

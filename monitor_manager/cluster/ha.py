@@ -37,6 +37,7 @@ import logging
 import math
 import re
 import sqlite3
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -69,6 +70,9 @@ class Entry:
     instance: str
     v1_group_key: str = ""  # the same, in release-1 words (empty in an entry that is v1)
     v1_content_hash: str = ""
+    # Requests the send made per recipient (its parts): platforms that limit messages per
+    # member or robot count every instance's (optional on the wire: 1 when absent).
+    calls: int = 1
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -89,12 +93,13 @@ class Entry:
     def wire(self, version: int) -> dict[str, Any]:
         body = asdict(self)
         if version == 1:
-            del body["v1_group_key"], body["v1_content_hash"]
+            del body["v1_group_key"], body["v1_content_hash"], body["calls"]
         return body
 
 
 _V1_FIELDS = ("contact_group", "group_key", "channel", "content_hash", "sent_at", "instance")
-_V2_FIELDS = tuple(f.name for f in fields(Entry))
+_V2_FIELDS = tuple(f.name for f in fields(Entry) if f.name != "calls")
+MAX_CALLS = 100
 
 
 class EntryError(ValueError):
@@ -153,7 +158,10 @@ def _entry(item: Any, i: int, names: tuple[str, ...]) -> Entry:
         ):
             raise EntryError("expected a string", f"entries[{i}].{name}")
         values[name] = value
-    return Entry(**values)
+    calls = item.get("calls", 1)
+    if not isinstance(calls, int) or isinstance(calls, bool) or not 1 <= calls <= MAX_CALLS:
+        raise EntryError(f"expected a whole number from 1 to {MAX_CALLS}", f"entries[{i}].calls")
+    return Entry(**values, calls=calls)
 
 
 class NotificationLog:
@@ -270,6 +278,9 @@ class HighAvailability:
         self.enabled = bool(config.peers) and bool(config.ha.token)
         self._contact_groups = {g.name for g in config.contact_groups}
         self._channels = {c.name for c in config.channels}
+        # Told of every peer send this instance learns (new entries only): rate limits the
+        # platforms count across callers (build.py hands them to the channels).
+        self.on_peer_sends: Callable[[list[Entry]], None] = lambda entries: None
 
     # -- deciding -----------------------------------------------------------------------------
     def position(self) -> int:
@@ -343,7 +354,12 @@ class HighAvailability:
         rejected = len(message.entries) - len(good)
         if rejected:
             self.metrics.ha_rejected.inc(rejected)
-        return self.log.merge(good, legacy=message.version == 1), len(good), rejected
+        log_ = self.log.legacy if message.version == 1 else self.log.entries
+        new = [e for e in good if e.key not in log_ or log_[e.key].sent_at < e.sent_at]
+        ops = self.log.merge(good, legacy=message.version == 1)
+        if new:
+            self.on_peer_sends(new)
+        return ops, len(good), rejected
 
     # -- talking to peers ----------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:

@@ -26,7 +26,7 @@ from typing import Protocol
 
 from monitor_manager.channels.base import Channel, ChannelError, PartlySent
 from monitor_manager.clock import Clock
-from monitor_manager.cluster.ha import DIGEST_LOG_KEY, Entry, HighAvailability
+from monitor_manager.cluster.ha import DIGEST_LOG_KEY, MAX_CALLS, Entry, HighAvailability
 from monitor_manager.cluster.legacy_keys import content_hash_v1, log_key_v1
 from monitor_manager.config import DeliveryConfig
 from monitor_manager.deliver.decide import Attempted, Outcome, Transition, decide
@@ -224,6 +224,11 @@ class Outbox:
             channel = self.channels.get(batch[0].channel)
             slot = channel.ready_at(_message_of(batch)) if channel is not None else 0.0
             if slot > now:
+                # The peers' sends count in the slot too (Channel.peer_sent): every instance
+                # waits for the same slot, so each still waits its position after it, and the
+                # first one's send is logged before the next one looks.
+                if self.ha is not None:
+                    slot += self.ha.send_delay()
                 deferred += [deliveries.defer(d.id, slot) for d in batch]
             else:
                 ready.append(batch)
@@ -348,7 +353,7 @@ class Outbox:
             else:
                 async with self._semaphore:
                     outcome = await self._attempt(channel, batch[0].channel, message)
-            await self._record(batch, outcome)
+            await self._record(batch, outcome, channel.calls(message) if channel else 1)
         finally:
             self._inflight.difference_update(d.id for d in batch)
 
@@ -377,8 +382,9 @@ class Outbox:
             return Outcome(False, error=f"internal error in channel: {type(exc).__name__}")
         return Outcome(True, note=note or "")
 
-    async def _record(self, batch: Batch, outcome: Outcome) -> None:
-        """6. The outcome, as each row's transition; the log of what went out; the watchdog."""
+    async def _record(self, batch: Batch, outcome: Outcome, calls: int = 1) -> None:
+        """6. The outcome, as each row's transition; the log of what went out (with the
+        requests the send made per recipient); the watchdog."""
         now = self.clock()
         reached = outcome.delivered or bool(outcome.only_to)  # someone has the message now
         sent: list[Entry] = []
@@ -386,6 +392,7 @@ class Outbox:
         if reached and self.ha is not None and self.ha.enabled:
             sent = [log_entry(d, now, self.ha.instance) for d in batch if log_key(d)]
             sent += [e for d in batch for e in group_entries(d, now, self.ha.instance)]
+            sent = [dataclasses.replace(e, calls=max(1, min(calls, MAX_CALLS))) for e in sent]
             ops += self.ha.record(sent)
         transitions: list[tuple[Delivery, Transition]] = []
         for d in batch:

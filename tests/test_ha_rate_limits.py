@@ -1,0 +1,137 @@
+"""Rate limits the platforms count across callers, with several instances.
+
+WeCom drops application messages beyond 30 a minute to one member (without an error), and
+robots refuse posts beyond 20 a minute; both count per member or robot, whichever instance
+calls. Found by the fault campaign (bench/campaign.py): each instance counted only its own
+sends, so when the instance at position 0 held its messages back for its slot, the next one,
+with free slots of its own, sent them after its position wait, and WeCom silently dropped
+what went beyond the limit. Peers' sends (learnt from the notification log, with the requests
+each made) now count in each instance's windows, and a deferred row still waits its position
+after the slot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from builders import T0, incoming, make_config
+from fake_wecom import AGENT_ID, CORP_ID, ROBOT_KEY, SECRET, FakeWeCom
+from harness import OutboxHarness
+from monitor_manager.channels.base import SlidingWindowLimiter
+from monitor_manager.channels.wechat import WechatSettings
+from monitor_manager.channels.wechat_robot import WechatRobotSettings
+from monitor_manager.clock import ManualClock
+from monitor_manager.cluster.ha import Entry, EntryError, PeerMessage, parse_message
+from monitor_manager.config import ChannelConfig, ContactGroupConfig, MemberConfig, PeerConfig
+
+GROUP_KEY = "0123456789abcdef"
+
+
+def test_events_learnt_late_are_counted_at_their_own_time() -> None:
+    clock = ManualClock(T0)
+    limiter = SlidingWindowLimiter(3, 60.0, clock)
+    limiter.record("u")
+    limiter.record_at("u", T0 - 30, 2)  # a peer's, half a minute ago
+    assert limiter.ready_at("u") == T0 - 30 + 60  # full until the peer's events leave
+    limiter.record_at("u", T0 - 61)  # already out of the window: not kept
+    clock.advance(31)
+    assert limiter.ready_at("u") == 0.0
+
+
+def test_calls_travel_in_version_2_and_default_to_one() -> None:
+    entry = Entry("sre", GROUP_KEY, "wecom", "a" * 32, T0, "mm-b", calls=3)
+    wire = {"version": 2, "instance": "mm-b", "entries": [entry.wire(2)]}
+    assert parse_message(wire).entries == [entry]
+    del wire["entries"][0]["calls"]  # type: ignore[index]  # a peer from before this field
+    assert parse_message(wire).entries[0].calls == 1
+    assert "calls" not in entry.wire(1)
+    for bad in (0, 101, "3", True):
+        wire["entries"][0]["calls"] = bad  # type: ignore[index]
+        with pytest.raises(EntryError) as error:
+            parse_message(wire)
+        assert error.value.field == "entries[0].calls"
+
+
+def peered_wecom(tmp_path: Path, fake: FakeWeCom, instance: str) -> Any:
+    channels = (
+        ChannelConfig(
+            "wecom",
+            "wechat",
+            WechatSettings(corp_id=CORP_ID, agent_id=AGENT_ID, secret=SECRET, api_url=fake.api_url),
+        ),
+        ChannelConfig(
+            "robot", "wechat_robot", WechatRobotSettings(webhook_url=fake.robot_url(ROBOT_KEY))
+        ),
+    )
+    cfg = make_config(
+        tmp_path,
+        channels=channels,
+        contact_groups=(
+            ContactGroupConfig("sre", ("wecom", "robot"), (MemberConfig("Z", wechat="zhangsan"),)),
+        ),
+        routing={"default_groups": ("sre",)},
+        convergence={"group_wait": 1.0, "group_by": ("alertname",)},
+        storm={"threshold": 1000, "window": 60.0},
+        peers=(PeerConfig("mm-b", "http://127.0.0.1:9"),),
+        ha={"token": "t0ken", "peer_wait": 3.0},
+    )
+    return dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, instance=instance))
+
+
+def peer_sends(box: OutboxHarness, channel: str, sends: int, calls: int) -> None:
+    assert box.core is not None
+    # One send each (a merged send's entries would share their time, and count once).
+    entries = [
+        Entry("sre", f"{i:016x}", channel, "a" * 32, box.clock() - 1 + i / 100, "mm-b", calls=calls)
+        for i in range(sends)
+    ]
+    box.core.ha.accept(PeerMessage(2, "mm-b", entries), pushed=True)
+
+
+async def test_a_peers_wecom_sends_fill_this_instances_minute(tmp_path: Path) -> None:
+    async with FakeWeCom() as fake:
+        box = await OutboxHarness(peered_wecom(tmp_path, fake, "mm-a")).start()
+        fake.clock = box.clock
+        try:
+            # mm-b sent 10 messages of 3 parts to the member in the last second: 30, WeCom's
+            # minute is full for everyone. (And 20 one-part posts fill the robot's minute.)
+            peer_sends(box, "wecom", 10, 3)
+            peer_sends(box, "robot", 20, 1)
+            # The same entries pushed again (a retried push, a pull) count once.
+            peer_sends(box, "wecom", 10, 3)
+            await box.push(incoming("DiskFull"))
+            rows = await box.step(1)
+            assert {r["channel"]: r["state"] for r in rows} == {
+                "wecom": "pending",
+                "robot": "pending",
+            }
+            assert fake.accepted == []
+            # This instance is at position 0: it sends when the peer's sends leave the minute.
+            assert [r["next_attempt_at"] for r in rows] == [pytest.approx(T0 + 60, abs=1.5)] * 2
+            box.clock.advance(61)
+            await box.outbox.drain()
+            assert {r["state"] for r in await box.deliveries()} == {"delivered"}
+            assert not fake.dropped
+        finally:
+            await box.stop()
+
+
+async def test_a_row_held_for_a_slot_still_waits_its_position_after_it(tmp_path: Path) -> None:
+    async with FakeWeCom() as fake:
+        # "mm-c" sorts after its peer "mm-b": position 1, 3 s after whatever slot.
+        box = await OutboxHarness(peered_wecom(tmp_path, fake, "mm-c")).start()
+        fake.clock = box.clock
+        try:
+            peer_sends(box, "wecom", 30, 1)
+            await box.push(incoming("DiskFull"))
+            await box.step(2)  # decided after group_wait; due after its position wait
+            rows = await box.step(4)
+            (wecom,) = [r for r in rows if r["channel"] == "wecom"]
+            assert wecom["state"] == "pending"
+            assert wecom["next_attempt_at"] == pytest.approx(T0 + 60 + 3.0, abs=1.5)
+        finally:
+            await box.stop()
