@@ -118,6 +118,7 @@ async def campaign(
         meta["load_started"] = t0
         until = t0 + seconds
         injector = Injector(stack, say)
+        watcher = asyncio.create_task(watch(stack, session, workdir / "watch.jsonl"))
         runner = asyncio.create_task(run_faults(injector, faults, t0, workdir / "faults.jsonl"))
         storm_at = t0 + 0.35 * seconds
         stormed = storm <= 0
@@ -145,6 +146,8 @@ async def campaign(
         await quiet(stack, 20.0, 120.0)
         meta["checked_at"] = time.time()
         meta["load"] = load_.stats()
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
         await load_.close()
 
 
@@ -160,6 +163,31 @@ async def run_faults(injector: Injector, faults: list[Fault], t0: float, log: Pa
         say(f"+{time.time() - t0:5.0f}s healed: {fault.kind} {fault.target} {fault.notes or ''}")
         with open(log, "a", encoding="utf-8") as out:
             out.write(json.dumps(fault.to_json()) + "\n")
+
+
+async def watch(stack: Stack, session: aiohttp.ClientSession, log: Path) -> None:
+    """Every second, what each instance says of its peers and heartbeats, where it changed
+    (`watch.jsonl`): evidence for the report, not part of the verdict."""
+    last: dict[str, Any] = {}
+    with open(log, "a", encoding="utf-8") as out:
+        while True:
+            for name, instance in stack.instances.items():
+                try:
+                    async with session.get(
+                        f"{instance.url}/api/v1/watchdog", timeout=aiohttp.ClientTimeout(total=1)
+                    ) as response:
+                        body = await response.json()
+                    state = {
+                        "peers": {p["name"]: p["consecutive_failures"] for p in body["peers"]},
+                        "heartbeats": {h["name"]: h["state"] for h in body["heartbeats"]},
+                    }
+                except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
+                    state = {"unanswered": True}
+                if state != last.get(name):
+                    last[name] = state
+                    out.write(json.dumps({"t": time.time(), "instance": name, **state}) + "\n")
+                    out.flush()
+            await asyncio.sleep(1.0)
 
 
 async def quiet(stack: Stack, seconds: float, limit: float) -> None:

@@ -116,6 +116,7 @@ class Announcement:
     digest: bool
     message: int  # index of the message it came from
     keys: frozenset[str] = frozenset()  # internal alerts named (group-level, any channel)
+    instance: str = ""  # the instance that sent it (from the message's footer)
 
     @property
     def internal(self) -> bool:
@@ -129,6 +130,8 @@ _SUMMARY = re.compile(r"\b([IS]\d{4}(?:-\d+)?) #(\d+) (?:firing|resolved)\b")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 _SUBJECT = re.compile(r"^\[(FIRING:(\d+)|RESOLVED|STALE|DIGEST|TEST)\]\s*(.*)$")
 _TAG = re.compile(r"\[(FIRING:(\d+)|RESOLVED|STALE)\]\s*(.+)$")
+_MAIL_FOOTER = re.compile(r"(?m)^-- Monitor Manager (\S+),")
+_CHAT_FOOTER = re.compile(r"Monitor Manager (\S+) ·")
 _INTERNAL_SUBJECT = re.compile(r"\b(peer|heartbeat|channel|instance)=([\w.\-]+)")
 
 
@@ -150,6 +153,8 @@ def parse_mail(index: int, mail: dict[str, Any]) -> list[Announcement]:
     if cg is None or m is None or m.group(1) in ("TEST",):
         return []
     text: str = mail["text"]
+    footer = _MAIL_FOOTER.findall(text)
+    instance = footer[-1] if footer else ""
     if m.group(1) == "DIGEST":
         out = []
         for block in re.split(r"(?m)^== ", text)[1:]:
@@ -158,8 +163,11 @@ def parse_mail(index: int, mail: dict[str, Any]) -> list[Announcement]:
             if tag is None:
                 continue
             out.append(_mail_group(index, mail["t"], cg, tag.group(1), tag.group(3), body, True))
-        return out
-    return [_mail_group(index, mail["t"], cg, m.group(1), m.group(3), text, False)]
+    else:
+        out = [_mail_group(index, mail["t"], cg, m.group(1), m.group(3), text, False)]
+    for a in out:
+        a.instance = instance
+    return out
 
 
 def _mail_group(
@@ -225,6 +233,7 @@ class ChatMessage:
     cg: str
     content: str
     cut: bool  # the last part said that the rest was left out
+    dropped: bool = False  # WeCom took it but showed it to none of its members
 
 
 def join_chat(records: list[dict[str, Any]]) -> list[ChatMessage]:
@@ -241,11 +250,14 @@ def join_chat(records: list[dict[str, Any]]) -> list[ChatMessage]:
             if group is None:
                 continue
             channel, cg, dest = "wecom", group, ",".join(r["touser"])
+        # WeCom accepts application messages beyond 30 a minute to one member and shows them
+        # to nobody (the fake records whom it skipped): such a part reached no one.
+        dropped = bool(r.get("dropped_for")) and set(r["dropped_for"]) >= set(r["touser"])
         content: str = r["content"]
         cut = "more bytes left out" in content
         marker = _MARKER.match(content)
         if marker is None:
-            out.append(ChatMessage(r["t"], channel, cg, content, cut))
+            out.append(ChatMessage(r["t"], channel, cg, content, cut, dropped))
             continue
         k, n = int(marker.group(1)), int(marker.group(2))
         body = content[marker.end() :]
@@ -255,8 +267,9 @@ def join_chat(records: list[dict[str, Any]]) -> list[ChatMessage]:
             message = previous[2]
             message.content += "\n" + body
             message.cut = message.cut or cut
+            message.dropped = message.dropped or dropped
         else:
-            message = ChatMessage(r["t"], channel, cg, body, cut)
+            message = ChatMessage(r["t"], channel, cg, body, cut, dropped)
             out.append(message)
         if k < n:
             open_parts[key] = (k, n, message)
@@ -267,6 +280,8 @@ def join_chat(records: list[dict[str, Any]]) -> list[ChatMessage]:
 
 def parse_chat(index: int, message: ChatMessage) -> list[Announcement]:
     text = message.content
+    footer = _CHAT_FOOTER.findall(text)
+    instance = footer[-1] if footer else ""
     heads = list(_CHAT_GROUP.finditer(text))
     digest = "[DIGEST]" in text.split("\n", 1)[0] or any(h.group(1) == "###" for h in heads)
     out = []
@@ -307,6 +322,7 @@ def parse_chat(index: int, message: ChatMessage) -> list[Announcement]:
                 digest=digest,
                 message=index,
                 keys=frozenset(keys),
+                instance=instance,
             )
         )
     return out
@@ -440,8 +456,19 @@ def check(data: dict[str, Any]) -> Verdict:
     for i, mail in enumerate(data["mail"]):
         anns += parse_mail(i, mail)
     chats = join_chat(data["wecom"])
+    dropped = [c for c in chats if c.dropped]
     for i, chat in enumerate(chats):
-        anns += parse_chat(len(data["mail"]) + i, chat)
+        if not chat.dropped:
+            anns += parse_chat(len(data["mail"]) + i, chat)
+    if dropped:
+        verdict.broken.append(
+            f"{len(dropped)} WeCom messages were accepted but shown to nobody: more than "
+            "30 a minute reached one member (WeCom drops those silently)"
+        )
+        for c in dropped[:6]:
+            verdict.sample(
+                "dropped by WeCom", f"{c.channel} {c.cg} at {c.t:.1f}: {c.content[:80]!r}"
+            )
     anns.sort(key=lambda a: a.t)
     cut_chat = [c for c in chats if c.cut]
     verdict.figures["messages"] = {
@@ -449,6 +476,7 @@ def check(data: dict[str, Any]) -> Verdict:
         "wecom": sum(1 for c in chats if c.channel == "wecom"),
         "dba-robot": sum(1 for c in chats if c.channel == "dba-robot"),
         "chat cut at five parts": len(cut_chat),
+        "WeCom messages shown to nobody (over 30 a minute to a member)": len(dropped),
     }
     ps = periods(data["changes"], end, faults, settle)
     _lost_and_latency(verdict, ps, anns, faults, cut_chat)
@@ -582,6 +610,7 @@ def _duplicates(
 ) -> None:
     repeat_after = timers["repeat_interval"] * REPEAT_SLACK
     highest: dict[tuple[str, str], Position] = {}  # (channel, alert) -> highest announced
+    told_by: dict[tuple[str, str], str] = {}  # (channel, alert) -> who announced the highest
     last: dict[tuple[str, str, str], Announcement] = {}  # (channel, cg, title) -> last one
     copies: dict[tuple[Any, ...], int] = defaultdict(int)
     counts: dict[str, int] = defaultdict(int)
@@ -593,9 +622,12 @@ def _duplicates(
         ]
         advanced = [k for k, pos in positions if pos > highest.get((a.channel, k), (0, -1))]
         older = [k for k, pos in positions if pos < highest.get((a.channel, k), (0, -1))]
+        # An instance that itself sent the newer state has no excuse for the older one.
+        own_stale = [k for k in older if a.instance and told_by.get((a.channel, k)) == a.instance]
         for k, pos in positions:
             if pos > highest.get((a.channel, k), (0, -1)):
                 highest[(a.channel, k)] = pos
+                told_by[(a.channel, k)] = a.instance
         last[group] = a
         if previous is None or advanced:
             continue
@@ -613,6 +645,13 @@ def _duplicates(
             continue
         kind = "stale" if older else "duplicate"
         window = next((f for f in faults if f.covers(a.t)), None)
+        if own_stale:
+            counts["stale from the instance that had sent the newer state"] += 1
+            verdict.sample(
+                "stale from the instance that had sent the newer state",
+                f"{a.channel} {a.cg} [{a.status}:{a.firing}] {a.title} from {a.instance} at "
+                f"{a.t:.1f}: older states of {', '.join(own_stale)}",
+            )
         where = "healthy" if window is None else f"fault {window.name()} at {window.began:.0f}"
         counts[f"{kind} ({'healthy' if window is None else 'during a fault'})"] += 1
         content = (a.channel, a.cg, a.title, a.signature(), tuple(sorted(positions)))
@@ -628,6 +667,12 @@ def _duplicates(
     healthy = counts["duplicate (healthy)"] + counts["stale (healthy)"]
     if healthy:
         verdict.broken.append(f"{healthy} duplicate or stale messages while healthy")
+    own = counts["stale from the instance that had sent the newer state"]
+    if own:
+        verdict.broken.append(
+            f"{own} messages arrived after a newer state of their alerts that the same instance "
+            "had sent (an older state, shown last)"
+        )
     over = {k: n for k, n in copies.items() if n > 1}
     if over:
         verdict.broken.append(
@@ -653,7 +698,8 @@ def expectations(faults: list[FaultWindow], t: dict[str, Any]) -> list[Expectati
     """What each fault must (or may) page, from how long it actually lasted."""
     out: list[Expectation] = []
     both = CHANNELS[WATCHDOG_GROUP]
-    detect = t["peer_failures"] * t["peer_interval"] + t["peer_timeout"]
+    # Failures needed, each a probe round apart (a round lasts up to the timeout).
+    detect = t["peer_failures"] * max(t["peer_interval"], t["peer_timeout"]) + t["peer_timeout"]
     for f in faults:
         down = f.ended - f.began
         page_until = f.ended + 60.0

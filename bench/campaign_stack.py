@@ -74,7 +74,7 @@ class Timers:
     retry_initial: float = 1.0
     retry_max: float = 10.0
     peer_interval: float = 2.0
-    peer_timeout: float = 1.0
+    peer_timeout: float = 3.0  # the default: a busy instance answers a probe late, not never
     peer_failures: int = 3
     peer_wait: float = 3.0
     heartbeat_timeout: float = 30.0
