@@ -218,8 +218,11 @@ def serve_forever(config: Config) -> int:
         print=None,
         access_log=None,
         handle_signals=True,
-        handler_args=SERVER_ARGS,
         ssl_context=server_ssl_context(config.server),
+        # Handler arguments go to run_app itself: given as `handler_args`, aiohttp failed to
+        # build the handler with them, fell back to its defaults (decompressing bodies itself,
+        # so a gzip webhook was then refused as not gzip) and logged it for every connection.
+        **SERVER_ARGS,
     )
     return 0
 
