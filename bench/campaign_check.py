@@ -568,10 +568,10 @@ def _lost_and_latency(
                     f"from {p.start:.1f} to {p.end:.1f}: no message (listings {seen[-4:]})",
                 )
                 continue
-            if later_state_only:
-                counts["firing told only by its resolution"] += 1
-            elif first in dig and first not in after:
+            if dig and min(dig) < min(after, default=math.inf):
                 counts["delivered by a digest"] += 1
+            elif later_state_only:
+                counts["firing told only by its resolution"] += 1
             else:
                 counts["delivered by a message listing it"] += 1
             latency = first - p.start
