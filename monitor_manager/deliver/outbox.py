@@ -4,6 +4,9 @@ The rows belong to `store.deliveries` (states, claim, transitions); what an outc
 row is `deliver.decide` (a pure function). This module runs the loop: every pass looks for
 due rows and takes them through named steps, top to bottom:
 
+0. in order: an alert group's rows go out through a channel one at a time; of those due
+   together, one the newest covers waits for it (and is written off when it went out), any
+   other goes first, oldest first;
 1. defer: rows for a rate-limited channel wait for its next slot (still due);
 2. claim: the rest become `sending` in one transaction (a conditional update: no row is sent
    twice);
@@ -124,6 +127,7 @@ class Outbox:
         self._semaphore = asyncio.Semaphore(max(config.concurrency, 1))
         self._wake = asyncio.Event()
         self._inflight: set[int] = set()
+        self._inflight_groups: set[tuple[str, str]] = set()  # (channel, alert group) sending
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._next_sweep = 0.0  # when to look for rows left `sending` with nothing in flight
@@ -177,7 +181,7 @@ class Outbox:
         if now >= self._next_sweep:
             await self._release_stuck(now)
         due = await self.store.run(lambda conn: deliveries.due(conn, now, self._inflight, BATCH))
-        ready = await self._defer_rate_limited(self._batches(due), now)
+        ready = await self._defer_rate_limited(self._batches(self._in_order(due)), now)
         if not ready:
             return 0
         claimed = await self._claim(ready, now)
@@ -197,6 +201,28 @@ class Outbox:
                 d.id for batch in claimed for d in batch if d.id not in sending
             )
         return len(sending)
+
+    def _in_order(self, rows: list[Delivery]) -> list[Delivery]:
+        """0. One row per alert group and channel at a time, so that people never get an older
+        state after a newer one: after an outage a group's retries are all due at once, and
+        sent side by side they arrived in any order. Of a group's due rows, those the newest
+        covers (it names every alert they name, in a newer state) wait for it, to be written
+        off once it went out (`supersede_older`); any other goes first, the oldest first."""
+        keep: list[Delivery] = []
+        groups: dict[tuple[str, str], list[Delivery]] = {}
+        for row in rows:
+            if row.group_key is None:
+                keep.append(row)
+            elif (row.channel, row.group_key) not in self._inflight_groups:
+                groups.setdefault((row.channel, row.group_key), []).append(row)
+        for group_rows in groups.values():
+            group_rows.sort(key=lambda d: d.notification_id)
+            newest = group_rows[-1]
+            covered = deliveries.fingerprints(newest.message)
+            news = [d for d in group_rows[:-1] if not deliveries.fingerprints(d.message) <= covered]
+            keep.append(news[0] if news else newest)
+        order = {row.id: i for i, row in enumerate(rows)}
+        return sorted(keep, key=lambda d: order[d.id])
 
     def _batches(self, rows: list[Delivery]) -> list[Batch]:
         """One batch per row, except that a rate-limited channel's rows for one contact group
@@ -322,6 +348,7 @@ class Outbox:
 
     def _start_send(self, batch: Batch) -> None:
         """5. The send runs as its own task; the pass goes on."""
+        self._inflight_groups.update((d.channel, d.group_key) for d in batch if d.group_key)
         task = asyncio.create_task(self._send(self.channels.get(batch[0].channel), batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -356,6 +383,10 @@ class Outbox:
             await self._record(batch, outcome, channel.calls(message) if channel else 1)
         finally:
             self._inflight.difference_update(d.id for d in batch)
+            self._inflight_groups.difference_update(
+                (d.channel, d.group_key) for d in batch if d.group_key
+            )
+            self._wake.set()  # a row of the same group may have waited for this one
 
     async def _attempt(self, channel: Channel | None, name: str, message: Message) -> Outcome:
         if channel is None:
