@@ -177,7 +177,7 @@ async def watch(stack: Stack, session: aiohttp.ClientSession, log: Path) -> None
                         f"{instance.url}/api/v1/watchdog", timeout=aiohttp.ClientTimeout(total=1)
                     ) as response:
                         body = await response.json()
-                    state = {
+                    state: dict[str, Any] = {
                         "peers": {p["name"]: p["consecutive_failures"] for p in body["peers"]},
                         "heartbeats": {h["name"]: h["state"] for h in body["heartbeats"]},
                     }

@@ -11,12 +11,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-from campaign_check import check, parse_chat, parse_mail  # noqa: E402
-from campaign_stack import Timers  # noqa: E402
+from campaign_check import check, parse_chat, parse_mail
+from campaign_stack import Timers
 
-from monitor_manager.channels.chat_text import render_chat  # noqa: E402
-from monitor_manager.deliver.render import Renderer  # noqa: E402
-from monitor_manager.models import AlertView, GroupView, Member, Message  # noqa: E402
+from monitor_manager.channels.chat_text import render_chat
+from monitor_manager.deliver.render import Renderer
+from monitor_manager.models import AlertView, GroupView, Member, Message
 
 T0 = 1_800_000_000.0
 RENDERER = Renderer("en", None, 50, None)
@@ -211,15 +211,19 @@ def test_pages_must_match_the_faults(kind: str, seconds: float, paged: bool, bro
         "severity": "critical",
         "source": "monitor-manager",
     }
-    pages = []
+    mails: list[dict[str, Any]] = []
+    chats: list[dict[str, Any]] = []
     if paged:
         for status, t in (("firing", T0 + 9), ("resolved", T0 + seconds + 3)):
             view = AlertView(
-                "x", status, labels, {"summary": "Monitor Manager peer mm-az2 is down"}, T0
-            )  # type: ignore[arg-type]
+                "x",
+                status,  # type: ignore[arg-type]
+                labels,
+                {"summary": "Monitor Manager peer mm-az2 is down"},
+                T0,
+            )
             msg = message(GroupView("k", "sre", {"alertname": "PeerDown"}, (view,)))
-            pages += [mail(t, msg)], [chat(t, msg)]
-    mails = [m for pair in pages[0::2] for m in pair]
-    chats = [c for pair in pages[1::2] for c in pair]
+            mails.append(mail(t, msg))
+            chats.append(chat(t, msg))
     verdict = run([], mails, chats, faults=[fault])
     assert (not verdict.ok) is broken, verdict.broken
