@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     for f in faults:
         say(f"  at +{f.start:5.0f}s {f.describe()}")
     stack = Stack(workdir, timers)
+    meta["loadavg_before"] = Path("/proc/loadavg").read_text().split()[:3]
     try:
         started = time.time()
         stack.start()
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             "".join(json.dumps(r) + "\n" for r in stack.wecom.records())
         )
         stack.stop()
+        meta["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
         (workdir / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     code = report(workdir)
     if not args.keep:

@@ -133,6 +133,13 @@ _TAG = re.compile(r"\[(FIRING:(\d+)|RESOLVED|STALE)\]\s*(.+)$")
 _MAIL_FOOTER = re.compile(r"(?m)^-- Monitor Manager (\S+),")
 _CHAT_FOOTER = re.compile(r"Monitor Manager (\S+) ·")
 _INTERNAL_SUBJECT = re.compile(r"\b(peer|heartbeat|channel|instance)=([\w.\-]+)")
+# What an internal alert is about, from its summary (digests and WeCom show no labels).
+_INTERNAL_SUMMARY = (
+    ("peer", re.compile(r"Monitor Manager peer (\S+) is down")),
+    ("heartbeat", re.compile(r"Heartbeat (\S+) (?:missing|arrives)")),
+    ("channel", re.compile(r"Channel (\S+) has failed")),
+    ("channel", re.compile(r"Deliveries through channel (\S+) are failing")),
+)
 
 
 def internal_key(alertname: str, labels: dict[str, str]) -> str:
@@ -292,8 +299,13 @@ def parse_chat(index: int, message: ChatMessage) -> list[Announcement]:
         listed: list[Listed] = []
         keys: set[str] = set()
         if title.split(" ")[0] in INTERNAL:
-            for k, v in _INTERNAL_SUBJECT.findall(block):
-                keys.add(internal_key(title.split(" ")[0], {k: v}))
+            found = dict(_INTERNAL_SUBJECT.findall(block))
+            for label, pattern in _INTERNAL_SUMMARY:
+                hit = pattern.search(block)
+                if hit and label not in found:
+                    found[label] = hit.group(1)
+            if found:
+                keys.add(internal_key(title.split(" ")[0], found))
         if digest:
             for colour, summary in _CHAT_DIGEST_ALERT.findall(block):
                 s = _SUMMARY.search(summary)
@@ -561,6 +573,12 @@ def _lost_and_latency(
                 if cut:
                     counts["delivered only as 'left out' of a message cut at five parts"] += 1
                     continue
+                later = [t for t, pos in seen if pos > target and p.start <= t <= bound]
+                if later and any(f.overlaps(p.start, p.end) for f in faults):
+                    # Every message that could tell it waited out a fault, and by then a newer
+                    # state had replaced it (the outbox sends the newest, by design).
+                    counts["replaced by a newer state before a fault let it out"] += 1
+                    continue
                 counts["LOST"] += 1
                 verdict.sample(
                     "lost",
@@ -798,7 +816,7 @@ def _pages(
             continue
         keys = {item.key for item in a.alerts if not item.episode} | set(a.keys)
         if not keys:
-            keys = {f"{a.title}{{?}}"}
+            keys = {f"{a.title}{{?}}"}  # the message does not say what about: the name decides
         for key in keys:
             states = [item.status for item in a.alerts if item.key == key]
             status = states[0] if states else a.status
@@ -806,7 +824,7 @@ def _pages(
                 (
                     e
                     for e in expected
-                    if e.key == key
+                    if (e.key == key or (key.endswith("{?}") and e.key.startswith(key[:-3] + "{")))
                     and e.began - 2 <= a.t <= (e.until if status == "firing" else e.until + 120)
                 ),
                 None,
