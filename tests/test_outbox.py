@@ -397,3 +397,26 @@ async def test_after_an_outage_an_alert_group_gets_its_newest_state_not_every_ol
     body = mail.get_body(("plain",))
     assert body is not None and "Resolved (1)" in body.get_content()
     await h.stop()
+
+
+async def test_a_send_handed_back_unrecorded_is_not_sent_after_a_newer_state_went_out(
+    box: OutboxHarness, smtp_server: SMTPTestServer
+) -> None:
+    """Found by the fault campaign (a store refusing writes for a while): a send whose outcome
+    could not be recorded stays `sending` with no attempt counted; handed back later, it went
+    out after newer states of its group had, the older state shown last."""
+    await box.push(incoming("DiskFull"))
+    [first] = await box.step(1)
+    await box.push(incoming("DiskFull", "resolved", ends=box.clock.now))
+    rows = await box.step(300)  # group_interval
+    assert [r["state"] for r in rows] == ["delivered", "delivered"]
+    # The first send's outcome was never recorded: handed back with no attempt counted.
+    await box.rows(
+        "UPDATE deliveries SET state = 'retrying', attempts = 0, next_attempt_at = ?, "
+        "delivered_at = NULL WHERE id = ?",
+        (box.clock.now, first["id"]),
+    )
+    smtp_server.clear()
+    rows = await box.step(1)
+    assert rows[0]["superseded_by"] == rows[1]["notification_id"]
+    assert smtp_server.messages == []

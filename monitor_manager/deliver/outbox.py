@@ -272,14 +272,16 @@ class Outbox:
         return [batch for batch in kept if batch]
 
     async def _drop_superseded(self, batch: Batch, now: float) -> Batch:
-        """3. A retry that was in flight while a newer message of its alert group went out
-        through the channel would arrive stale: it is not sent (`deliveries.supersede_older`
-        writes off the ones waiting when the newer goes out)."""
-        retries = [d for d in batch if d.attempts and d.group_key]
-        if not retries:
+        """3. A row that a newer message of its alert group overtook through the channel would
+        arrive stale: it is not sent (`deliveries.supersede_older` writes off the ones waiting
+        when the newer goes out). Not only retries: a send handed back after its outcome could
+        not be recorded (a crash, a store refusing writes) never counted as an attempt, and
+        newer states of its group may have gone out meanwhile."""
+        grouped = [d for d in batch if d.group_key]
+        if not grouped:
             return batch
         newer = await self.store.run(
-            lambda conn: {d.id: deliveries.superseded_by(conn, d) for d in retries}
+            lambda conn: {d.id: deliveries.superseded_by(conn, d) for d in grouped}
         )
         ops: list[Op] = [deliveries.superseded(d, by, now) for d, by in newer.items() if by]
         if not ops:
