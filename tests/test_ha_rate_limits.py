@@ -135,3 +135,48 @@ async def test_a_row_held_for_a_slot_still_waits_its_position_after_it(tmp_path:
             assert wecom["next_attempt_at"] == pytest.approx(T0 + 60 + 3.0, abs=1.5)
         finally:
             await box.stop()
+
+
+async def test_an_instance_that_did_not_run_asks_the_peers_before_sending(tmp_path: Path) -> None:
+    """Found by the fault campaign: an instance stopped for 42 s sent, when it ran again, every
+    message that fell due meanwhile although its peers had sent them (their pushes had failed),
+    and its copies took the members' WeCom quota: WeCom then dropped others' messages."""
+    async with FakeWeCom() as fake:
+        box = await OutboxHarness(peered_wecom(tmp_path, fake, "mm-c")).start()
+        fake.clock = box.clock
+        try:
+            await box.push(incoming("DiskFull"))
+            await box.step(2)  # decided; due after its position wait
+            (sent,) = await box.rows(
+                "SELECT contact_group, group_key, content_hash FROM notifications"
+            )
+            pulled: list[float] = []
+
+            async def pull() -> list[Any]:  # what mm-b answers: it sent the message
+                pulled.append(box.clock())
+                assert box.core is not None
+                entries = [
+                    Entry(
+                        sent["contact_group"],
+                        sent["group_key"],
+                        channel,
+                        sent["content_hash"],
+                        box.clock() - 30,
+                        "mm-b",
+                    )
+                    for channel in ("wecom", "robot")
+                ]
+                ops, _, _ = box.core.ha.accept(PeerMessage(2, "mm-b", entries), pushed=False)
+                return ops
+
+            assert box.core is not None
+            box.core.ha.pull = pull  # type: ignore[method-assign]
+            rows = await box.step(60)  # the instance did not run for a minute
+            assert pulled == [box.clock()]
+            assert {r["state"] for r in rows} == {"delivered"}
+            assert all("peer mm-b already sent it" in r["note"] for r in rows)
+            assert fake.accepted == []
+            await box.step(1)
+            assert pulled == [box.clock() - 1]  # running again: no more pulls
+        finally:
+            await box.stop()

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 MAX_MERGE = 50  # messages merged into one send for a rate-limited channel
 BATCH = 200  # rows looked at per poll
 SWEEP_SECONDS = 60.0  # how often rows left `sending` with nothing in flight are looked for
+# Passes run at least every second: a longer gap means this instance did not run (stopped,
+# suspended, starved), and peers' pushes to it failed meanwhile.
+PAUSED_AFTER = 10.0
 
 Batch = list[Delivery]  # rows sent as one message (several, merged, for a rate-limited channel)
 
@@ -131,6 +134,7 @@ class Outbox:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._next_sweep = 0.0  # when to look for rows left `sending` with nothing in flight
+        self._last_pass: float | None = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -178,6 +182,9 @@ class Outbox:
         if self._stopping:
             return 0
         now = self.clock()
+        last, self._last_pass = self._last_pass, now
+        if last is not None and now - last > PAUSED_AFTER:
+            await self._catch_up(now - last)
         if now >= self._next_sweep:
             await self._release_stuck(now)
         due = await self.store.run(lambda conn: deliveries.due(conn, now, self._inflight, BATCH))
@@ -201,6 +208,16 @@ class Outbox:
                 d.id for batch in claimed for d in batch if d.id not in sending
             )
         return len(sending)
+
+    async def _catch_up(self, gap: float) -> None:
+        """After a gap in this instance's own running, and before it sends what fell due
+        meanwhile: what the peers sent, as at start-up. Their pushes failed while it did not
+        run, so it would resend what they already sent, and count nothing of it in the
+        platforms' rate limits."""
+        if self.ha is None or not self.ha.enabled:
+            return
+        log.warning("did not run for %.0fs: asking the peers what they sent meanwhile", gap)
+        await self.store.write(await self.ha.pull())
 
     def _in_order(self, rows: list[Delivery]) -> list[Delivery]:
         """0. One row per alert group and channel at a time, so that people never get an older
