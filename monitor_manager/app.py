@@ -146,6 +146,7 @@ async def watch(app: web.Application) -> None:
 async def probe_peers(app: web.Application) -> None:
     alerts = await app[keys.PEERS].probe_all()
     await app[keys.PIPELINE].raise_internal(alerts)
+    await app[keys.HA].flush()  # a peer that answers again learns what it missed
 
 
 def _quiet(job):  # type: ignore[no-untyped-def]

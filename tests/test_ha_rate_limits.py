@@ -180,3 +180,56 @@ async def test_an_instance_that_did_not_run_asks_the_peers_before_sending(tmp_pa
             assert pulled == [box.clock() - 1]  # running again: no more pulls
         finally:
             await box.stop()
+
+
+async def test_what_a_peer_could_not_be_told_is_pushed_when_it_answers_again(
+    tmp_path: Path, aiohttp_server: Any
+) -> None:
+    """Found by the fault campaign: pushes went to the peers reachable at that moment only and
+    were never repeated, so a peer back from a partition (or one whose push timed out under a
+    storm) sent those pages again and counted none of them in WeCom's limit."""
+    import aiohttp
+    from aiohttp import web
+
+    from monitor_manager.cluster.ha import HighAvailability
+    from monitor_manager.metrics import Metrics
+    from monitor_manager.watch.peers import Peers
+
+    received: list[list[str]] = []
+    answer = {"status": 200}
+
+    async def nflog(request: web.Request) -> web.Response:
+        body = await request.json()
+        received.append([e["group_key"] for e in body["entries"]])
+        return web.json_response(
+            {"version": 2, "accepted": 1, "rejected": 0}, status=answer["status"]
+        )
+
+    app = web.Application()
+    app.router.add_post("/api/v1/peer/nflog", nflog)
+    server = await aiohttp_server(app)
+    async with FakeWeCom() as fake:
+        config = peered_wecom(tmp_path, fake, "mm-a")
+    config = dataclasses.replace(config, peers=(PeerConfig("mm-b", str(server.make_url(""))),))
+    clock = ManualClock(T0)
+    async with aiohttp.ClientSession() as session:
+        peers = Peers(config, session, clock, Metrics(), lambda labels: False)
+        peers.states["mm-b"].protocol = 2
+        ha = HighAvailability(config, peers, session, clock, Metrics())
+
+        def entry(n: int) -> Entry:
+            return Entry("sre", f"{n:016x}", "wecom", "a" * 32, clock(), "mm-a")
+
+        peers.states["mm-b"].failures = 1  # unreachable: nothing is sent, it is kept
+        await ha.push([entry(1)])
+        assert received == []
+        peers.states["mm-b"].failures = 0  # a probe answered
+        await ha.flush()
+        assert received == [[f"{1:016x}"]]
+        answer["status"] = 500  # a push that fails is kept for the next one
+        await ha.push([entry(2)])
+        answer["status"] = 200
+        await ha.push([entry(3)])
+        assert sorted(received[-1]) == [f"{2:016x}", f"{3:016x}"]
+        await ha.flush()
+        assert len(received) == 3  # nothing owed any more

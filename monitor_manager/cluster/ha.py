@@ -281,6 +281,9 @@ class HighAvailability:
         # Told of every peer send this instance learns (new entries only): rate limits the
         # platforms count across callers (build.py hands them to the channels).
         self.on_peer_sends: Callable[[list[Entry]], None] = lambda entries: None
+        # What each peer has not been told yet (a failed push, or unreachable): newest per key.
+        self._owed: dict[str, dict[tuple[str, str, str], Entry]] = {}
+        self._push_locks: dict[str, asyncio.Lock] = {}
 
     # -- deciding -----------------------------------------------------------------------------
     def position(self) -> int:
@@ -369,11 +372,50 @@ class HighAvailability:
         return self.peers.states[name].config.url.rstrip("/") + "/api/v1/peer/nflog"
 
     async def push(self, entries: list[Entry]) -> None:
+        """Tell every peer what was just sent: the reachable ones now, the others once they
+        answer a probe again (`flush`). A push that fails is kept and sent with the next one:
+        a peer that misses an entry would send the same page, and count nothing of it in the
+        platforms' rate limits."""
         if not self.enabled or not entries or self.session is None:
             return
-        await asyncio.gather(*(self._push_one(name, entries) for name in self.peers.reachable()))
+        for name in self.peers.states:
+            owed = self._owed.setdefault(name, {})
+            for entry in entries:
+                current = owed.get(entry.key)
+                if current is None or current.sent_at <= entry.sent_at:
+                    owed[entry.key] = entry
+            if len(owed) > MAX_ENTRIES:  # the oldest matter least (and expire first)
+                for entry in sorted(owed.values(), key=lambda e: e.sent_at)[:-MAX_ENTRIES]:
+                    del owed[entry.key]
+        await self.flush()
 
-    async def _push_one(self, name: str, entries: list[Entry]) -> None:
+    async def flush(self) -> None:
+        """Push each reachable peer what it is still owed (after a send, after each round of
+        probes: a peer that was unreachable learns what it missed)."""
+        if not self.enabled or self.session is None:
+            return
+        await asyncio.gather(
+            *(self._flush_one(name) for name in self.peers.reachable() if self._owed.get(name))
+        )
+
+    async def _flush_one(self, name: str) -> None:
+        lock = self._push_locks.setdefault(name, asyncio.Lock())
+        if lock.locked():
+            return  # a push to it is under way; it takes what arrived meanwhile too
+        async with lock:
+            owed = self._owed[name]
+            oldest = self.clock() - 2 * self.config.convergence.repeat_interval
+            while owed:
+                entries = [e for e in owed.values() if e.sent_at >= oldest]
+                if not entries or not await self._push_one(name, entries):
+                    if not entries:
+                        owed.clear()
+                    return
+                for entry in entries:
+                    if owed.get(entry.key) is entry:  # not replaced by a newer one meanwhile
+                        del owed[entry.key]
+
+    async def _push_one(self, name: str, entries: list[Entry]) -> bool:
         assert self.session is not None
         # A peer that has not said it speaks version 2 (a release-1 instance) gets version 1.
         version = min(self.peers.states[name].protocol, PROTOCOL_VERSION)
@@ -394,9 +436,11 @@ class HighAvailability:
                 if response.status != 200:
                     raise ValueError(f"HTTP {response.status}")
             self.metrics.ha_pushes.labels(name, "ok").inc()
+            return True
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             self.metrics.ha_pushes.labels(name, "failed").inc()
             log.info("nflog push to %s failed: %s", name, exc)
+            return False
 
     async def pull(self) -> list[Op]:
         """At start-up: what the peers sent while this instance was away."""
