@@ -254,6 +254,7 @@ class ServiceSettings:
     route_label: str = "team"  # contact group N gets the alerts whose label `team` is its name
     retry_initial: str = ""  # [delivery] retry_initial and retry_max, when set
     console_channel: bool = False  # a console channel beside the mail one (prints every message)
+    record: str = ""  # [server] record: a file every accepted payload is appended to
 
 
 def service_config(s: ServiceSettings) -> str:
@@ -262,6 +263,7 @@ def service_config(s: ServiceSettings) -> str:
         "[server]",
         'listen = "127.0.0.1:{port}"',
         'instance = "bench"',
+        *([f'record = "{s.record}"'] if s.record else []),
         "",
         "[storage]",
         f'path = "{s.db}"',

@@ -15,6 +15,7 @@ RATIO_TARGETS = {1: 1.0, 100: 0.8}  # service / baseline (b), by alerts per payl
 SCALE_TARGET = 0.8  # "within 20%"
 HOSTILE_SLACK = 1.2  # the good client's p99 beside a malicious one: within 20% ("noise")
 CONSOLE_P99_MS = 100.0  # every console page, on a store with 200,000 alerts
+REPLAY_TARGET_S = 60.0  # a day of recorded traffic (100,000 payloads) replays within this
 SECTIONS = (
     "Machine",
     "Load generator check",
@@ -24,6 +25,7 @@ SECTIONS = (
     "Scale",
     "Hostile client",
     "Console",
+    "Replay",
     "Memory",
     "Targets",
 )
@@ -84,6 +86,7 @@ class Report:
         lines += self.scale()
         lines += self.hostile()
         lines += self.console()
+        lines += self.replay()
         lines += self.memory()
         lines += self.profile()
         lines += ["## Targets", ""]
@@ -577,6 +580,59 @@ class Report:
                 f"alerts and {fill['groups']:,} open groups",
                 f"{worst:.1f} ms (worst page)",
                 worst <= CONSOLE_P99_MS,
+            )
+        return lines
+
+    def replay(self) -> list[str]:
+        lines = ["## Replay", ""]
+        data = self.r.get("replay")
+        if not data:
+            return lines + ["Not run.", ""]
+        traffic, runs = data["traffic"], data["runs"]
+        lines += [
+            f"`monitor-manager replay --summary` of a recording written by `bench/recording.py`: "
+            f"{traffic['payloads']:,} payloads ({traffic['alerts']:,} alerts, "
+            f"{traffic['bytes'] / 2**20:.0f} MB) over {traffic['hours']:.0f} hours, from "
+            f"{traffic['incidents']:,} incidents (flapping alert groups of 1 to 30 alerts, a few "
+            "names far noisier than the rest) sent by two Alertmanagers, and a heartbeat; "
+            "5 contact groups, group_wait 30s, group_interval 5m, storm threshold 20 a minute. "
+            "Run as a command on the server's core; wall time from start to exit, CPU time and "
+            "peak RSS of the process (wait4).",
+            "",
+        ]
+        seconds = [r["seconds"] for r in runs]
+        cpu = [r["cpu_seconds"] for r in runs]
+        rows = [
+            [
+                _n(median(seconds), 1),
+                _range(seconds, 1),
+                _n(traffic["payloads"] / median(seconds)),
+                _n(median(cpu), 1),
+                _n(traffic["payloads"] / median(cpu)),
+                _n(max(r["peak_rss_kb"] for r in runs) / 1024),
+                _n(runs[0]["messages"]),
+                _n(runs[0]["busiest_hour"]),
+            ]
+        ]
+        lines += _table(
+            [
+                "wall s",
+                "range",
+                "payloads/s",
+                "CPU s",
+                "payloads per CPU s",
+                "peak RSS MB",
+                "messages",
+                "busiest hour",
+            ],
+            rows,
+        )
+        if traffic["payloads"] >= 100_000:
+            self.target(
+                f"a day of recorded traffic ({traffic['payloads']:,} payloads) replays in "
+                f"under {REPLAY_TARGET_S:g} s",
+                f"{median(seconds):.1f} s ({median(cpu):.1f} s CPU)",
+                median(seconds) < REPLAY_TARGET_S,
             )
         return lines
 

@@ -7,8 +7,9 @@
 Sections: machine, load generator check (wrk and the SMTP sink against do-nothing peers),
 ingest against baselines (a) and (b) with latency at half the maximum rate, alert storm,
 email delivery, ingest on a store holding 200,000 alerts, a good client's latency beside a
-malicious one, the console's pages on a large store, peak memory, and with --profile
-py-spy profiles of the service under ingest load. See bench/README.md.
+malicious one, the console's pages on a large store, `monitor-manager replay` of a day of
+recorded traffic, peak memory, and with --profile py-spy profiles of the service under ingest
+load. See bench/README.md.
 
 Every load goes to 127.0.0.1 and is bounded in time or count. The service and the baselines
 run on one core, wrk, the SMTP sink and this runner on another (taskset), where there are two.
@@ -29,7 +30,7 @@ import scenarios
 from benchkit import BENCH, WRK, Pinning, Server, machine
 from report import render
 
-ALL = ("generator", "ingest", "storm", "delivery", "scale", "hostile", "console")
+ALL = ("generator", "ingest", "storm", "delivery", "scale", "hostile", "console", "replay")
 OPTIONAL = ("profile",)
 
 
@@ -69,6 +70,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin to cores")
     parser.add_argument("--keep", action="store_true", help="keep stores and logs")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="services record every accepted payload ([server] record), to measure its cost",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.only.split(",")) - set(ALL + OPTIONAL)
     if unknown:
@@ -91,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir).resolve() if args.workdir else out.parent / f"work-{stamp}"
     workdir.mkdir(parents=True, exist_ok=True)
     scenarios.KEEP_FILES = args.keep
+    scenarios.RECORD = args.record
     pinning = Pinning.detect(enabled=not args.no_pin)
     pinning.pin_self()
     only = set(args.only.split(","))
@@ -126,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
             results["hostile"] = scenarios.hostile(plan, workdir, pinning, peak)
         if "console" in only:
             results["console"] = scenarios.console(plan, workdir, pinning, peak)
+        if "replay" in only:
+            results["replay"] = scenarios.replay(plan, workdir, pinning)
+            peaks["replay (monitor-manager replay)"] = max(
+                r["peak_rss_kb"] for r in results["replay"]["runs"]
+            )
         if args.profile or "profile" in only:
             results["profile"] = scenarios.profile(
                 plan, workdir, pinning, out.parent / f"profile-{stamp}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -41,9 +42,11 @@ from benchkit import (
     start_baseline,
     start_service,
 )
+from recording import TEAMS
 
 SERVER_KINDS = ("a", "b", "service")
 KEEP_FILES = False  # set by run.py --keep
+RECORD = False  # set by run.py --record: services record every payload ([server] record)
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class Plan:
     console_alerts: int = 200_000
     console_groups: int = 5_000
     console_fetches: int = 200
+    replay_payloads: int = 100_000  # a day of recorded traffic
 
 
 FULL = Plan()
@@ -86,6 +90,7 @@ QUICK = Plan(
     sink_check_mails=500,
     profile_seconds=8.0,
     console_fetches=50,
+    replay_payloads=100_000,
 )
 SMOKE = Plan(
     reps=1,
@@ -107,6 +112,7 @@ SMOKE = Plan(
     console_alerts=2_000,
     console_groups=50,
     console_fetches=5,
+    replay_payloads=2_000,
 )
 
 
@@ -118,7 +124,10 @@ def _start(
     kind: str, workdir: Path, pinning: Pinning, settings: ServiceSettings | None = None
 ) -> Server:
     if kind == "service":
-        return start_service(workdir, service_config(settings or ServiceSettings()), pinning)
+        settings = settings or ServiceSettings()
+        if RECORD and not settings.record:
+            settings = replace(settings, record="webhooks.jsonl")
+        return start_service(workdir, service_config(settings), pinning)
     return start_baseline(kind, workdir, pinning)
 
 
@@ -820,6 +829,82 @@ def _stored_with_tag(db: Path, tag: str) -> int:
                 "SELECT COUNT(*) FROM alerts WHERE labels LIKE ?", (f'%"instance":"{tag}-%',)
             ).fetchone()[0]
         )
+
+
+# -- replay ------------------------------------------------------------------------------------
+
+REPLAY_CONTACT_GROUPS = TEAMS  # recording.py routes by team
+
+
+def replay(plan: Plan, workdir: Path, pinning: Pinning) -> dict[str, Any]:
+    """`monitor-manager replay` of a day of recorded traffic (bench/recording.py), run as a
+    command on the server's core: wall time, CPU time and peak RSS per run."""
+    run_dir = workdir / "replay"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    recording = run_dir / "webhooks.jsonl"
+    started = time.monotonic()
+    done = subprocess.run(
+        [PYTHON, str(REPO / "bench" / "recording.py"), str(recording), str(plan.replay_payloads)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    traffic = json.loads(done.stdout)
+    traffic["write_seconds"] = time.monotonic() - started
+    config = run_dir / "replay.toml"
+    settings = ServiceSettings(
+        group_wait="30s",
+        group_interval="5m",
+        contact_groups=REPLAY_CONTACT_GROUPS,
+        db=str(run_dir / "never-opened.db"),
+    )
+    config.write_text(
+        service_config(settings).replace("{port}", "9")
+        + '\n[[watchdog.heartbeats]]\nname = "prometheus"\n'
+        'match = { alertname = "DeadMansSwitch" }\ntimeout = "5m"\n'
+    )
+    _log(
+        f"replay: {traffic['payloads']:,} payloads ({traffic['alerts']:,} alerts) over "
+        f"{traffic['hours']:.0f} h written in {traffic['write_seconds']:.1f} s"
+    )
+    runs = []
+    for rep in range(plan.reps):
+        run = _replay_once(config, recording, pinning)
+        runs.append(run)
+        _log(
+            f"replay rep {rep + 1}/{plan.reps}: {run['seconds']:.1f} s, "
+            f"{traffic['payloads'] / run['seconds']:,.0f} payloads/s, "
+            f"CPU {run['cpu_seconds']:.1f} s, "
+            f"peak RSS {run['peak_rss_kb'] / 1024:.0f} MB, {run['messages']:,} messages"
+        )
+    if (run_dir / "never-opened.db").exists():
+        raise AssertionError("replay opened the config's own store")
+    return {"traffic": traffic, "runs": runs}
+
+
+def _replay_once(config: Path, recording: Path, pinning: Pinning) -> dict[str, Any]:
+    argv = [PYTHON, "-m", "monitor_manager", "--log-level", "WARNING", "replay"]
+    argv += ["--config", str(config), "--summary", "--format", "json", str(recording)]
+    out_path, err_path = config.with_name("replay.out"), config.with_name("replay.err")
+    started = time.monotonic()
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen(pinning.server(argv), stdout=out, stderr=err, cwd=config.parent)
+        # wait4: this child's own CPU time and peak RSS (taskset execs the command: same pid)
+        _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.monotonic() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"replay exited with {proc.returncode}: {err_path.read_text()[-2000:]}")
+    summary = json.loads(out_path.read_text())
+    return {
+        "seconds": seconds,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "peak_rss_kb": usage.ru_maxrss,
+        "messages": summary["messages"],
+        "contact_groups": summary["contact_groups"],
+        "busiest_hour": max((h["messages"] for h in summary["hours"]), default=0),
+        "said": err_path.read_text().strip().splitlines()[-1:],
+    }
 
 
 # -- profile -----------------------------------------------------------------------------------

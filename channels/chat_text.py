@@ -72,8 +72,9 @@ def safe_url(url: str) -> str:
 
 
 def neutralise_message(message: Message, neutraliser: Callable[[str], str] = neutralise) -> Message:
-    """A copy of the message whose label, annotation and name values cannot break markdown
-    (`neutraliser` says how, per platform)."""
+    """A copy of the message whose label, annotation and name values (and alerts' value
+    strings) cannot break markdown (`neutraliser` says how, per platform), and whose URLs are
+    http(s) link targets or gone."""
     message = map_text(message, neutraliser)
     groups = tuple(
         dataclasses.replace(
@@ -81,8 +82,14 @@ def neutralise_message(message: Message, neutraliser: Callable[[str], str] = neu
             key=neutraliser(g.key),
             contact_group=neutraliser(g.contact_group),
             url=safe_url(g.url),
+            ack_url=safe_url(g.ack_url),
             alerts=tuple(
-                dataclasses.replace(a, generator_url=safe_url(a.generator_url)) for a in g.alerts
+                dataclasses.replace(
+                    a,
+                    generator_url=safe_url(a.generator_url),
+                    links={k: url for k, v in a.links.items() if (url := safe_url(v))},
+                )
+                for a in g.alerts
             ),
         )
         for g in message.groups
@@ -128,13 +135,15 @@ def render_chat(
     names: tuple[str, ...],
     message: Message,
     neutraliser: Callable[[str], str] = neutralise,
+    **extra: object,
 ) -> str:
     """The message rendered by the first of `names` that exists, its alert text neutralised
-    first (in every msgtype: WeCom renders <@userid> and <a href> in text too), tidied."""
+    first (in every msgtype: WeCom renders <@userid> and <a href> in text too), tidied.
+    `extra` goes to the templates (`reply`: people can answer this message with a code)."""
     safe = neutralise_message(message, neutraliser)
     for name in names:
         try:
-            text = tidy(renderer.render(name, safe))
+            text = tidy(renderer.render(name, safe, **extra))
         except jinja2.TemplateNotFound as exc:
             if exc.name != name:  # a template that exists includes one that does not
                 raise ChannelError(f"template error: {exc}", permanent=True) from None

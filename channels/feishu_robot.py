@@ -207,7 +207,7 @@ class FeishuRobotChannel(RobotChannel):
             # One language: Feishu shows the only one given whatever the reader's language.
             lang = "zh_cn" if self.ctx.renderer.language == "zh" else "en_us"
             return {"msg_type": "post", "content": {"post": {lang: post}}}
-        status = "test" if message.kind == "test" else message.status
+        status = message.kind if message.kind in ("test", "report") else message.status
         card = {
             "config": {"wide_screen_mode": True},
             "header": {

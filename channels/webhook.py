@@ -247,6 +247,9 @@ def build_payload(
             "stale": message.stale_count,
         },
         "links": {"monitorManager": message.external_url},
+        # an escalation step ({"step", "from", "unacknowledged_for"}) or "ack" announced
+        "escalation": message.extra.get("escalation"),
+        "announce": message.extra.get("announce"),
         "alertGroups": [_group(g, keep_alerts) for g in groups],
         "alertGroupsOmitted": len(message.groups) - len(groups),
         "truncated": truncated,
@@ -263,6 +266,8 @@ def _group(g: GroupView, keep_alerts: int | None) -> dict[str, Any]:
         "commonLabels": g.common_labels,
         "commonAnnotations": g.common_annotations,
         "url": g.url,
+        "ackURL": g.ack_url,  # the signed acknowledge link ("" once acknowledged or resolved)
+        "ack": {**g.ack, "at": iso(g.ack["at"])} if g.ack else None,
         "counts": {"firing": len(g.firing), "resolved": len(g.resolved), "stale": len(g.stale)},
         "alerts": [_alert(a) for a in alerts],
         "alertsOmitted": len(g.alerts) - len(alerts),
@@ -278,7 +283,19 @@ def _alert(a: AlertView) -> dict[str, Any]:
         "startsAt": iso(a.starts_at),
         "endsAt": iso(a.ends_at),
         "generatorURL": a.generator_url,
+        "extras": extras(a),
     }
+
+
+def extras(a: AlertView) -> dict[str, Any]:
+    """What the alert's sender added (Grafana: links by name, the value string), as
+    /api/v1/alerts shows it; {} for Alertmanager's alerts."""
+    out: dict[str, Any] = {}
+    if a.links:
+        out["links"] = a.links
+    if a.value:
+        out["value"] = a.value
+    return out
 
 
 def _cut(text: str, limit: int) -> str:

@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from monitor_manager.act.wecom_crypto import WecomCrypto
 from monitor_manager.channels.base import (
     Channel,
     ChannelContext,
@@ -58,11 +59,36 @@ class WechatSettings:
     api_url: str = "https://qyapi.weixin.qq.com/cgi-bin/"
     msgtype: Literal["markdown", "text"] = "markdown"
     timeout: Duration = 10.0
+    # The app's 接收消息 (receive messages) Token and EncodingAESKey: with both set, members
+    # acknowledge by replying to the app (web/wecom_callback.py). Both secrets.
+    callback_token: str = field(default="", repr=False)
+    callback_aes_key: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         # Endpoints are joined onto api_url, which therefore must end with a slash.
         if not self.api_url.endswith("/"):
             object.__setattr__(self, "api_url", self.api_url + "/")
+        # Checked at load, so a mistyped key is a config error and not a callback that WeCom
+        # refuses to save. The values are secrets: the messages never quote them.
+        if bool(self.callback_token) != bool(self.callback_aes_key):
+            missing = "callback_aes_key" if self.callback_token else "callback_token"
+            raise ValueError(
+                f"{missing}: callback_token and callback_aes_key go together (set both to "
+                "take members' replies, or neither)"
+            )
+        if self.callback_aes_key:
+            try:
+                WecomCrypto(self.callback_token, self.callback_aes_key, self.corp_id or "-")
+            except ValueError:
+                raise ValueError(
+                    "callback_aes_key: must be the app's EncodingAESKey, 43 characters of "
+                    "base64 (value not shown: a secret)"
+                ) from None
+
+    @property
+    def takes_replies(self) -> bool:
+        """Whether members' replies to the app are taken (/callback/wecom/{channel})."""
+        return bool(self.callback_token and self.callback_aes_key)
 
 
 @dataclass
@@ -147,7 +173,11 @@ class WechatChannel(Channel):
             return self._rendered[1]
         markdown = self.settings.msgtype == "markdown"
         text = render_chat(
-            self.ctx.renderer, ("wechat.md",) if markdown else ("wechat.txt",), message
+            self.ctx.renderer,
+            ("wechat.md",) if markdown else ("wechat.txt",),
+            message,
+            # a reply "ack CODE" reaches us only where the application calls back
+            reply=bool(self.settings.callback_token),
         )
         contents = split_content(
             text,

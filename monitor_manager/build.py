@@ -9,6 +9,10 @@ The app (app.py), the command line and the tests all build the same core from a 
 `build_core` does no I/O; `Core.open()` opens the store and rebuilds memory from it (and asks
 the peers what they sent meanwhile, and hands back deliveries a crash left `sending`);
 `Core.close()` closes the channels and the store.
+
+A reload (reload.py) builds a core from the new config with `previous=` the running one: it
+shares what outlives a config (the open store, the parts log, the running outbox, the
+channels' rate limiters and token caches) and gets the rest anew.
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ from typing import TextIO
 
 import aiohttp
 
+from monitor_manager.act.actions import Actions
+from monitor_manager.act.links import Links
 from monitor_manager.channels import REGISTRY, Channel, ChannelContext, ChannelError
 from monitor_manager.clock import Clock, system_clock
 from monitor_manager.cluster.ha import Entry, HighAvailability
+from monitor_manager.cluster.shared import SharedState
 from monitor_manager.config import Config
 from monitor_manager.converge.convergence import Convergence
 from monitor_manager.converge.directory import Directory
@@ -68,12 +75,16 @@ class Core:
     outbox: Outbox
     peers: Peers
     ha: HighAvailability
+    shared: SharedState
+    actions: Actions
+    channel_context: ChannelContext
 
     async def open(self) -> None:
         await self.store.open()
         await self.parts.load()
         await self.pipeline.load()
         await self.store.write(await self.ha.pull())  # what peers sent while we were away
+        await self.shared.pull()  # and what people did there: acks, silences, link keys
         recovered = await self.outbox.recover()
         if recovered:
             log.warning(
@@ -81,12 +92,18 @@ class Core:
             )
 
     async def close(self) -> None:
+        await self.retire()
+        await self.store.close()
+
+    async def retire(self) -> None:
+        """What this core alone holds: pushes to peers under way, the channels' connections.
+        The store stays open (a reload hands it on)."""
+        await self.shared.drain()
         for channel in self.channels.values():
             try:
                 await channel.close()
             except Exception:  # closing is best effort
                 log.exception("closing channel %s", channel.name)
-        await self.store.close()
 
 
 def build_core(
@@ -97,7 +114,11 @@ def build_core(
     stdout: TextIO | None = None,
     metrics: Metrics | None = None,
     rng: Callable[[], float] = random.random,
+    previous: Core | None = None,
 ) -> Core:
+    """`previous`: the running core a reload replaces (see the module's text); its store's
+    failures go to the new pipeline, and its outbox takes the new channels, once the reload
+    swaps the new core in (reload.py), not before."""
     metrics = metrics or Metrics(channels=[c.name for c in config.channels])
     pipeline: Pipeline | None = None
 
@@ -105,21 +126,23 @@ def build_core(
         if pipeline is not None:
             pipeline.store_failed(exc)
 
-    store = Store(config.storage.path, on_failure=store_failed)
+    store = previous.store if previous else Store(config.storage.path, on_failure=store_failed)
     renderer = build_renderer(config)
-    parts = StoredPartsLog(store, clock)
-    channels = build_channels(
-        config,
-        ChannelContext(
-            session=session,
-            renderer=renderer,
-            clock=clock,
-            stdout=stdout or io.StringIO(),
-            instance=config.server.instance,
-            parts=parts,
-        ),
+    parts = previous.parts if previous else StoredPartsLog(store, clock)
+    ctx = ChannelContext(
+        session=session,
+        renderer=renderer,
+        clock=clock,
+        stdout=stdout or io.StringIO(),
+        instance=config.server.instance,
+        # A robot's rate limits and a WeCom token outlive a reload: a reload must not let a
+        # burst past the platform's limit, nor fetch a token it already has.
+        extra=previous.channel_context.extra if previous else {},
+        parts=parts,
     )
+    channels = build_channels(config, ctx)
     ids = Ids()
+    links = Links()  # the keys that sign acknowledge links: loaded with the store
     convergence = Convergence(config, clock, ids)
     watchdog = Watchdog(config, clock, convergence.is_firing, metrics)
     peers = Peers(config, session, clock, metrics, convergence.is_firing)
@@ -146,8 +169,13 @@ def build_core(
         Storm(config.storm, ids),
         send_delay=ha.send_delay,
         group_path=group_path,  # the console's page of the group: every message links there
+        links=links,
     )
-    outbox = Outbox(store, channels, config.delivery, clock, metrics, rng, observer=watchdog, ha=ha)
+    outbox = (
+        previous.outbox
+        if previous
+        else Outbox(store, channels, config.delivery, clock, metrics, rng, observer=watchdog, ha=ha)
+    )
 
     async def page_directly(messages: list[Message]) -> None:
         """The one side path (StoreFailing): straight to the channels, best effort."""
@@ -172,7 +200,25 @@ def build_core(
         parts=parts,
         page_directly=page_directly,
         on_enqueued=outbox.wake,
+        links=links,
     )
+    shared = SharedState(
+        config, convergence, links, peers, session, clock, metrics, pipeline.load, store.write
+    )
+    pipeline.on_shared = shared.push
     return Core(
-        config, clock, metrics, store, renderer, parts, channels, pipeline, outbox, peers, ha
+        config,
+        clock,
+        metrics,
+        store,
+        renderer,
+        parts,
+        channels,
+        pipeline,
+        outbox,
+        peers,
+        ha,
+        shared,
+        Actions(pipeline, on_shared=shared.push),
+        ctx,
     )

@@ -1,5 +1,5 @@
-"""Command line: `serve`, `check-config`, `send-test`, `route-test`, `hash-password`. Parses
-arguments and runs; nothing else."""
+"""Command line: `serve`, `check-config`, `reload`, `send-test`, `route-test`, `replay`,
+`hash-password`. Parses arguments and runs; nothing else."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import json
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
+import tomllib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -23,9 +25,11 @@ from monitor_manager.config import (
     Config,
     ConfigError,
     RouteConfig,
+    ServerConfig,
     config_warnings,
     default_config,
     load_config,
+    parse_config,
     serve_anyway_problems,
     server_ssl_context,
     split_listen,
@@ -52,6 +56,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--config", help="TOML config file (default: embedded defaults)")
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("--config", required=True)
+    reload = sub.add_parser(
+        "reload",
+        help="ask the running service to read its config file again (POST /-/reload)",
+    )
+    reload.add_argument(
+        "--config",
+        help="the config that says where the service listens and its api_token "
+        "(default: the embedded defaults, 127.0.0.1:9095)",
+    )
     test = sub.add_parser("send-test", help="send a test notification to a contact group")
     test.add_argument("--config", required=True)
     test.add_argument("--group", required=True, help="contact group name")
@@ -62,6 +75,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     route.add_argument("--config", required=True)
     route.add_argument("--format", choices=["text", "json"], default="text")
     route.add_argument("labels", nargs="+", metavar="LABEL=VALUE")
+    rp = sub.add_parser(
+        "replay",
+        help="run a recording of webhook payloads ([server] record) through the config on a "
+        "virtual clock and print the messages it would have sent, sending nothing",
+    )
+    rp.add_argument("--config", required=True)
+    rp.add_argument("--format", choices=["text", "json"], default="text")
+    rp.add_argument(
+        "--summary", action="store_true", help="counts per contact group and per hour instead"
+    )
+    rp.add_argument(
+        "--watchdog",
+        action="store_true",
+        help="page HeartbeatMissing where the recording's heartbeats stop (default: heartbeat "
+        "alerts are only taken out of the stream)",
+    )
+    rp.add_argument(
+        "files", nargs="+", metavar="FILE", help="recordings, oldest first (PATH.1 before PATH)"
+    )
     sub.add_parser(
         "hash-password",
         help="print the scrypt hash of a console password (asked for, or one line on stdin)",
@@ -84,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config(args.config)
     if args.command == "hash-password":
         return hash_password_command()
+    if args.command == "reload":
+        return reload_command(args.config)
     try:
         config = load_config(args.config) if args.config else default_config()
     except ConfigError as exc:
@@ -91,10 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(line, file=sys.stderr)
         return 1
     if args.command == "serve":
-        return serve_forever(config)
+        # Absolute: the reload answer and the audit name the file wherever they are read.
+        return serve_forever(config, os.path.abspath(args.config) if args.config else None)
     if args.command == "route-test":
         print(route_test(config, labels, args.format))
         return 0
+    if args.command == "replay":
+        return asyncio.run(replay_command(config, args))
     return asyncio.run(send_test(config, args.group))
 
 
@@ -193,11 +230,56 @@ def _not_routed_text(config: Config, why: NotRouted) -> str:
     )
 
 
-def serve_forever(config: Config) -> int:
+async def replay_command(config: Config, args: argparse.Namespace) -> int:
+    """`replay`: the messages on stdout (or their summary); what was read, on stderr."""
+    from monitor_manager import replay
+
+    for path in args.files:
+        if not os.path.isfile(path) or not os.access(path, os.R_OK):
+            print(f"{path}: cannot read the recording", file=sys.stderr)
+            return 2
+    started = time.monotonic()
+    skipped: list[str] = []
+    result = await replay.replay(
+        config,
+        replay.read_recording(args.files, skipped),
+        watchdog=args.watchdog,
+        details=not args.summary,
+    )
+    zone = config.templates.zone
+    lines = (
+        replay.format_summary(result, zone, args.format)
+        if args.summary
+        else replay.format_messages(result, zone, args.format)
+    )
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    for problem in skipped[:MAX_PROBLEMS_SHOWN]:
+        print(f"skipped {problem}", file=sys.stderr)
+    if len(skipped) > MAX_PROBLEMS_SHOWN:
+        print(f"... {len(skipped) - MAX_PROBLEMS_SHOWN} more lines skipped", file=sys.stderr)
+    print(
+        f"replayed {result.payloads} payloads ({result.alerts} alerts"
+        f"{f', {len(skipped)} lines skipped' if skipped else ''}) in "
+        f"{time.monotonic() - started:.1f}s: {len(result.messages)} messages would have been sent",
+        file=sys.stderr,
+    )
+    return 0
+
+
+MAX_PROBLEMS_SHOWN = 20
+
+
+def serve_forever(config: Config, config_path: str | None = None) -> int:
     from monitor_manager.app import create_app
 
     host, port = split_listen(config.server.listen)
-    app = create_app(config)
+    app = create_app(config, config_path=config_path)
     for problem in serve_anyway_problems(config):
         log.error("CONFIG PROBLEM, running degraded: %s", problem)
     log.info(
@@ -209,6 +291,7 @@ def serve_forever(config: Config) -> int:
     )
     # run_app stops on SIGTERM and SIGINT: it closes the listener, lets in-flight requests
     # finish within shutdown_timeout, then runs the cleanup contexts in reverse order.
+    app.on_startup.append(_reload_on_sighup)
     app.on_shutdown.append(_exit_on_second_signal)
     web.run_app(
         app,
@@ -242,6 +325,133 @@ async def _exit_on_second_signal(app: web.Application) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, exit_now, sig.name)
+
+
+async def _reload_on_sighup(app: web.Application) -> None:
+    """SIGHUP (systemd's ExecReload) reads the config file again; the outcome goes to the log
+    and the audit."""
+    from monitor_manager import keys
+
+    reloader = app[keys.RELOADER]
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloader.spawn, "signal", "SIGHUP")
+
+
+def reload_command(path: str | None) -> int:
+    """`monitor-manager reload`: POST /-/reload to the service this config describes (its
+    listen address, http or https, its api_token) and print the answer."""
+    import getpass
+    import urllib.error
+    import urllib.request
+
+    from monitor_manager.reload import CLI_AGENT, RELOAD_PATH
+
+    try:
+        server = _service_of(path)
+    except ConfigError as exc:
+        print("cannot tell where the service listens:", file=sys.stderr)
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return 1
+    url = _local_url(server) + RELOAD_PATH + "?" + urllib.parse.urlencode({"by": _user(getpass)})
+    request = urllib.request.Request(url, data=b"", method="POST")
+    request.add_header("User-Agent", f"{CLI_AGENT}/{__version__}")
+    if server.api_token:
+        request.add_header("Authorization", f"Bearer {server.api_token}")
+    context = _client_ssl_context(server) if url.startswith("https:") else None
+    try:
+        with urllib.request.urlopen(request, timeout=RELOAD_TIMEOUT, context=context) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(
+            f"no answer from the service at {url.split('?')[0]}: {reason} (a changed "
+            "server.listen takes effect at a restart: until then the service listens where "
+            "it did)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        print(f"HTTP {status}: {raw[:500].decode(errors='replace')}", file=sys.stderr)
+        return 1
+    if status != 200:
+        print(answer.get("error") or f"HTTP {status}", file=sys.stderr)
+        shown = answer.get("config") or "config"
+        for problem in answer.get("problems") or []:
+            print(f"{shown}: {problem}", file=sys.stderr)
+        return 1
+    print(reload_text(answer))
+    return 0
+
+
+RELOAD_TIMEOUT = 60.0  # a reload waits up to 30 s for requests in flight, then loads memory
+
+
+def reload_text(answer: dict[str, Any]) -> str:
+    """A successful reload's answer, as `monitor-manager reload` prints it."""
+    changed = ", ".join(answer.get("changed") or []) or "nothing"
+    lines = [f"reloaded {answer.get('config')}; changed: {changed}"]
+    lines += [f"needs a restart: {note}" for note in answer.get("needs_restart") or []]
+    lines += [
+        f"alert group {r['group']} of removed contact group {r['contact_group']} closed; "
+        f"its {r['alerts']} firing alerts routed again, to {', '.join(r['to']) or 'nobody'}"
+        for r in answer.get("rerouted") or []
+    ]
+    return "\n".join(lines)
+
+
+def _service_of(path: str | None) -> ServerConfig:
+    """The [server] section of the config at `path`. A config with problems elsewhere still
+    says where the service listens (the service lists those problems in its answer)."""
+    if path is None:
+        return default_config().server
+    try:
+        return load_config(path).server
+    except ConfigError as exc:
+        try:
+            data = tomllib.loads(open(path, encoding="utf-8").read())
+        except (OSError, ValueError):
+            raise exc from None
+        server = data.get("server") if isinstance(data, dict) else None
+        try:
+            return parse_config({"server": server or {}}, path).server
+        except ConfigError:
+            raise exc from None
+
+
+def _local_url(server: ServerConfig) -> str:
+    """The service's own address: a wildcard listen address is reached on loopback."""
+    host, port = split_listen(server.listen)
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'https' if server.tls_cert_file else 'http'}://{shown}:{port}"
+
+
+def _client_ssl_context(server: ServerConfig) -> ssl.SSLContext:
+    """The service's own certificate is what to trust (a self-signed one, or one whose name
+    is not the address dialled); the system's CAs when it cannot be read here."""
+    try:
+        context = ssl.create_default_context(cafile=server.tls_cert_file)
+    except (OSError, ssl.SSLError):
+        return ssl.create_default_context()
+    context.check_hostname = False  # trusted by the certificate itself, not by a name
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context
+
+
+def _user(getpass: Any) -> str:
+    try:
+        return str(getpass.getuser())
+    except Exception:  # no user name to be found (a container without one)
+        return "cli"
 
 
 def hash_password_command() -> int:

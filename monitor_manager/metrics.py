@@ -20,6 +20,11 @@ from prometheus_client.platform_collector import PlatformCollector
 
 RESULTS = ("delivered", "failed", "retried")
 PING_RESULTS = ("ok", "failed", "withheld")
+RECORD_RESULTS = ("written", "failed")
+
+
+# The ways a person acknowledges (converge.acks.VIAS less the automatic ones).
+ACK_VIAS = ("api", "link", "wecom", "console")
 
 
 class Metrics:
@@ -56,10 +61,29 @@ class Metrics:
             "Firing alerts closed as stale: no sender re-sent them for convergence.stale_after.",
             registry=r,
         )
+        self.acks = Counter(
+            "monitor_manager_acks_total",
+            "Acknowledgements made on this instance, by how: " + ", ".join(ACK_VIAS) + ".",
+            ["via"],
+            registry=r,
+        )
+        self.silences_active = Gauge(
+            "monitor_manager_silences_active", "Silences in effect now.", registry=r
+        )
+        self.escalations = Counter(
+            "monitor_manager_escalation_steps_total",
+            "Escalation steps taken (one per contact group told).",
+            registry=r,
+        )
+        self.suppressed = Counter(
+            "monitor_manager_notifications_suppressed_total",
+            "Repeats and escalation steps not sent because the group was acknowledged.",
+            registry=r,
+        )
         self.webhook_requests = Counter(
             "monitor_manager_webhook_requests_total",
-            "Webhook requests by HTTP response code.",
-            ["code"],
+            "Webhook requests by HTTP response code and sender (alertmanager, grafana).",
+            ["code", "source"],
             registry=r,
         )
         self.notifications = Counter(
@@ -156,12 +180,40 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        # Alertmanager's names for the same facts, so existing dashboards and alert rules work.
+        self.config_reload_ok = Gauge(
+            "monitor_manager_config_last_reload_successful",
+            "1 when the last config load (start-up or reload) succeeded, 0 when the last reload "
+            "was refused and the service kept the previous config.",
+            registry=r,
+        )
+        self.config_reload_at = Gauge(
+            "monitor_manager_config_last_reload_success_timestamp_seconds",
+            "When the config was last loaded successfully, at start-up or by a reload (Unix time).",
+            registry=r,
+        )
+        self.record_payloads = Counter(
+            "monitor_manager_record_payloads_total",
+            "Accepted webhook payloads for the recording ([server] record) by result: written, "
+            "or failed (a write error, or too much waiting for a slow disk; the webhook was "
+            "accepted all the same).",
+            ["result"],
+            registry=r,
+        )
         for status in ("firing", "resolved"):
             self.alerts_received.labels(status)
         for reason in ("internal_identity", "future_time"):
             self.alerts_rejected.labels(reason)
         for result in PING_RESULTS:
             self.watchdog_pings.labels(result)
+        for via in ACK_VIAS:
+            self.acks.labels(via)
+        for result in RECORD_RESULTS:
+            self.record_payloads.labels(result)
+        self.add_channels(channels)
+
+    def add_channels(self, channels: Iterable[str]) -> None:
+        """Series at zero for these channels (at start, and for channels a reload adds)."""
         for channel in channels:
             for result in RESULTS:
                 self.notifications.labels(channel, result)

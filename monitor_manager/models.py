@@ -7,13 +7,15 @@ notification row, so a delivery retried after a restart sends exactly what was d
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 AlertStatus = Literal["firing", "resolved", "stale"]
 """An alert's state in a message; "stale" is a firing alert no sender re-sent for
 `convergence.stale_after` (its `ends_at` is when it was last reported)."""
-MessageKind = Literal["group", "digest", "test"]
+MessageKind = Literal["group", "digest", "test", "report"]
+""""report" is the daily report (`[report]`, watch/report.py): no alert groups; its figures are
+in `extra["report"]`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +40,9 @@ class Member:
 
 @dataclass(frozen=True, slots=True)
 class AlertView:
-    """One alert as it stood when the notification was decided."""
+    """One alert as it stood when the notification was decided. `links` and `value` are what
+    a sender such as Grafana adds (ingest.payload.Extras): links by name ("dashboard",
+    "panel", "silence", "image"; absolute http(s) URLs) and the values that made it fire."""
 
     fingerprint: str
     status: AlertStatus
@@ -47,6 +51,8 @@ class AlertView:
     starts_at: float
     ends_at: float | None = None
     generator_url: str = ""
+    links: dict[str, str] = field(default_factory=dict)
+    value: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +64,9 @@ class GroupView:
     group_labels: dict[str, str]
     alerts: tuple[AlertView, ...]
     url: str = ""
+    ack: dict[str, Any] | None = None  # {"by", "at", "comment", "via"} while acknowledged
+    ack_url: str = ""  # the signed acknowledge link (firing groups)
+    code: str = ""  # the short code a WeCom reply names the group by ("ack CODE")
 
     @property
     def firing(self) -> list[AlertView]:
@@ -130,7 +139,45 @@ class Message:
         return sum(len(g.stale) for g in self.groups)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """What `dataclasses.asdict` gives, field for field, built directly: asdict deep-copies
+        every label set, which took a quarter of replay's time. The dictionaries of labels and
+        annotations are the message's own (frozen by convention): encode, do not mutate."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "contact_group": self.contact_group,
+            "recipients": [_member_json(m) for m in self.recipients],
+            "groups": [
+                {
+                    "key": g.key,
+                    "contact_group": g.contact_group,
+                    "group_labels": g.group_labels,
+                    "alerts": [
+                        {
+                            "fingerprint": a.fingerprint,
+                            "status": a.status,
+                            "labels": a.labels,
+                            "annotations": a.annotations,
+                            "starts_at": a.starts_at,
+                            "ends_at": a.ends_at,
+                            "generator_url": a.generator_url,
+                            "links": a.links,
+                            "value": a.value,
+                        }
+                        for a in g.alerts
+                    ],
+                    "url": g.url,
+                    "ack": g.ack,
+                    "ack_url": g.ack_url,
+                    "code": g.code,
+                }
+                for g in self.groups
+            ],
+            "created_at": self.created_at,
+            "instance": self.instance,
+            "external_url": self.external_url,
+            "extra": self.extra,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Message:
@@ -141,6 +188,9 @@ class Message:
                 group_labels=g["group_labels"],
                 alerts=tuple(AlertView(**a) for a in g["alerts"]),
                 url=g.get("url", ""),
+                ack=g.get("ack"),
+                ack_url=g.get("ack_url", ""),
+                code=g.get("code", ""),
             )
             for g in data["groups"]
         )
@@ -159,7 +209,9 @@ class Message:
 
 def map_text(message: Message, fn: Callable[[str], str]) -> Message:
     """A copy of the message with `fn` applied to every label and annotation name and value
-    (of alerts and group labels): the text an alert's sender controls."""
+    (of alerts and group labels), to each alert's value string and to who acknowledged it and
+    why: the text that senders and people control (links are URLs, made safe where used). In a
+    report, the alert names it counts are such values too."""
 
     def values(d: dict[str, str]) -> dict[str, str]:
         return {fn(k): fn(v) for k, v in d.items()}
@@ -168,14 +220,35 @@ def map_text(message: Message, fn: Callable[[str], str]) -> Message:
         replace(
             g,
             group_labels=values(g.group_labels),
+            # who acknowledged and their comment: typed by people, as untrusted as labels
+            ack={**g.ack, "by": fn(g.ack["by"]), "comment": fn(g.ack["comment"])}
+            if g.ack
+            else g.ack,
             alerts=tuple(
-                replace(a, labels=values(a.labels), annotations=values(a.annotations))
+                replace(
+                    a,
+                    labels=values(a.labels),
+                    annotations=values(a.annotations),
+                    value=fn(a.value) if a.value else "",
+                )
                 for a in g.alerts
             ),
         )
         for g in message.groups
     )
+    report = message.extra.get("report") if message.kind == "report" else None
+    if isinstance(report, dict) and report.get("noisiest"):
+        noisiest = [{**n, "name": fn(n["name"])} for n in report["noisiest"]]
+        extra = {**message.extra, "report": {**report, "noisiest": noisiest}}
+        return replace(message, groups=groups, extra=extra)
     return replace(message, groups=groups)
+
+
+def _member_json(member: Member) -> dict[str, str]:
+    return {f.name: getattr(member, f.name) for f in _MEMBER_FIELDS}
+
+
+_MEMBER_FIELDS = fields(Member)
 
 
 def _worst(statuses: Iterable[AlertStatus]) -> AlertStatus:

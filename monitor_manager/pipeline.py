@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable
 
+from monitor_manager.act.links import Links
 from monitor_manager.clock import Clock
 from monitor_manager.cluster.ha import NotificationLog
+from monitor_manager.cluster.shared import Shared
 from monitor_manager.config import Config
-from monitor_manager.converge.convergence import Convergence, IngestResult
+from monitor_manager.converge.convergence import Convergence, IngestResult, Rerouted
 from monitor_manager.converge.ids import Ids
 from monitor_manager.converge.notify import Notifier, Written
 from monitor_manager.deliver.parts_log import StoredPartsLog
@@ -32,11 +35,13 @@ from monitor_manager.store import (
     Op,
     Store,
     StoreError,
+    audit,
     deliveries,
     failure_reason,
     notifications,
     probe_op,
 )
+from monitor_manager.store import alerts as alert_rows
 from monitor_manager.watch.store_health import STORE_FAILING, StoreHealth
 from monitor_manager.watch.watchdog import SOURCE_LABEL, Watchdog
 
@@ -61,8 +66,10 @@ class Pipeline:
         store_health: StoreHealth,
         nflog: NotificationLog,
         parts: StoredPartsLog,
+        links: Links,
         page_directly: PageDirectly,
         on_enqueued: Callable[[], None] = lambda: None,
+        on_shared: Callable[[Shared], None] = lambda shared: None,
     ) -> None:
         self.config = config
         self.store = store
@@ -75,8 +82,10 @@ class Pipeline:
         self.store_health = store_health
         self.nflog = nflog
         self.parts = parts
+        self.links = links
         self.page_directly = page_directly
         self.on_enqueued = on_enqueued
+        self.on_shared = on_shared  # escalation steps taken and acks that timed out: to peers
         self._reload_needed = True  # nothing loaded yet
         self._next_stale_check = 0.0
         self._reload_lock = asyncio.Lock()
@@ -90,7 +99,10 @@ class Pipeline:
 
     def _load(self, conn: sqlite3.Connection) -> None:
         self.ids.load(conn)
+        self.convergence.acks.load(conn)
+        self.convergence.muting.load(conn)
         self.convergence.load(conn)
+        self.links.load(conn, self.clock(), self.config.server.instance)
         self.notifier.storm.load(conn)
         self.watchdog.load(conn)
         self.nflog.load(conn)
@@ -107,6 +119,34 @@ class Pipeline:
                 gc.collect()
                 gc.freeze()
                 self.metrics.alert_groups_open.set(len(self.convergence.groups))
+
+    async def reroute_orphans(self) -> list[Rerouted]:
+        """After a reload: open groups whose contact group is gone are closed (no resolved
+        message: nothing resolved), and their firing alerts routed again by this config."""
+        await self.load()
+        orphans = self.convergence.orphans()
+        if not orphans:
+            return []
+        alerts = self.convergence.alerts
+        ids = [alerts[fp].id for g in orphans for fp in g.members if alerts[fp].status == "firing"]
+        texts = await self.store.run(lambda conn: alert_rows.texts(conn, ids))
+        labels = {alert_id: json.loads(text[0]) for alert_id, text in texts.items()}
+        now = self.clock()
+        ops: list[Op] = []
+        done: list[Rerouted] = []
+        for group in orphans:
+            group_ops, rerouted = self.convergence.reroute(
+                group, labels, self.config.watchdog_groups, now
+            )
+            ops += group_ops
+            done.append(rerouted)
+        try:
+            await self.store.write(ops)
+        except BaseException:
+            self._reload_needed = True  # memory holds what the store refused
+            raise
+        self.metrics.alert_groups_open.set(len(self.convergence.groups))
+        return done
 
     # -- the webhook -----------------------------------------------------------------------------
     async def receive(self, payload: Payload) -> IngestResult:
@@ -177,6 +217,16 @@ class Pipeline:
             self.metrics.alert_groups_open.set(len(self.convergence.groups))
             if written.deliveries:
                 self.on_enqueued()
+        self.metrics.escalations.inc(sum(1 for c in flushed.changes if c.escalation))
+        self.metrics.suppressed.inc(flushed.held)
+        shared = Shared(
+            acks=flushed.ack_timeouts,
+            escalations=[
+                (g.key, g.escalated, g.first_notified_at or now) for g in flushed.escalated
+            ],
+        )
+        if shared:
+            self.on_shared(shared)
         return written
 
     def next_due(self) -> float:
@@ -191,6 +241,7 @@ class Pipeline:
             return
         await self.raise_internal(self.watchdog.check(now))
         ops = self.watchdog.ops()
+        ops += await self._rescan_muting(now)
         if now >= self._next_stale_check:  # a walk over every alert: once a minute is enough
             self._next_stale_check = now + STALE_CHECK_SECONDS
             closed, stale_ops = self.convergence.close_stale(now)
@@ -198,6 +249,17 @@ class Pipeline:
             ops += stale_ops
         if ops:
             await self.store.write(ops)
+
+    async def _rescan_muting(self, now: float) -> list[Op]:
+        """When silences changed, or one (or a maintenance window) started or ended, decide
+        again which firing alerts are muted, and look again at the groups that changed."""
+        muting = self.convergence.muting
+        if not muting.due(now):
+            return []
+        firing = await self.store.read(alert_rows.firing_labels)
+        changed = muting.rescan(firing, now)
+        self.metrics.silences_active.set(muting.active(now))
+        return self.convergence.muting_changed(changed, now)
 
     async def _store_takes_writes(self, now: float) -> bool:
         """StoreFailing: paged straight to the channels once, after store_failing_after of
@@ -255,5 +317,7 @@ class Pipeline:
         ops = self.convergence.purge(before)
         ops += [deliveries.purge(before), notifications.purge(before)]
         ops += self.nflog.expire(now - 2 * self.config.convergence.repeat_interval)
+        ops += self.convergence.acks.purge(before) + self.convergence.muting.purge(before)
+        ops.append(audit.purge(before))
         ops += self.parts.expire(before)
         await self.store.write(ops)

@@ -89,6 +89,19 @@ class Browser:
     def url(self) -> str:
         return str(self.driver.current_url)
 
+    def submit(self, css: str, timeout: float = 20.0) -> None:
+        """Click the button `css` that sends a form, and wait for the page it brings: reading
+        the page before it arrived found no <body> once (the old page was being torn down)."""
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions
+        from selenium.webdriver.support.wait import WebDriverWait
+
+        old = self.driver.find_element(By.TAG_NAME, "html")
+        self.find(css).click()
+        wait = WebDriverWait(self.driver, timeout)
+        wait.until(expected_conditions.staleness_of(old))
+        wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+
     def text(self) -> str:
         """The visible text of the page."""
         from selenium.webdriver.common.by import By

@@ -24,6 +24,7 @@ SECTIONS = (
     "Scale",
     "Hostile client",
     "Console",
+    "Replay",
     "Memory",
     "Targets",
 )

@@ -161,6 +161,7 @@ async def test_a_notification_arrives_signed_as_a_versioned_document(
         "startsAt": "2027-01-15T07:50:00.000Z",
         "endsAt": None,
         "generatorURL": "http://prometheus.example.com:9090/graph?g0.expr=up&n=1",
+        "extras": {},  # what Grafana adds (links, value string): nothing from Alertmanager
     }
     assert second["status"] == "resolved" and second["endsAt"] == "2027-01-15T08:00:00.000Z"
 

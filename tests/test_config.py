@@ -86,14 +86,15 @@ def pager_kind(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def example_env() -> dict[str, str]:
     names = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", EXAMPLE.read_text()))
-    return {
-        name: (
-            "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=example"
-            if name.endswith("_URL")
-            else f"example-{name.lower()}"
-        )
-        for name in names
-    }
+    return {name: _example_value(name) for name in names}
+
+
+def _example_value(name: str) -> str:
+    if name.endswith("_URL"):
+        return "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=example"
+    if name.endswith("_AES_KEY"):  # a WeCom EncodingAESKey: 43 characters of base64
+        return "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+    return f"example-{name.lower()}"
 
 
 def example_channel_kinds() -> set[str]:

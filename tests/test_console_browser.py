@@ -115,7 +115,7 @@ def logged_in(browser: Browser, stack: Stack, path: str = "/", lang: str = "en")
     if "/login" in browser.url:
         browser.type_into("input[name=name]", "zhangsan")
         browser.type_into("input[name=password]", PASSWORD)
-        browser.find("form.login button").click()
+        browser.submit("form.login button")
     if f'lang="{"zh-CN" if lang == "zh" else "en"}"' not in browser.driver.page_source:
         browser.click_link("中文" if lang == "zh" else "EN")
     return browser.text()
@@ -171,10 +171,10 @@ def test_a_mail_link_asks_for_a_login_then_shows_the_alert_group(
     browser.screenshots("login")
     browser.type_into("input[name=name]", "zhangsan")
     browser.type_into("input[name=password]", "wrong")
-    browser.find("form.login button").click()
+    browser.submit("form.login button")
     assert "Wrong user name or password." in browser.text()
     browser.type_into("input[name=password]", PASSWORD)
-    browser.find("form.login button").click()
+    browser.submit("form.login button")
 
     assert re.search(r"/groups/[0-9a-f]{16}$", browser.url), browser.url
     text = browser.text()
@@ -229,7 +229,7 @@ def test_the_route_tester_tells_which_groups_channels_and_route(
 ) -> None:
     logged_in(browser, stack, "/contact-groups")
     browser.type_into("#rt-labels", "alertname=DiskFull, team=db, severity=critical")
-    browser.find("form.route-test button").click()
+    browser.submit("form.route-test button")
 
     result = browser.find("#rt-result").text
     assert "dba" in result and "route #0" in result and "dba-pager" in result

@@ -174,3 +174,61 @@ async def test_the_parts_log_survives_a_reopen_and_forgets_what_is_old(tmp_path:
     assert (parts.get("robot:1:abc"), parts.get("robot:2:def")) == (0, 1)
     assert [r[0] for r in await store.query("SELECT key FROM channel_parts")] == ["robot:2:def"]
     await store.close()
+
+
+async def test_a_scratch_store_writes_inline_in_long_transactions_and_fails_as_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replay's store: no store thread, no commit per write; what a failure costs is what was
+    written since the last commit (the run ends there)."""
+    from monitor_manager.store import writer
+
+    monkeypatch.setattr(writer, "SCRATCH_BATCH", 10)
+    failures: list[BaseException] = []
+    store = Store(str(tmp_path / "scratch.db"), on_failure=failures.append, scratch=True)
+    await store.open()
+    assert await store.run(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0]) == "memory"
+    await store.run(lambda c: c.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)"))
+    main = threading.get_ident()
+    seen: list[int] = []
+    for i in range(25):
+        await store.write(
+            [("INSERT INTO t VALUES (?)", (i,)), lambda c: seen.append(threading.get_ident())]
+        )
+    assert set(seen) == {main}  # on the caller's thread
+    assert store.commits == 5  # 50 ops, a commit every 10
+    assert (await store.read_query("SELECT COUNT(*) FROM t"))[0][0] == 25  # read commits first
+    await store.write([("INSERT INTO t VALUES (?)", (100,))])
+    with pytest.raises(StoreError):
+        await store.write([("INSERT INTO t VALUES (?)", (1,))])  # a duplicate key
+    assert failures and not store.healthy
+    assert (await store.query("SELECT COUNT(*) FROM t"))[0][0] == 25  # 100 went with it
+    await store.write([("INSERT INTO t VALUES (?)", (101,))])
+    assert store.healthy
+    await store.close()
+    assert sqlite3.connect(tmp_path / "scratch.db").execute("SELECT MAX(x) FROM t").fetchone() == (
+        101,
+    )
+
+
+def test_message_json_is_what_asdict_gives() -> None:
+    import dataclasses
+    import json
+
+    from monitor_manager.models import AlertView, GroupView, Member, Message
+
+    alert = AlertView("f1", "firing", {"a": "1"}, {"summary": "s"}, 1.0, None, "http://g")
+    done = AlertView("f2", "resolved", {"a": "2"}, {}, 1.0, 2.0)
+    message = Message(
+        7,
+        "digest",
+        "sre",
+        (Member("Li Si", "lisi@example.com", wechat="lisi", feishu="ou_1"),),
+        (GroupView("k1", "sre", {"a": "1"}, (alert, done), "http://mm/groups/k1"),),
+        3.5,
+        "mm-az1",
+        "http://mm",
+        {"merged": [1, 2]},
+    )
+    assert json.dumps(message.to_json()) == json.dumps(dataclasses.asdict(message))
+    assert Message.from_json(json.loads(json.dumps(message.to_json()))) == message

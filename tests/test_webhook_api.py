@@ -595,7 +595,14 @@ async def test_readyz_is_503_while_the_store_cannot_write(start: Start) -> None:
 
 async def test_healthz_names_the_instance(start: Start) -> None:
     svc = await start()
-    assert await svc.get("/healthz") == {"status": "ok", "instance": "mm-test", "peer_protocol": 2}
+    body = await svc.get("/healthz")
+    # The time is the service's clock (peers compare theirs with it: ClockSkew).
+    assert body == {
+        "status": "ok",
+        "instance": "mm-test",
+        "peer_protocol": 2,
+        "time": svc.clock.now,
+    }
 
 
 async def test_readyz_is_200_when_healthy_and_503_with_the_reason_without_scheduler(

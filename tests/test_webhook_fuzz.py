@@ -1,5 +1,6 @@
-"""Property tests for the webhook: whatever arrives, the answer is never a 500; a 4xx leaves the
-store exactly as it was; a 200 accounts for every alert in the payload.
+"""Property tests for the webhooks: whatever arrives, the answer is never a 500; a 4xx leaves
+the store exactly as it was; a 200 accounts for every alert in the payload. Grafana's webhook
+(`/webhook/grafana`) shares the ingest path: it gets the random JSON and the mutations too.
 
 One real app per test function; the examples share it and its store (nothing is reset), and each
 example compares a snapshot of the store taken just before its request with one taken after.
@@ -28,6 +29,7 @@ from monitor_manager import keys
 from monitor_manager.app import create_app
 
 WEBHOOK = "/webhook/alertmanager"
+GRAFANA = "/webhook/grafana"
 JSON_TYPE = {"Content-Type": "application/json"}
 FUZZ = settings(
     max_examples=150,
@@ -68,6 +70,50 @@ valid_payloads = st.builds(
     lambda items, url: {**payload(alert_json("Seed")), "alerts": items, "externalURL": url},
     st.lists(alerts, max_size=5),
     st.sampled_from(["http://am-az1:9093", "", "http://am-az2"]),
+)
+# Grafana's payload: Alertmanager's with version "1" and more fields, its URLs hostile or not.
+urls = st.sampled_from(
+    [
+        "",
+        "https://grafana.example.com/d/abc?from=1&to=2&viewPanel=4",
+        "http://grafana:3000/alerting/silence/new?matcher=a%3Db",
+        "javascript:alert(1)",
+        "//evil.example.com/",
+        "https://grafana.example.com/d/x\nBcc: x",
+        "data:text/html,<b>",
+    ]
+) | st.text(max_size=30)
+grafana_alerts = st.builds(
+    lambda alert, extra: {**alert, **extra},
+    alerts,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "dashboardURL": urls,
+            "panelURL": urls,
+            "silenceURL": urls,
+            "imageURL": urls,
+            "valueString": st.text(max_size=60),
+            "values": st.dictionaries(st.text(max_size=3), st.floats(allow_nan=False)),
+            "orgId": st.integers(0, 3),
+        },
+    ),
+)
+valid_grafana_payloads = st.builds(
+    lambda items, url, truncated: {
+        **payload(alert_json("Seed")),
+        "version": "1",
+        "alerts": items,
+        "externalURL": url,
+        "orgId": 1,
+        "title": "[FIRING] x",
+        "state": "alerting",
+        "message": "**Firing**",
+        "truncatedAlerts": truncated,
+    },
+    st.lists(grafana_alerts, max_size=5),
+    st.sampled_from(["https://grafana.example.com/", "", "http://grafana-az2:3000/"]),
+    st.integers(0, 3),
 )
 # Close enough to a payload that validation goes past the top level.
 payload_like = st.fixed_dictionaries(
@@ -237,10 +283,12 @@ async def snapshot(client: TestClient) -> list[list[tuple[Any, ...]]]:
     ]
 
 
-async def post_and_check(client: TestClient, body: bytes) -> tuple[int, dict[str, Any]]:
+async def post_and_check(
+    client: TestClient, body: bytes, path: str = WEBHOOK
+) -> tuple[int, dict[str, Any]]:
     """POST body; check the properties; return the status and the answer."""
     before = await snapshot(client)
-    response = await client.post(WEBHOOK, data=body, headers=JSON_TYPE)
+    response = await client.post(path, data=body, headers=JSON_TYPE)
     event(f"status {response.status}")
     assert response.status < 500, await response.text()
     assert response.content_type == "application/json"
@@ -303,6 +351,27 @@ async def test_mutated_payloads_never_get_a_500_and_a_4xx_changes_nothing(
     for _ in range(data.draw(st.integers(1, 3))):
         mutate(data, doc)
     await post_and_check(client, json.dumps(doc).encode())
+
+
+@FUZZ
+@given(value=json_values | payload_like.map(lambda p: {**p, "version": "1"}))
+@example(value={"version": "1", "alerts": [{"status": "firing", "labels": {"a": "b"}}]})
+async def test_random_json_to_the_grafana_webhook_never_gets_a_500(
+    client: TestClient, value: Any
+) -> None:
+    await post_and_check(client, json.dumps(value).encode(), GRAFANA)
+
+
+@settings(FUZZ, max_examples=150)
+@given(doc=valid_grafana_payloads, data=st.data())
+async def test_mutated_grafana_payloads_never_get_a_500_and_a_4xx_changes_nothing(
+    client: TestClient, doc: dict[str, Any], data: st.DataObject
+) -> None:
+    status, _ = await post_and_check(client, json.dumps(doc).encode(), GRAFANA)
+    assert status == 200  # the seed is valid, whatever its links say
+    for _ in range(data.draw(st.integers(1, 3))):
+        mutate(data, doc)
+    await post_and_check(client, json.dumps(doc).encode(), GRAFANA)
 
 
 @FUZZ

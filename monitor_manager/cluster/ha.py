@@ -56,7 +56,8 @@ PROTOCOL_VERSION = 2
 SUPPORTED_VERSIONS = (1, 2)
 MAX_ENTRIES = 10_000  # per push or pull
 DIGEST_LOG_KEY = "digest"  # never an alert group's key (16 hex digits)
-_LOG_KEY = re.compile(r"[0-9a-f]{16}|digest")
+REPORT_LOG_KEY = "report"  # the daily report (watch/report.py); release 1 never sends one
+_LOG_KEY = re.compile(r"[0-9a-f]{16}|digest|report")
 _HASH = re.compile(r"[0-9a-f]{32}")
 
 
@@ -103,7 +104,8 @@ MAX_CALLS = 100
 
 
 class EntryError(ValueError):
-    """A peer's message is malformed (answered 400); `field` names where."""
+    """A peer's message (notification log or shared state) is malformed (answered 400);
+    `field` names where."""
 
     def __init__(self, message: str, field: str) -> None:
         super().__init__(message)
@@ -162,6 +164,46 @@ def _entry(item: Any, i: int, names: tuple[str, ...]) -> Entry:
     if not isinstance(calls, int) or isinstance(calls, bool) or not 1 <= calls <= MAX_CALLS:
         raise EntryError(f"expected a whole number from 1 to {MAX_CALLS}", f"entries[{i}].calls")
     return Entry(**values, calls=calls)
+
+
+NFLOG_PATH = "/api/v1/peer/nflog"
+ANSWER_LIMIT = 16 << 20  # MAX_ENTRIES entries of a few hundred bytes, or the shared state
+
+
+async def peer_post(
+    session: aiohttp.ClientSession, config: Config, peers: Peers, name: str, path: str, body: Any
+) -> None:
+    """POST `body` to a peer with ha.token, its certificate checked; ValueError unless 200."""
+    async with session.post(
+        peers.states[name].config.url.rstrip("/") + path,
+        json=body,
+        headers={"Authorization": f"Bearer {config.ha.token}"},
+        timeout=aiohttp.ClientTimeout(total=config.watchdog.peer_timeout),
+        ssl=peers.ssl,
+    ) as response:
+        if response.status != 200:
+            raise ValueError(f"HTTP {response.status}")
+
+
+async def peer_get(
+    session: aiohttp.ClientSession,
+    config: Config,
+    peers: Peers,
+    name: str,
+    path: str,
+    params: dict[str, str],
+) -> Any:
+    """GET a peer's JSON answer (bounded, strict UTF-8); ValueError or BodyError when bad."""
+    async with session.get(
+        peers.states[name].config.url.rstrip("/") + path,
+        headers={"Authorization": f"Bearer {config.ha.token}"},
+        params=params,
+        timeout=aiohttp.ClientTimeout(total=config.watchdog.peer_timeout),
+        ssl=peers.ssl,
+    ) as response:
+        if response.status != 200:
+            raise ValueError(f"HTTP {response.status}")
+        return await read_answer(response, ANSWER_LIMIT)
 
 
 class NotificationLog:
@@ -365,11 +407,6 @@ class HighAvailability:
         return ops, len(good), rejected
 
     # -- talking to peers ----------------------------------------------------------------------
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.config.ha.token}"}
-
-    def _url(self, name: str) -> str:
-        return self.peers.states[name].config.url.rstrip("/") + "/api/v1/peer/nflog"
 
     async def push(self, entries: list[Entry]) -> None:
         """Tell every peer what was just sent: the reachable ones now, the others once they
@@ -426,15 +463,7 @@ class HighAvailability:
             "entries": [e.wire(version) for e in wire if e is not None],
         }
         try:
-            async with self.session.post(
-                self._url(name),
-                json=body,
-                headers=self._headers(),
-                timeout=aiohttp.ClientTimeout(total=self.config.watchdog.peer_timeout),
-                ssl=self.ssl,
-            ) as response:
-                if response.status != 200:
-                    raise ValueError(f"HTTP {response.status}")
+            await peer_post(self.session, self.config, self.peers, name, NFLOG_PATH, body)
             self.metrics.ha_pushes.labels(name, "ok").inc()
             return True
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -453,16 +482,9 @@ class HighAvailability:
     async def _pull_one(self, name: str, since: float) -> list[Op]:
         assert self.session is not None
         try:
-            async with self.session.get(
-                self._url(name),
-                headers=self._headers(),
-                params={"since": str(since), "version": str(PROTOCOL_VERSION)},
-                timeout=aiohttp.ClientTimeout(total=self.config.watchdog.peer_timeout),
-                ssl=self.ssl,
-            ) as response:
-                if response.status != 200:
-                    raise ValueError(f"HTTP {response.status}")
-                message = parse_message(await read_answer(response, 16 << 20))
+            params = {"since": str(since), "version": str(PROTOCOL_VERSION)}
+            answer = await peer_get(self.session, self.config, self.peers, name, NFLOG_PATH, params)
+            message = parse_message(answer)
             ops, _, _ = self.accept(message, pushed=False)
             self.metrics.ha_pulls.labels(name, "ok").inc()
             return ops

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import re
 import ssl
@@ -19,12 +20,17 @@ from monitor_manager.config.schema import (
     ContactGroupConfig,
     HAConfig,
     HeartbeatConfig,
+    MaintenanceConfig,
     PeerConfig,
     RouteConfig,
     ServerConfig,
 )
+from monitor_manager.converge.maintenance import cron_trigger
+from monitor_manager.converge.maintenance import validate as maintenance_problems
 from monitor_manager.durations import format_duration
 from monitor_manager.passwords import PasswordHashError, is_hash, parse_hash
+
+MIN_RECORD_BYTES = 1 << 20  # server.record_max_bytes
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -78,12 +84,15 @@ def cross_check(cfg: Config, data: Mapping[str, Any], problems: Problems) -> Non
     _check_watchdog(cfg, problems)
     _check_peers(cfg, problems)
     _check_console(cfg, data, problems)
+    _check_escalation(cfg, problems)
+    _check_maintenance(cfg, problems)
     if cfg.templates.dir and not Path(cfg.templates.dir).is_dir():
         problems.check("templates.dir", f'directory "{cfg.templates.dir}" does not exist')
     try:
         time_zone(cfg.templates.time_zone)
     except ValueError as exc:
         problems.check("templates.time_zone", str(exc))
+    _check_report(cfg, problems)
 
 
 def _check_server(cfg: Config, problems: Problems) -> None:
@@ -109,6 +118,14 @@ def _check_server(cfg: Config, problems: Problems) -> None:
                 "server.tls_cert_file",
                 f"cannot load the certificate and key: {getattr(exc, 'strerror', None) or exc}",
             )
+    if server.record:
+        folder = Path(server.record).parent
+        if not folder.is_dir():
+            problems.check("server.record", f'directory "{folder}" does not exist')
+        elif Path(server.record).is_dir():
+            problems.check("server.record", "is a directory; name the file to write")
+    if server.record_max_bytes < MIN_RECORD_BYTES:
+        problems.check("server.record_max_bytes", f"must be at least {MIN_RECORD_BYTES} (1 MiB)")
     if cfg.ha.ca_file:
         try:
             peer_ssl_context(cfg.ha)
@@ -216,13 +233,44 @@ def _check_group_references(cfg: Config, data: Mapping[str, Any], problems: Prob
         if name not in groups:
             hint = " (the default; set routing.default_groups)" if default_is_implicit else ""
             problems.check("routing.default_groups", f'contact group "{name}" does not exist{hint}')
-    references = [("watchdog.groups", cfg.watchdog.groups)] + [
+    references = [("watchdog.groups", cfg.watchdog.groups), ("report.groups", cfg.report.groups)]
+    references += [
         (f"routes[{i}].groups", route.groups) for i, route in valid_items(cfg.routes, RouteConfig)
     ]
+    for i, group in valid_items(cfg.contact_groups, ContactGroupConfig):
+        for j, step in enumerate(group.escalation):
+            references.append((f"contact_groups[{i}].escalation[{j}].groups", step.groups))
     for path, names in references:
         for name in names:
             if name not in groups:
                 problems.check(path, f'contact group "{name}" does not exist')
+
+
+def _check_escalation(cfg: Config, problems: Problems) -> None:
+    for i, group in valid_items(cfg.contact_groups, ContactGroupConfig):
+        last = 0.0
+        for j, step in enumerate(group.escalation):
+            path = f"contact_groups[{i}].escalation[{j}]"
+            if not step.groups:
+                problems.check(f"{path}.groups", "must name at least one contact group")
+            if group.name in step.groups:
+                problems.check(f"{path}.groups", f'"{group.name}" escalates to itself')
+            if step.after <= last:
+                problems.check(f"{path}.after", "must be later than the step before it (and 0s)")
+            last = step.after
+
+
+def _check_maintenance(cfg: Config, problems: Problems) -> None:
+    seen: set[str] = set()
+    for i, window in valid_items(cfg.maintenance, MaintenanceConfig):
+        path = f"maintenance[{i}]"
+        _check_name(path, "maintenance window", window.name, seen, problems)
+        for problem in maintenance_problems(window.schedule, window.time_zone, window.duration):
+            key, _, text = problem.partition(": ")
+            problems.check(f"{path}.{key}", text)
+        _check_matchers(path, window.match, window.match_re, problems)
+        if not window.match and not window.match_re:
+            problems.check(path, "must name what it mutes (match or match_re)")
 
 
 def _check_routes(cfg: Config, problems: Problems) -> None:
@@ -247,6 +295,21 @@ def _check_watchdog(cfg: Config, problems: Problems) -> None:
         _check_matchers(path, beat.match, {}, problems)
         if beat.timeout <= 0:
             problems.check(f"{path}.timeout", "must be longer than 0s")
+
+
+def _check_report(cfg: Config, problems: Problems) -> None:
+    report = cfg.report
+    zone = None
+    if report.time_zone:
+        try:
+            zone = time_zone(report.time_zone)
+        except ValueError as exc:
+            problems.check("report.time_zone", str(exc))
+    if report.schedule:
+        try:
+            cron_trigger(report.schedule, zone or dt.UTC)
+        except ValueError as exc:
+            problems.check("report.schedule", f'"{report.schedule}": {exc}')
 
 
 def _check_name(path: str, kind: str, name: str, seen: set[str], problems: Problems) -> bool:
@@ -348,6 +411,11 @@ def config_warnings(cfg: Config) -> list[str]:
     notes += _route_warnings(cfg)
     notes += _watchdog_warnings(cfg)
     notes += _console_warnings(cfg)
+    report = cfg.report
+    if not report.schedule and (report.groups or report.time_zone or report.language):
+        notes.append(
+            'report.schedule: empty, so no report is sent (set a crontab such as "0 9 * * *")'
+        )
     return notes
 
 

@@ -27,6 +27,9 @@ class ServerConfig:
     max_body_bytes: int = 4 * 1024 * 1024
     tls_cert_file: str = ""  # with tls_key_file: serve HTTPS (PEM files)
     tls_key_file: str = ""
+    # Append every accepted webhook payload to this file as a JSON line, for `replay`; "": off.
+    record: str = ""
+    record_max_bytes: int = 100 * 1024 * 1024  # then it becomes record + ".1" and starts anew
 
     @property
     def base_url(self) -> str:
@@ -90,10 +93,22 @@ class ChannelConfig:
 
 
 @dataclass(frozen=True)
+class EscalationStep:
+    """`escalation = [{ after = "15m", groups = ["sre-lead"] }, ...]` on a contact group."""
+
+    after: Duration
+    groups: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ContactGroupConfig:
     name: str
     channels: tuple[str, ...] = ()
     members: tuple[MemberConfig, ...] = ()
+    # Who hears next when nobody acknowledges, counted from the group's first firing message.
+    escalation: tuple[EscalationStep, ...] = ()
+    # An acknowledged group still firing this long is acknowledged no more ("0": never).
+    ack_timeout: Duration = 0.0
 
 
 @dataclass(frozen=True)
@@ -166,6 +181,36 @@ class ConsoleConfig:
 
 
 @dataclass(frozen=True)
+class SilencesConfig:
+    max_duration: Duration = 7 * 86400.0  # the longest a silence may last
+
+
+@dataclass(frozen=True)
+class MaintenanceConfig:
+    """`[[maintenance]]`: a recurring window that mutes what it matches, like a silence."""
+
+    name: str
+    schedule: str  # crontab: minute hour day month weekday
+    duration: Duration
+    match: dict[str, str] = field(default_factory=dict)
+    match_re: dict[str, str] = field(default_factory=dict)
+    time_zone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """`[report]`: a short daily summary to contact groups, sent once by the cluster."""
+
+    schedule: str = ""  # crontab: minute hour day month weekday ("0 9 * * *"); "": no report
+    time_zone: str = ""  # IANA zone of the schedule and the report's times; "": templates'
+    groups: tuple[str, ...] = ()  # contact groups that get it; empty: the watchdog groups
+    language: Literal["", "en", "zh"] = ""  # "": templates.language
+
+    def zone_name(self, templates: TemplatesConfig) -> str:
+        return self.time_zone or templates.time_zone
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -181,6 +226,9 @@ class Config:
     peers: tuple[PeerConfig, ...] = ()
     ha: HAConfig = field(default_factory=HAConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    silences: SilencesConfig = field(default_factory=SilencesConfig)
+    maintenance: tuple[MaintenanceConfig, ...] = ()
+    report: ReportConfig = field(default_factory=ReportConfig)
     source: str = "<embedded defaults>"  # where it was loaded from; not a TOML key
 
     def channel(self, name: str) -> ChannelConfig:
@@ -192,6 +240,10 @@ class Config:
     @property
     def watchdog_groups(self) -> tuple[str, ...]:
         return self.watchdog.groups or self.routing.default_groups
+
+    @property
+    def report_groups(self) -> tuple[str, ...]:
+        return self.report.groups or self.watchdog_groups
 
 
 class ConfigError(Exception):

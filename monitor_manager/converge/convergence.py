@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from monitor_manager.clock import Clock
 from monitor_manager.config import Config
+from monitor_manager.converge.acks import Ack, Acks
 from monitor_manager.converge.alerts import (
     Alert,
     Change,
@@ -37,6 +38,7 @@ from monitor_manager.converge.alerts import (
     to_json,
 )
 from monitor_manager.converge.ids import Ids
+from monitor_manager.converge.mute import Muting
 from monitor_manager.converge.notify import GroupChange
 from monitor_manager.converge.routing import Router
 from monitor_manager.ingest.payload import IncomingAlert
@@ -61,11 +63,29 @@ class Group:
     last_notified_at: float | None = None
     last_flush_at: float | None = None
     wait: float | None = None  # group_wait override (internal alerts page at once)
+    first_notified_at: float | None = None  # escalation steps count from this
+    escalated: int = 0  # escalation steps taken
+    unmuted: bool = False  # a silence or window ended over its firing alerts: tell people
+    # While acknowledged: when a repeat was last held back, how many escalation steps were
+    # (counted in monitor_manager_notifications_suppressed_total; memory only)
+    held_at: float | None = None
+    held_steps: int = 0
     # `(key,)`, shared by every alert in this group alone (most alerts): one tuple, not one each
     alone: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
         self.alone = (self.key,)
+
+
+@dataclass(frozen=True)
+class Rerouted:
+    """An open alert group whose contact group a reload removed: closed without a resolved
+    message, its firing alerts routed again by the new config."""
+
+    key: str
+    contact_group: str
+    firing: int  # its firing alerts, each routed again
+    to: tuple[str, ...]  # the contact groups they reached
 
 
 @dataclass
@@ -82,10 +102,20 @@ class IngestResult:
 class FlushResult:
     ops: list[Op] = field(default_factory=list)
     changes: list[GroupChange] = field(default_factory=list)
+    ack_timeouts: list[Ack] = field(default_factory=list)  # acks that just timed out
+    escalated: list[Group] = field(default_factory=list)  # groups that took a step
+    held: int = 0  # repeats and escalation steps not sent: the group is acknowledged
 
 
 class Convergence:
-    def __init__(self, config: Config, clock: Clock, ids: Ids) -> None:
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock,
+        ids: Ids,
+        muting: Muting | None = None,
+        acks: Acks | None = None,
+    ) -> None:
         self.config = config
         self.conv = config.convergence
         self.clock = clock
@@ -93,6 +123,12 @@ class Convergence:
         self.ignore = frozenset(config.convergence.ignore_labels)
         self.group_all = tuple(config.convergence.group_by) == ("...",)
         self.ids = ids
+        self.muting = muting or Muting(config)
+        self.acks = acks or Acks(config.ha.max_clock_skew)
+        self.instance = config.server.instance
+        self.contact_groups = frozenset(g.name for g in config.contact_groups)
+        self.escalation = {g.name: g.escalation for g in config.contact_groups}
+        self.ack_timeout = {g.name: g.ack_timeout for g in config.contact_groups}
         self.alerts: dict[str, Alert] = {}  # by fingerprint
         # fingerprint -> channel, for internal alerts about a failing channel (few)
         self.failing_channel: dict[str, str] = {}
@@ -144,6 +180,7 @@ class Convergence:
                 self._note_internal(fp, labels, source)
             known.seen_at = now
             if incoming.status == "firing":
+                self.muting.evaluate(fp, labels, now)
                 result.firing += 1
                 known.status = "firing"
                 known.starts_at = incoming.starts_at
@@ -165,6 +202,7 @@ class Convergence:
                         source,
                         now,
                         self.memberships(known),
+                        incoming.extras,
                     )
                 )
             else:
@@ -176,6 +214,7 @@ class Convergence:
                         source,
                         now,
                         self.memberships(known),
+                        incoming.extras,
                     )
                 )
             touched.update(known.groups)
@@ -249,6 +288,8 @@ class Convergence:
                 else {k: labels[k] for k in self.conv.group_by if k in labels}
             )
             key = group_key(contact_group, group_labels)
+            if key in alert.groups:
+                continue  # routed again (reroute) to a group it is in already
             group = self.groups.get(key)
             if group is None:
                 group = Group(key, contact_group, group_labels, now, wait=wait)
@@ -290,16 +331,32 @@ class Convergence:
         return result
 
     def _flush(self, group: Group, now: float, result: FlushResult) -> None:
+        """What the group's people must hear now, from its alerts, acknowledgement, muting
+        and escalation steps; then when it is looked at next."""
         group.next_flush_at = None
-        firing = [fp for fp in group.members if self.alerts[fp].status == "firing"]
+        group.last_flush_at = now
+        members = group.members
+        firing = [fp for fp in members if self.alerts[fp].status == "firing"]
+        # Muted alerts (silences, maintenance) are kept, never told.
+        visible = [fp for fp in firing if not self.muting.is_muted(fp)]
         # Resolved and stale alerts leave the group once this flush is done with them.
-        resolved = [fp for fp in group.members if self.alerts[fp].status != "firing"]
-        new_firing = any(group.members[fp] != "firing" for fp in firing)
-        told = [fp for fp in resolved if group.members[fp] == "firing"]
+        leaving = [fp for fp in members if self.alerts[fp].status != "firing"]
+        told = [fp for fp in leaving if members[fp] == "firing"]
         newly_resolved = [fp for fp in told if self.alerts[fp].status == "resolved"]
         newly_stale = [fp for fp in told if self.alerts[fp].status == "stale"]
+        new_firing = any(members[fp] != "firing" for fp in visible)
+        ack = self.acks.current(group.key, group.created_at)
+        timeout = self.ack_timeout.get(group.contact_group, 0.0)
+        ack_ended = bool(ack and timeout and visible and now >= ack.at + timeout)
+        if ack_ended:
+            assert ack is not None  # acknowledged no more: it pages again
+            ended = self.acks.withdraw(ack, ack.by, "timeout", now, self.instance)
+            result.ops += self.acks.merge(ended)
+            result.ack_timeouts.append(ended)
+            ack = None
         repeat_due = (
-            bool(firing)
+            bool(visible)
+            and ack is None
             and group.last_notified_at is not None
             and now >= group.last_notified_at + self.conv.repeat_interval
         )
@@ -308,36 +365,165 @@ class Convergence:
         send = (
             new_firing
             or repeat_due
+            or ack_ended
             or bool(newly_stale)
             or (bool(newly_resolved) and self.conv.send_resolved)
         )
+        if group.unmuted:
+            group.unmuted = False
+            send = send or bool(visible)  # a silence ended: the alerts are news again
+        closing = not firing
         if send:
-            shown = firing + newly_resolved + newly_stale
-            result.changes.append(self._change(group, shown))
+            shown = visible + newly_resolved + newly_stale
+            result.changes.append(self._change(group, shown, ack))
+            if closing and group.escalated:  # everyone escalated to hears the resolution
+                for step in self.escalation.get(group.contact_group, ())[: group.escalated]:
+                    result.changes += [
+                        self._change(group, shown, ack, notify=name) for name in step.groups
+                    ]
             group.last_notified_at = now
-            group.last_flush_at = now
+            if group.first_notified_at is None and visible:
+                group.first_notified_at = now
+        if visible and ack is not None:
+            result.held += self._hold(group, now)
+        if visible and ack is None:
+            steps = self._escalate(group, visible, now)
+            if steps:
+                result.changes += steps
+                result.escalated.append(group)
         changed: list[Alert] = []
-        for fp in firing:
-            if group.members[fp] != "firing" and send:
-                group.members[fp] = "firing"
+        for fp in visible:
+            if members[fp] != "firing" and send:
+                members[fp] = "firing"
                 changed.append(self.alerts[fp])
-        for fp in resolved:  # told about (or never worth telling): they leave the group
-            del group.members[fp]
+        for fp in leaving:  # told about (or never worth telling): they leave the group
+            del members[fp]
             alert = self.alerts[fp]
             alert.groups = self._shared(tuple(k for k in alert.groups if k != group.key))
             changed.append(alert)
-        if not group.members:
+        if not members:
             del self.groups[group.key]
         result.ops += [alert_rows.memberships(a.id, self.memberships(a)) for a in changed]
         if group.key not in self.groups:
             result.ops.append(group_rows.upsert(group, now, state="closed"))
             return
-        # Whoever is left fires and has been notified: the next flush is the repeat.
-        group.next_flush_at = (group.last_notified_at or now) + self.conv.repeat_interval
-        heapq.heappush(self._due, (group.next_flush_at, group.key))
+        group.next_flush_at = self._next_look(group, bool(visible), ack, now)
+        if group.next_flush_at is not None:
+            heapq.heappush(self._due, (group.next_flush_at, group.key))
         result.ops.append(group_rows.upsert(group, now))
 
-    def _change(self, group: Group, fingerprints: list[str]) -> GroupChange:
+    def _escalate(self, group: Group, visible: list[str], now: float) -> list[GroupChange]:
+        """Escalation steps due (nobody acknowledged): the group, marked escalated, to the
+        step's contact groups."""
+        out = []
+        steps = self.escalation.get(group.contact_group, ())
+        while (
+            group.escalated < len(steps)
+            and group.first_notified_at is not None
+            and now >= group.first_notified_at + steps[group.escalated].after
+        ):
+            step = steps[group.escalated]
+            group.escalated += 1
+            out += [
+                self._change(
+                    group,
+                    visible,
+                    None,
+                    notify=name,
+                    escalation=group.escalated,
+                    unacknowledged_for=now - group.first_notified_at,
+                )
+                for name in step.groups
+            ]
+        return out
+
+    def _hold(self, group: Group, now: float) -> int:
+        """A repeat or escalation step due now that the acknowledgement holds back: counted."""
+        held = 0
+        last = max(group.last_notified_at or now, group.held_at or 0.0)
+        if now >= last + self.conv.repeat_interval:
+            group.held_at = now
+            held += 1
+        steps = self.escalation.get(group.contact_group, ())
+        first = group.first_notified_at
+        while (
+            first is not None
+            and max(group.escalated, group.held_steps) < len(steps)
+            and now >= first + steps[max(group.escalated, group.held_steps)].after
+        ):
+            group.held_steps = max(group.escalated, group.held_steps) + 1
+            held += 1
+        return held
+
+    def _next_look(self, group: Group, visible: bool, ack: Ack | None, now: float) -> float | None:
+        """When the group must be looked at again without a change: the repeat (not while
+        acknowledged), the next escalation step, or the end of the acknowledgement."""
+        if not visible:
+            return None  # nothing people are told fires: only a change brings it back
+        times = []
+        if ack is None:
+            times.append((group.last_notified_at or now) + self.conv.repeat_interval)
+            steps = self.escalation.get(group.contact_group, ())
+            if group.escalated < len(steps) and group.first_notified_at is not None:
+                times.append(group.first_notified_at + steps[group.escalated].after)
+        else:
+            timeout = self.ack_timeout.get(group.contact_group, 0.0)
+            if timeout:
+                times.append(ack.at + timeout)
+            # Looks at what is held back, only to count it (nothing is sent).
+            last = max(group.last_notified_at or now, group.held_at or 0.0)
+            times.append(last + self.conv.repeat_interval)
+            steps = self.escalation.get(group.contact_group, ())
+            held = max(group.escalated, group.held_steps)
+            if held < len(steps) and group.first_notified_at is not None:
+                times.append(group.first_notified_at + steps[held].after)
+        return max(min(times), now) if times else None
+
+    def touch(self, keys: Iterable[str], now: float) -> list[Op]:
+        """Something decided elsewhere changed for these groups (an acknowledgement, a
+        silence): look at them again as soon as the timers allow."""
+        ops: list[Op] = []
+        for key in set(keys):
+            group = self.groups.get(key)
+            if group is not None:
+                self._touch(group, now)
+                ops.append(group_rows.upsert(group, now))
+        return ops
+
+    def muting_changed(self, fingerprints: Iterable[str], now: float) -> list[Op]:
+        keys: list[str] = []
+        for fp in fingerprints:
+            alert = self.alerts.get(fp)
+            if alert is None:
+                continue
+            keys += alert.groups
+            if alert.status == "firing" and not self.muting.is_muted(fp):
+                for key in alert.groups:
+                    self.groups[key].unmuted = True
+        return self.touch(keys, now)
+
+    # -- what people act on ---------------------------------------------------------------------
+    def fires(self, group: Group) -> bool:
+        return any(self.alerts[fp].status == "firing" for fp in group.members)
+
+    def announcement(self, group: Group, ack: Ack) -> GroupChange | None:
+        """The group as it fires now, with its new acknowledgement (told once)."""
+        visible = [
+            fp
+            for fp, told in group.members.items()
+            if self.alerts[fp].status == "firing" and told == "firing"
+        ]
+        return self._change(group, visible, ack) if visible else None
+
+    def _change(
+        self,
+        group: Group,
+        fingerprints: list[str],
+        ack: Ack | None,
+        notify: str | None = None,
+        escalation: int = 0,
+        unacknowledged_for: float = 0.0,
+    ) -> GroupChange:
         alerts = sorted(
             (self.alerts[fp] for fp in fingerprints),
             key=lambda a: (a.status != "firing", a.starts_at, a.fingerprint),
@@ -360,6 +546,11 @@ class Convergence:
             frozenset(
                 self.failing_channel[fp] for fp in fingerprints if fp in self.failing_channel
             ),
+            opened_at=group.created_at,
+            ack=ack.view() if ack is not None else None,
+            notify=notify or group.contact_group,
+            escalation=escalation,
+            unacknowledged_for=unacknowledged_for,
         )
 
     # -- retention ------------------------------------------------------------------------------
@@ -378,6 +569,57 @@ class Convergence:
         ops.append(group_rows.purge_closed(before))
         return ops
 
+    # -- reload -------------------------------------------------------------------------------
+    def adopt(self, previous: Convergence) -> None:
+        """A reload, after `load`: what memory alone knew of the groups that are still open."""
+        for key, group in self.groups.items():
+            old = previous.groups.get(key)
+            if old is not None:
+                group.wait = old.wait
+                group.unmuted = old.unmuted
+                group.held_at = old.held_at
+                group.held_steps = old.held_steps
+
+    def orphans(self) -> list[Group]:
+        """Open groups whose contact group the config no longer has."""
+        return [g for g in self.groups.values() if g.contact_group not in self.contact_groups]
+
+    def reroute(
+        self,
+        group: Group,
+        labels: dict[int, dict[str, str]],
+        watchdog_groups: tuple[str, ...],
+        now: float,
+    ) -> tuple[list[Op], Rerouted]:
+        """Close `group` (an orphan) without telling anyone it resolved, and route its firing
+        alerts again, as if they had just arrived: they must still reach someone. `labels`:
+        the stored labels of its alerts, by alert id."""
+        members = [self.alerts[fp] for fp in group.members]
+        del self.groups[group.key]
+        for alert in members:
+            alert.groups = self._shared(tuple(k for k in alert.groups if k != group.key))
+        group.members.clear()
+        ops: list[Op] = [group_rows.upsert(group, now, state="closed")]
+        firing = [a for a in members if a.status == "firing"]
+        touched: set[str] = set()
+        for alert in firing:
+            internal = alert.fingerprint in self.internal  # to the watchdog groups, at once
+            before = set(alert.groups)
+            self._assign(
+                alert,
+                labels.get(alert.id, {}),
+                now,
+                list(watchdog_groups) if internal else None,
+                0.0 if internal else None,
+            )
+            touched.update(set(alert.groups) - before)
+        for key in touched:
+            self._touch(self.groups[key], now)
+            ops.append(group_rows.upsert(self.groups[key], now))
+        ops += [alert_rows.memberships(a.id, self.memberships(a)) for a in members]
+        reached = sorted({self.groups[k].contact_group for a in firing for k in a.groups})
+        return ops, Rerouted(group.key, group.contact_group, len(firing), tuple(reached))
+
     # -- restart ------------------------------------------------------------------------------
     def load(self, conn: sqlite3.Connection) -> None:
         """Rebuild memory from the store (runs on the store thread)."""
@@ -387,7 +629,19 @@ class Convergence:
         self.groups.clear()
         self._due.clear()
         for row in group_rows.open_rows(conn):
-            loaded = Group(*row[:4], {}, *row[4:])  # type: ignore[misc]
+            key, contact_group, labels, created, next_flush, notified, flushed, first, steps = row
+            loaded = Group(
+                key,
+                contact_group,
+                labels,
+                created,
+                {},
+                next_flush,
+                notified,
+                flushed,
+                first_notified_at=first,
+                escalated=steps,
+            )
             self.groups[loaded.key] = loaded
         times: dict[float, float] = {}  # one float object per distinct time, as ingest has
         for fp, row_id, status, starts_at, ends_at, memberships, seen_at in alert_rows.memory_rows(

@@ -47,6 +47,8 @@ INTERNAL_ALERTNAMES = (
     "DeliveryFailed",
     "ChannelFailing",
     "StoreFailing",
+    "PeeringDisabled",
+    "ClockSkew",
 )
 # Labels every internal alert carries with a fixed value (watchdog.internal_alert), and labels
 # whose value names the broken thing and so cannot be known here.
@@ -93,6 +95,11 @@ class Silence:
     created_by: str
     comment: str
     updated_at: float
+    origin: str = ""  # the instance where it was last changed: breaks ties between peers
+
+    def newer_than(self, other: Silence) -> bool:
+        """Peers keep the newer of two versions of a silence (the same everywhere)."""
+        return (self.updated_at, self.origin) > (other.updated_at, other.origin)
 
     def state(self, now: float) -> SilenceState:
         # Half-open [startsAt, endsAt), as the API reports it (CalcSilenceState): a silence

@@ -29,7 +29,13 @@ from typing import Protocol
 
 from monitor_manager.channels.base import Channel, ChannelError, PartlySent
 from monitor_manager.clock import Clock
-from monitor_manager.cluster.ha import DIGEST_LOG_KEY, MAX_CALLS, Entry, HighAvailability
+from monitor_manager.cluster.ha import (
+    DIGEST_LOG_KEY,
+    MAX_CALLS,
+    REPORT_LOG_KEY,
+    Entry,
+    HighAvailability,
+)
 from monitor_manager.cluster.legacy_keys import content_hash_v1, log_key_v1
 from monitor_manager.config import DeliveryConfig
 from monitor_manager.deliver.decide import Attempted, Outcome, Transition, decide
@@ -53,15 +59,23 @@ Batch = list[Delivery]  # rows sent as one message (several, merged, for a rate-
 
 def log_key(d: Delivery) -> str | None:
     """A row's key in the notification log: its alert group, or one key for the contact
-    group's digests (equal digests from two instances are the same message)."""
+    group's digests (equal digests from two instances are the same message), or one for its
+    daily reports (a report's content hash names its period)."""
+    if d.message.extra.get("announce"):
+        return None  # told by the instance where it happened only: nothing to compare
     if d.group_key:
         return d.group_key
-    return DIGEST_LOG_KEY if d.message.kind == "digest" else None
+    return _LOG_KEYS.get(d.message.kind)
+
+
+_LOG_KEYS = {"digest": DIGEST_LOG_KEY, "report": REPORT_LOG_KEY}
 
 
 def log_entry(d: Delivery, sent_at: float, instance: str) -> Entry:
-    """A row's notification log entry, in both release-2 and release-1 words."""
+    """A row's notification log entry, in both release-2 and release-1 words (a report has
+    none in release 1's: release 1 sends no report)."""
     key = log_key(d) or ""
+    legacy = key != REPORT_LOG_KEY
     return Entry(
         d.message.contact_group,
         key,
@@ -69,8 +83,8 @@ def log_entry(d: Delivery, sent_at: float, instance: str) -> Entry:
         d.content_hash,
         sent_at,
         instance,
-        log_key_v1(d.message, key),
-        content_hash_v1(d.message),
+        log_key_v1(d.message, key) if legacy else "",
+        content_hash_v1(d.message) if legacy else "",
     )
 
 
@@ -138,6 +152,26 @@ class Outbox:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def reconfigure(
+        self,
+        channels: dict[str, Channel],
+        config: DeliveryConfig,
+        observer: DeliveryObserver | None,
+        ha: HighAvailability | None,
+    ) -> None:
+        """A reload: the outbox keeps running (and its queue), and what it claims from now on
+        goes through these channels and settings; sends in flight finish on the old ones."""
+        self.channels = channels
+        self.observer = observer
+        self.ha = ha
+        if config.concurrency != self.config.concurrency:
+            self._semaphore = asyncio.Semaphore(max(config.concurrency, 1))
+        self.config = config
+        self._wake.set()  # a changed channel may take rows its predecessor was holding back
+
+    def sends_in_flight(self) -> set[asyncio.Task[None]]:
+        return set(self._tasks)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def recover(self) -> int:
@@ -248,7 +282,9 @@ class Outbox:
         merging: dict[tuple[str, str], Batch] = {}
         for row in map(_owed_only, rows):
             channel = self.channels.get(row.channel)
-            if channel is not None and channel.merges_backlog and not row.only_to:
+            # A report stands alone: merged, it would become a digest of the others.
+            mergeable = not row.only_to and row.message.kind != "report"
+            if channel is not None and channel.merges_backlog and mergeable:
                 key = (row.channel, row.message.contact_group)
                 if key not in merging:
                     merging[key] = []

@@ -2,7 +2,13 @@
 
 Lookup order for `NAME` in language `LANG`: `DIR/LANG/NAME`, `DIR/NAME`, the built-in
 `LANG/NAME`, the built-in `en/NAME`. Templates receive `message` (a `models.Message`) and
-`max_alerts`, the number of alerts listed in full before the rest are only counted. Filters:
+`max_alerts`, the number of alerts listed in full before the rest are only counted.
+
+A daily report (message kind "report") is rendered by templates of its own whatever a channel
+asks for: `report_subject.txt` for `subject.txt`, `report.html` for an HTML template,
+`report.md` for a markdown one (`.md`) and `report.txt` for the rest, in the report's own
+language (`message.extra["report"]["language"]`, `[report] language`). They receive `report`,
+the figures (watch/report.py). Filters:
 `time` (Unix seconds as wall time in `[templates] time_zone`, the zone named; an optional
 strftime format whose `%Z` is the zone's name) and `duration` ("2d3h").
 """
@@ -43,11 +49,21 @@ class Renderer:
             raise ValueError(f"unknown template language {language!r}")
         self.language = language
         self.max_alerts = max_alerts
+        self.directory = directory
+        self.zone = zone
+        self._envs: dict[str, jinja2.Environment] = {}
+        self.env = self._environment(language)
+
+    def _environment(self, language: str) -> jinja2.Environment:
+        """The templates of one language (a report may be in another than the messages)."""
+        if language in self._envs:
+            return self._envs[language]
         search: list[jinja2.BaseLoader] = []
-        if directory:
-            search.append(jinja2.FileSystemLoader([Path(directory) / language, Path(directory)]))
+        if self.directory:
+            folder = Path(self.directory)
+            search.append(jinja2.FileSystemLoader([folder / language, folder]))
         search.append(jinja2.FileSystemLoader([BUILTIN_DIR / language, BUILTIN_DIR / "en"]))
-        self.env = jinja2.Environment(
+        env = jinja2.Environment(
             loader=jinja2.ChoiceLoader(search),
             autoescape=jinja2.select_autoescape(["html"], default_for_string=False),
             undefined=jinja2.StrictUndefined,
@@ -55,9 +71,10 @@ class Renderer:
             lstrip_blocks=True,
             keep_trailing_newline=False,
         )
-        self.zone = zone
-        self.env.filters["time"] = self._time
-        self.env.filters["duration"] = lambda seconds: format_duration(seconds, units=2)
+        env.filters["time"] = self._time
+        env.filters["duration"] = lambda seconds: format_duration(seconds, units=2)
+        self._envs[language] = env
+        return env
 
     def _time(self, ts: float | None, fmt: str = TIME_FORMAT) -> str:
         # Release 1's templates wrote the zone as a literal "UTC" (`|time("%H:%M UTC")`); in
@@ -67,6 +84,11 @@ class Renderer:
     def render(self, name: str, message: Message, **extra: object) -> str:
         """`name` rendered for `message`, whose label and annotation values are cut to
         MAX_VALUE_CHARS first (alert text is anyone's: it must not grow a page without end)."""
+        if message.kind == "report":
+            report = message.extra.get("report", {})
+            language = report.get("language", self.language)
+            env = self._environment(language if language in LANGUAGES else self.language)
+            return env.get_template(report_template(name)).render(message=message, report=report)
         template = self.env.get_template(name)
         return template.render(message=self.bounded(message), max_alerts=self.max_alerts, **extra)
 
@@ -77,7 +99,10 @@ class Renderer:
 
     def bounded(self, message: Message) -> Message:
         if not any(
-            _long(a.labels) or _long(a.annotations) or _long(g.group_labels)
+            _long(a.labels)
+            or _long(a.annotations)
+            or _long(g.group_labels)
+            or len(a.value) > MAX_VALUE_CHARS
             for g in message.groups
             for a in g.alerts
         ):
@@ -100,6 +125,15 @@ class Renderer:
             except jinja2.TemplateError as exc:
                 problems.append(f"{name}: {exc}")
         return problems
+
+
+def report_template(name: str) -> str:
+    """The template that renders a daily report where a channel asks for `name`."""
+    if name == "subject.txt":
+        return "report_subject.txt"
+    if name.endswith(".html"):
+        return "report.html"
+    return "report.md" if name.endswith(".md") else "report.txt"
 
 
 def _long(values: dict[str, str]) -> bool:

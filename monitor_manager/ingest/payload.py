@@ -5,6 +5,10 @@ string here is storable. Unknown fields are ignored (Alertmanager 0.32 adds
 notification_reason, 0.34 routeLabels). A problem raises `PayloadError` naming the offending
 path, e.g. `alerts[3].startsAt`; nothing about a payload is stored unless all of it is valid.
 
+`parse_envelope` is what every Alertmanager-shaped sender shares (the version aside): Grafana
+Alerting's webhook (ingest/grafana.py) is read by it too, with a reader for what Grafana adds
+to each alert (`Extras`), so both senders get one set of rules, field paths and limits.
+
 `screen()` then handles alert-level oddities without costing the other alerts of the payload
 their place (Alertmanager does not retry a 4xx, so rejecting a payload would lose the good
 alerts in its group): a time beyond now plus a skew is clamped to the time received, and an
@@ -16,9 +20,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
 
 MIN_TIME = -62135596800.0 + 86400  # 0001-01-02T00:00:00Z
 MAX_TIME = 253402214400.0  # 9999-12-31T00:00:00Z
@@ -43,6 +47,23 @@ class PayloadError(ValueError):
         self.field = field
 
 
+class Extras(TypedDict, total=False):
+    """What a sender adds to an alert beyond Alertmanager's fields (Grafana Alerting does),
+    stored as JSON in the alert's row and shown in messages and the console. Bounded: at most
+    the four named links, each an absolute http(s) URL (ingest/grafana.py checks them), and
+    one value string of at most MAX_EXTRA_VALUE_CHARS."""
+
+    links: dict[str, str]  # "dashboard" | "panel" | "silence" | "image" -> http(s) URL
+    value: str  # the values that made it fire or resolve, as the sender wrote them
+
+
+MAX_EXTRA_VALUE_CHARS = 4096
+
+ExtrasReader = Callable[[dict[str, Any], int], Extras]
+"""Reads a sender's per-alert additions from the raw alert at index i (PayloadError naming
+`alerts[i].<key>` on a wrong type)."""
+
+
 @dataclass(frozen=True, slots=True)
 class IncomingAlert:
     status: str
@@ -51,6 +72,7 @@ class IncomingAlert:
     starts_at: float
     ends_at: float | None
     generator_url: str
+    extras: Extras = field(default_factory=Extras)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +81,13 @@ class Payload:
     external_url: str
     receiver: str
     group_key: str
+    truncated_alerts: int = 0  # alerts the sender left out (Grafana's max_alerts): logged
 
 
 def parse_time(value: Any, path: str) -> float | None:
     """RFC 3339 with any fraction (Go sends nanoseconds) to epoch seconds; zero time → None."""
     if not isinstance(value, str):
-        raise PayloadError(f"expected an RFC 3339 timestamp string, got {_kind(value)}", path)
+        raise PayloadError(f"expected an RFC 3339 timestamp string, got {kind(value)}", path)
     if len(value) > MAX_TIME_CHARS:  # nor is it cached: rejected input must not grow memory
         raise PayloadError(f"{value[:40]!r}... is too long for an RFC 3339 timestamp", path)
     try:
@@ -103,31 +126,45 @@ def _parse_time_cached(value: str) -> float | None:
 
 
 def parse_payload(data: Any) -> Payload:
-    """A decoded JSON body as a Payload, or PayloadError naming the offending field."""
+    """A decoded Alertmanager webhook body as a Payload, or PayloadError naming the offending
+    field. Only version "4" is taken."""
+    if isinstance(data, dict) and data.get("version") == "1":
+        raise PayloadError(
+            "version \"1\" is Grafana Alerting's webhook payload: point Grafana's contact point "
+            'at /webhook/grafana; this endpoint takes Alertmanager\'s (version "4")',
+            "version",
+        )
+    return parse_envelope(data, "4")
+
+
+def parse_envelope(data: Any, version: str, extras: ExtrasReader | None = None) -> Payload:
+    """An Alertmanager-shaped body of `version` as a Payload, or PayloadError naming the
+    offending field; `extras` reads what the sender adds to each alert."""
     if not isinstance(data, dict):
-        raise PayloadError(f"expected a JSON object, got {_kind(data)}")
-    version = data.get("version")
-    if version != "4":
-        raise PayloadError(f'unsupported payload version {version!r}, expected "4"', "version")
+        raise PayloadError(f"expected a JSON object, got {kind(data)}")
+    sent = data.get("version")
+    if sent != version:
+        raise PayloadError(f'unsupported payload version {sent!r}, expected "{version}"', "version")
     raw_alerts = data.get("alerts")
     if not isinstance(raw_alerts, list):
-        raise PayloadError(f"expected an array of alerts, got {_kind(raw_alerts)}", "alerts")
-    alerts = [_parse_alert(a, i) for i, a in enumerate(raw_alerts)]
-    external_url = _optional_str(data, "externalURL", "externalURL")
+        raise PayloadError(f"expected an array of alerts, got {kind(raw_alerts)}", "alerts")
+    alerts = [parse_alert(a, i, extras) for i, a in enumerate(raw_alerts)]
+    external_url = optional_str(data, "externalURL", "externalURL")
     if len(external_url) > MAX_URL_CHARS:
         raise PayloadError(f"longer than {MAX_URL_CHARS} characters", "externalURL")
     return Payload(
         alerts=alerts,
         external_url=external_url,
-        receiver=_optional_str(data, "receiver", "receiver"),
-        group_key=_optional_str(data, "groupKey", "groupKey"),
+        receiver=optional_str(data, "receiver", "receiver"),
+        group_key=optional_str(data, "groupKey", "groupKey"),
     )
 
 
-def _parse_alert(raw: Any, i: int) -> IncomingAlert:
+def parse_alert(raw: Any, i: int, extras: ExtrasReader | None = None) -> IncomingAlert:
+    """The alert at index `i` of a payload, or PayloadError naming `alerts[i]...`."""
     # Paths are built only for errors: this runs for every alert of every payload.
     if not isinstance(raw, dict):
-        raise PayloadError(f"expected an alert object, got {_kind(raw)}", f"alerts[{i}]")
+        raise PayloadError(f"expected an alert object, got {kind(raw)}", f"alerts[{i}]")
     status = raw.get("status")
     if status != "firing" and status != "resolved":
         raise PayloadError(
@@ -152,13 +189,11 @@ def _parse_alert(raw: Any, i: int) -> IncomingAlert:
         raise PayloadError("startsAt cannot be the zero time", f"alerts[{i}].startsAt")
     ends = raw.get("endsAt")
     ends_at = parse_time(ends, f"alerts[{i}].endsAt") if ends is not None else None
+    generator_url = optional_str(raw, "generatorURL", f"alerts[{i}].generatorURL")
+    if extras is None:
+        return IncomingAlert(status, labels, annotations, starts_at, ends_at, generator_url)
     return IncomingAlert(
-        status=status,
-        labels=labels,
-        annotations=annotations,
-        starts_at=starts_at,
-        ends_at=ends_at,
-        generator_url=_optional_str(raw, "generatorURL", f"alerts[{i}].generatorURL"),
+        status, labels, annotations, starts_at, ends_at, generator_url, extras(raw, i)
     )
 
 
@@ -167,26 +202,28 @@ def _string_map(value: Any, i: int, key: str, *, required: bool) -> dict[str, st
         return {}
     if not isinstance(value, dict):
         raise PayloadError(
-            f"expected an object of strings, got {_kind(value)}", f"alerts[{i}].{key}"
+            f"expected an object of strings, got {kind(value)}", f"alerts[{i}].{key}"
         )
     for name, item in value.items():
         if type(item) is not str:
             raise PayloadError(
-                f"value of {name[:40]!r} must be a string, got {_kind(item)}", f"alerts[{i}].{key}"
+                f"value of {name[:40]!r} must be a string, got {kind(item)}", f"alerts[{i}].{key}"
             )
     return value
 
 
-def _optional_str(data: dict[str, Any], key: str, path: str) -> str:
+def optional_str(data: dict[str, Any], key: str, path: str) -> str:
+    """`data[key]` as a string, "" when absent or null; PayloadError at `path` otherwise."""
     value = data.get(key)
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise PayloadError(f"expected a string, got {_kind(value)}", path)
+        raise PayloadError(f"expected a string, got {kind(value)}", path)
     return value
 
 
-def _kind(value: Any) -> str:
+def kind(value: Any) -> str:
+    """The JSON type of a decoded value, as error messages name it."""
     return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
         type(value), "number"
     )
@@ -227,6 +264,7 @@ def screen(alerts: list[IncomingAlert], now: float) -> Screened:
                 min(alert.starts_at, now),
                 None if alert.ends_at is None else min(alert.ends_at, now),
                 alert.generator_url,
+                alert.extras,
             )
         out.alerts.append(alert)
     return out

@@ -1,22 +1,30 @@
 """The `alerts` table: one row per alert identity, the only module that writes it.
 
-A row holds what memory does not keep (labels, annotations, generatorURL, source) beside what
-it does (status, times, the alert groups it is in: `memberships`); rows are found by an id
-that memory assigns in order, so a new alert is an append (no index on the random
-fingerprint).
+A row holds what memory does not keep (labels, annotations, generatorURL, source, and the
+`extras` a sender such as Grafana adds: links and a value string) beside what it does (status,
+times, the alert groups it is in: `memberships`); rows are found by an id that memory assigns
+in order, so a new alert is an append (no index on the random fingerprint).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from monitor_manager.store.writer import Op, Statement
 
 if TYPE_CHECKING:
     from monitor_manager.converge.alerts import Alert
+
+NO_EXTRAS = "{}"
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def extras_json(extras: Mapping[str, Any] | None) -> str:
+    """An alert's extras as stored ("{}" for none, the Alertmanager case)."""
+    return _ENCODER.encode(extras) if extras else NO_EXTRAS
 
 
 def insert(
@@ -27,11 +35,12 @@ def insert(
     source: str,
     now: float,
     memberships: str,
+    extras: Mapping[str, Any] | None = None,
 ) -> Statement:
     return (
         "INSERT INTO alerts (id, fingerprint, labels, annotations, status, starts_at, ends_at, "
-        "generator_url, source, updated_at, memberships, seen_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "generator_url, source, updated_at, memberships, seen_at, extras) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             alert.id,
             alert.fingerprint,
@@ -45,19 +54,27 @@ def insert(
             now,
             memberships,
             now,
+            extras_json(extras),
         ),
     )
 
 
 def update(
-    alert: Alert, annotations: str, generator_url: str, source: str, now: float, memberships: str
+    alert: Alert,
+    annotations: str,
+    generator_url: str,
+    source: str,
+    now: float,
+    memberships: str,
+    extras: Mapping[str, Any] | None = None,
 ) -> Statement:
-    """A known alert's new state; an empty generatorURL or source keeps the stored one."""
+    """A known alert's new state; an empty generatorURL or source keeps the stored one. The
+    extras are replaced, as the annotations are: they belong to the state reported."""
     return (
         "UPDATE alerts SET annotations = ?, status = ?, starts_at = ?, ends_at = ?, "
         "generator_url = COALESCE(NULLIF(?, ''), generator_url), "
         "source = COALESCE(NULLIF(?, ''), source), updated_at = ?, memberships = ?, "
-        "seen_at = ? WHERE id = ?",
+        "seen_at = ?, extras = ? WHERE id = ?",
         (
             annotations,
             alert.status,
@@ -68,6 +85,7 @@ def update(
             now,
             memberships,
             now,
+            extras_json(extras),
             alert.id,
         ),
     )
@@ -112,16 +130,22 @@ def labels_from(conn: sqlite3.Connection, source: str) -> Iterator[tuple[str, di
         yield fp, json.loads(labels)
 
 
-def texts(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, tuple[str, str, str]]:
-    """Row id -> (labels, annotations, generatorURL), as stored (JSON text for the first two)."""
+def texts(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, tuple[str, str, str, str]]:
+    """Row id -> (labels, annotations, generatorURL, extras), as stored (JSON text but for the
+    URL)."""
     return {
-        r[0]: (r[1], r[2], r[3])
+        r[0]: (r[1], r[2], r[3], r[4])
         for r in conn.execute(
-            "SELECT id, labels, annotations, generator_url FROM alerts "
+            "SELECT id, labels, annotations, generator_url, extras FROM alerts "
             "WHERE id IN (SELECT value FROM json_each(?))",
             (json.dumps(list(ids)),),
         )
     }
+
+
+def firing_labels(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    """(fingerprint, labels JSON) of every firing alert (muting is decided again on them)."""
+    return conn.execute("SELECT fingerprint, labels FROM alerts WHERE status = 'firing'").fetchall()
 
 
 def max_id(conn: sqlite3.Connection) -> int:
@@ -130,7 +154,7 @@ def max_id(conn: sqlite3.Connection) -> int:
 
 COLUMNS = (
     "SELECT fingerprint, status, labels, annotations, starts_at, ends_at, generator_url, "
-    "source, memberships FROM alerts"
+    "source, memberships, extras FROM alerts"
 )
 
 

@@ -148,8 +148,8 @@ def supersede_older(sent: Delivery, now: float) -> Op:
         rows = conn.execute(
             "SELECT d.id, n.message FROM deliveries d JOIN notifications n "
             "ON n.id = d.notification_id WHERE n.group_key = ? AND n.id < ? AND d.channel = ? "
-            f"AND d.state IN {_DUE_SQL}",
-            (sent.group_key, sent.notification_id, sent.channel),
+            f"AND n.contact_group = ? AND d.state IN {_DUE_SQL}",
+            (sent.group_key, sent.notification_id, sent.channel, sent.message.contact_group),
         ).fetchall()
         stale = [
             superseded(row_id, sent.notification_id, now)[1]
@@ -231,9 +231,9 @@ def superseded_by(conn: sqlite3.Connection, d: Delivery) -> int | None:
     for notification_id, text in conn.execute(
         "SELECT n.id, n.message FROM notifications n JOIN deliveries d2 "
         "ON d2.notification_id = n.id WHERE n.group_key = ? AND n.id > ? AND d2.channel = ? "
-        "AND (d2.state = 'delivered' AND d2.superseded_by IS NULL "
+        "AND n.contact_group = ? AND (d2.state = 'delivered' AND d2.superseded_by IS NULL "
         "OR d2.state IN ('retrying', 'sending') AND d2.only_to != '') ORDER BY n.id DESC",
-        (d.group_key, d.notification_id, d.channel),
+        (d.group_key, d.notification_id, d.channel, d.message.contact_group),
     ):
         if covered <= fingerprints(Message.from_json(json.loads(text))):
             return int(notification_id)

@@ -17,11 +17,12 @@ if TYPE_CHECKING:
 def upsert(group: Group, now: float, state: str = "open") -> Statement:
     return (
         "INSERT INTO alert_groups (key, contact_group, group_labels, state, created_at, "
-        "next_flush_at, last_notified_at, last_flush_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+        "next_flush_at, last_notified_at, last_flush_at, updated_at, first_notified_at, "
+        "escalated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
         "state = excluded.state, created_at = excluded.created_at, "
         "next_flush_at = excluded.next_flush_at, last_notified_at = excluded.last_notified_at, "
-        "last_flush_at = excluded.last_flush_at, updated_at = excluded.updated_at",
+        "last_flush_at = excluded.last_flush_at, updated_at = excluded.updated_at, "
+        "first_notified_at = excluded.first_notified_at, escalated = excluded.escalated",
         (
             group.key,
             group.contact_group,
@@ -32,6 +33,8 @@ def upsert(group: Group, now: float, state: str = "open") -> Statement:
             group.last_notified_at,
             group.last_flush_at,
             now,
+            group.first_notified_at,
+            group.escalated,
         ),
     )
 
@@ -40,16 +43,20 @@ def purge_closed(before: float) -> Op:
     return ("DELETE FROM alert_groups WHERE state = 'closed' AND updated_at < ?", (before,))
 
 
-OpenRow = tuple[str, str, dict[str, str], float, float | None, float | None, float | None]
-"""key, contact group, group labels, created, next flush, last notified, last flush"""
+OpenRow = tuple[
+    str, str, dict[str, str], float, float | None, float | None, float | None, float | None, int
+]
+"""key, contact group, group labels, created, next flush, last notified, last flush, first
+notified, escalation steps taken"""
 
 
 def open_rows(conn: sqlite3.Connection) -> Iterator[OpenRow]:
     for row in conn.execute(
         "SELECT key, contact_group, group_labels, created_at, next_flush_at, "
-        "last_notified_at, last_flush_at FROM alert_groups WHERE state = 'open'"
+        "last_notified_at, last_flush_at, first_notified_at, escalated FROM alert_groups "
+        "WHERE state = 'open'"
     ):
-        yield row[0], row[1], json.loads(row[2]), row[3], row[4], row[5], row[6]
+        yield (row[0], row[1], json.loads(row[2]), row[3], row[4], row[5], row[6], row[7], row[8])
 
 
 def listing(conn: sqlite3.Connection, limit: int) -> list[Any]:

@@ -324,3 +324,60 @@ def m012_deliveries_superseded_by(db: sqlite_utils.Database) -> None:
             if (m := re.search(r"notification (\d+) with a newer state", note))
         ],
     )
+
+
+@migrations()
+def m013_acting_on_pages(db: sqlite_utils.Database) -> None:
+    # Acknowledgements, silences, escalation steps taken (alert_groups.escalated), the keys
+    # that sign acknowledge links, and the audit of every change people made. The shared
+    # ones carry `updated_at` and `origin` (the instance that made the change): peers agree
+    # on the newer one.
+    db.executescript(
+        """
+        ALTER TABLE alert_groups ADD COLUMN first_notified_at REAL;
+        ALTER TABLE alert_groups ADD COLUMN escalated INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE acks (
+            group_key TEXT PRIMARY KEY,
+            by TEXT NOT NULL,
+            at REAL NOT NULL,
+            comment TEXT NOT NULL DEFAULT '',
+            via TEXT NOT NULL,
+            withdrawn INTEGER NOT NULL DEFAULT 0,
+            updated_at REAL NOT NULL,
+            origin TEXT NOT NULL
+        );
+        CREATE TABLE silences (
+            id TEXT PRIMARY KEY,
+            matchers TEXT NOT NULL,
+            starts_at REAL NOT NULL,
+            ends_at REAL NOT NULL,
+            created_by TEXT NOT NULL,
+            comment TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            origin TEXT NOT NULL
+        );
+        CREATE TABLE link_keys (
+            kid TEXT PRIMARY KEY,
+            key TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            who TEXT NOT NULL,
+            via TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '',
+            instance TEXT NOT NULL
+        );
+        CREATE INDEX audit_at ON audit (at);
+        """
+    )
+
+
+@migrations()
+def m014_alert_extras(db: sqlite_utils.Database) -> None:
+    # What a sender adds to an alert beyond Alertmanager's fields (Grafana Alerting: links to
+    # the dashboard, panel, silence and image, and the value string), as a JSON object.
+    db.executescript("ALTER TABLE alerts ADD COLUMN extras TEXT NOT NULL DEFAULT '{}';")

@@ -24,8 +24,18 @@ from monitor_manager.store.writer import Op, Statement
 
 
 def content_hash(message: Message) -> str:
-    """The same alert groups with the same alert states: equal across instances."""
-    states = sorted((g.key, a.fingerprint, a.status) for g in message.groups for a in g.alerts)
+    """The same alert groups with the same alert states: equal across instances. An
+    escalation step or an announcement is other news than the change it repeats: marked. A
+    daily report's is the period it reports on: equal on every instance that ran the schedule."""
+    if message.kind == "report":
+        period = message.extra.get("report", {}).get("period_end")
+        return hashlib.blake2b(json.dumps(["report", period]).encode(), digest_size=16).hexdigest()
+    states: list[Any] = sorted(
+        (g.key, a.fingerprint, a.status) for g in message.groups for a in g.alerts
+    )
+    for mark in ("escalation", "announce"):
+        if mark in message.extra:
+            states.append([mark, json.dumps(message.extra[mark], sort_keys=True)])
     return hashlib.blake2b(json.dumps(states).encode(), digest_size=16).hexdigest()
 
 
@@ -57,6 +67,10 @@ class Draft:
     url: str
     # row id, fingerprint, status, starts_at, ends_at
     alerts: tuple[tuple[int, str, AlertStatus, float, float | None], ...]
+    ack: dict[str, Any] | None = None
+    ack_url: str = ""
+    code: str = ""
+    contact_group: str = ""  # the group's own (the message may go to another: escalation)
 
 
 def write_group(draft: Draft, digest_id: int | None) -> Op:
@@ -66,14 +80,30 @@ def write_group(draft: Draft, digest_id: int | None) -> Op:
         for row_id, fp, status, starts_at, ends_at in draft.alerts:
             # Every alert memory knows has its row or a queued insert; never fail the whole
             # commit over one that has not.
-            labels, annotations, url = texts.get(row_id) or ("{}", "{}", "")
+            labels, annotations, url, extras = texts.get(row_id) or ("{}", "{}", "", "{}")
+            more = json.loads(extras) if extras != alert_rows.NO_EXTRAS else {}
             views.append(
                 AlertView(
-                    fp, status, json.loads(labels), json.loads(annotations), starts_at, ends_at, url
+                    fp,
+                    status,
+                    json.loads(labels),
+                    json.loads(annotations),
+                    starts_at,
+                    ends_at,
+                    url,
+                    more.get("links", {}),
+                    more.get("value", ""),
                 )
             )
         group = GroupView(
-            draft.group_key, draft.header.contact_group, draft.group_labels, tuple(views), draft.url
+            draft.group_key,
+            draft.contact_group or draft.header.contact_group,
+            draft.group_labels,
+            tuple(views),
+            draft.url,
+            ack=draft.ack,
+            ack_url=draft.ack_url,
+            code=draft.code,
         )
         message = dataclasses.replace(draft.header, groups=(group,))
         conn.execute(*insert(message, draft.group_key, digest_id))

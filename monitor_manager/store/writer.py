@@ -37,6 +37,7 @@ statements around it: it sees every write queued before it, committed or not (me
 built there from the stored alert rows, which memory does not keep)."""
 
 T = TypeVar("T")
+SCRATCH_BATCH = 20_000  # ops a scratch store writes between its commits
 
 
 def probe_op(now: float) -> Statement:
@@ -78,9 +79,19 @@ def failure_reason(exc: BaseException) -> str:
 
 class Store:
     def __init__(
-        self, path: str, on_failure: Callable[[BaseException], None] = lambda exc: None
+        self,
+        path: str,
+        on_failure: Callable[[BaseException], None] = lambda exc: None,
+        *,
+        scratch: bool = False,
     ) -> None:
         self.path = path
+        # A scratch store (replay's, thrown away afterwards) is written without fsync, its
+        # rollback journal in memory, and on the caller's thread: a batch run has no event
+        # loop to keep responsive, and a hand-off to the store thread per write cost replay
+        # more than the writes. Read at open(), so it may be set on a built store before it
+        # opens. Never for the service's store.
+        self.scratch = scratch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._conn: sqlite3.Connection | None = None
         # API reads: their own connection and thread, so a slow listing never holds a commit
@@ -94,17 +105,24 @@ class Store:
         self.healthy = True
         self.last_error = ""
         self.commits = 0
+        self._uncommitted = 0  # a scratch store's ops written since its last commit
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def open(self) -> None:
         await self.run_raw(self._open)
+        if self.scratch:
+            return  # written inline: no writer task
         self._wake = asyncio.Event()
         self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
 
     def _open(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        if self.scratch:
+            conn.execute("PRAGMA journal_mode=MEMORY")
+            conn.execute("PRAGMA synchronous=OFF")
+        else:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("PRAGMA foreign_keys=OFF")
         migrations.apply(sqlite_utils.Database(conn))
@@ -127,6 +145,9 @@ class Store:
 
     # -- reads and single transactions ---------------------------------------------------------
     async def run_raw(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.scratch:  # inline, after what was written (its own transactions may follow)
+            self._end_scratch_transaction()
+            return fn(*args)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
 
@@ -147,6 +168,8 @@ class Store:
         return await self.read(partial(_rows, sql, params))
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self.scratch:  # the reader sees committed rows only
+            self._end_scratch_transaction()
         return await asyncio.get_running_loop().run_in_executor(self._reader, self._read, fn)
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -189,6 +212,9 @@ class Store:
         An empty list still waits for every write queued before it (a barrier): a caller whose
         answer depends on state that earlier writers changed must not answer before them.
         """
+        if self.scratch:
+            self._commit_inline(ops)
+            return
         assert self._wake is not None, "store is not open"
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((ops, future))
@@ -225,28 +251,43 @@ class Store:
                 if not future.done():
                     future.set_result(None)
 
+    def _commit_inline(self, ops: list[Op]) -> None:
+        """A scratch store's write, here and now, into a transaction left open for the writes
+        that follow (committed every SCRATCH_BATCH ops, and before anything else runs on the
+        connection): a commit per write cost replay more than the writes. A failure rolls back
+        everything since the last commit; for a scratch store that ends the run."""
+        conn = self._conn
+        assert conn is not None
+        if not ops:
+            return
+        try:
+            if not conn.in_transaction:
+                conn.execute("BEGIN IMMEDIATE")
+            _apply(conn, ops)
+            self._uncommitted += len(ops)
+            if self._uncommitted >= SCRATCH_BATCH:
+                self._end_scratch_transaction()
+        except Exception as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._uncommitted = 0
+            self._mark(exc)
+            self.on_failure(exc)
+            raise StoreError(self.last_error) from exc
+        self.healthy = True
+
+    def _end_scratch_transaction(self) -> None:
+        if self._conn is not None and self._conn.in_transaction:
+            self._conn.execute("COMMIT")
+            self.commits += 1
+        self._uncommitted = 0
+
     def _commit(self, ops: list[Op]) -> None:
         conn = self._conn
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
-            # Consecutive ops with the same statement go to executemany: far fewer round trips.
-            i = 0
-            while i < len(ops):
-                op = ops[i]
-                if callable(op):
-                    op(conn)
-                    i += 1
-                    continue
-                sql = op[0]
-                j = i + 1
-                while j < len(ops) and _sql(ops[j]) == sql:
-                    j += 1
-                if j - i == 1:
-                    conn.execute(sql, op[1])
-                else:
-                    conn.executemany(sql, [_params(o) for o in ops[i:j]])
-                i = j
+            _apply(conn, ops)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -258,6 +299,27 @@ class Store:
         self.healthy = False
         self.last_error = failure_reason(exc)
         log.error("store commit failed: %s: %s", type(exc).__name__, exc)
+
+
+def _apply(conn: sqlite3.Connection, ops: list[Op]) -> None:
+    """Run ops in order inside the open transaction; consecutive ops with the same statement
+    go to executemany: far fewer round trips."""
+    i = 0
+    while i < len(ops):
+        op = ops[i]
+        if callable(op):
+            op(conn)
+            i += 1
+            continue
+        sql = op[0]
+        j = i + 1
+        while j < len(ops) and _sql(ops[j]) == sql:
+            j += 1
+        if j - i == 1:
+            conn.execute(sql, op[1])
+        else:
+            conn.executemany(sql, [_params(o) for o in ops[i:j]])
+        i = j
 
 
 def _rows(sql: str, params: Sequence[Any], conn: sqlite3.Connection) -> list[sqlite3.Row]:

@@ -8,6 +8,8 @@ instances by name and waits its position before sending.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import ssl
 import time
 from collections.abc import Callable
@@ -17,6 +19,7 @@ import aiohttp
 
 from monitor_manager.clock import Clock, iso
 from monitor_manager.config import Config, PeerConfig, peer_ssl_context
+from monitor_manager.durations import format_duration
 from monitor_manager.ingest.payload import IncomingAlert
 from monitor_manager.metrics import Metrics
 from monitor_manager.watch.watchdog import TEXTS, internal_alert, internal_labels
@@ -33,6 +36,7 @@ class PeerState:
     last_error: str = ""
     instance: str = ""  # the name the peer reports on /healthz
     protocol: int = 1  # the highest peer protocol version it advertises there (1: release 1)
+    offset: float | None = None  # its clock minus ours, from the last good probe
 
     @property
     def reachable(self) -> bool:
@@ -48,6 +52,7 @@ class PeerState:
             "consecutive_failures": self.failures,
             "last_error": self.last_error,
             "state": "down" if self.failures >= down_after else "up",
+            "clock_offset_seconds": self.offset,
         }
 
 
@@ -72,6 +77,22 @@ class Peers:
         for name in self.states:
             metrics.peer_up.labels(name).set(1)
 
+    def adopt(self, previous: Peers) -> None:
+        """A reload: a peer configured as before keeps what its probes found (a peer that is
+        down stays down, and is not counted as reachable until a probe says so); a removed
+        peer's series go."""
+        for name, state in previous.states.items():
+            if name in self.states and self.states[name].config == state.config:
+                self.states[name] = dataclasses.replace(state)
+                up = state.failures < self.config.watchdog.peer_failures
+                self.metrics.peer_up.labels(name).set(1 if up else 0)
+            elif name not in self.states:
+                for gauge in (self.metrics.peer_up, self.metrics.peer_probe_duration):
+                    try:
+                        gauge.remove(name)
+                    except KeyError:
+                        pass
+
     def reachable(self) -> list[str]:
         return sorted(name for name, s in self.states.items() if s.reachable)
 
@@ -85,6 +106,7 @@ class Peers:
         watchdog = self.config.watchdog
         started = time.monotonic()
         state.last_probe_at = self.clock()
+        offset = None
         try:
             async with self.session.get(
                 f"{state.config.url.rstrip('/')}/healthz",
@@ -98,6 +120,10 @@ class Peers:
             state.instance = str(body.get("instance", ""))[:256]
             protocol = body.get("peer_protocol")
             state.protocol = protocol if protocol in (1, 2) and protocol is not True else 1
+            # Its clock against ours at the middle of the round trip (release 1 sends none).
+            told = body.get("time")
+            if isinstance(told, int | float) and not isinstance(told, bool) and math.isfinite(told):
+                offset = told - (state.last_probe_at + (time.monotonic() - started) / 2)
         except (aiohttp.ClientError, TimeoutError, ValueError, BodyError) as exc:
             state.failures += 1
             state.last_error = f"{type(exc).__name__}: {exc}"[:300]
@@ -105,6 +131,7 @@ class Peers:
             state.failures = 0
             state.last_ok_at = state.last_probe_at
             state.last_error = ""
+            state.offset = offset
         state.latency = time.monotonic() - started
         self.metrics.peer_probe_duration.labels(state.config.name).set(state.latency)
         self.metrics.peer_up.labels(state.config.name).set(
@@ -138,4 +165,28 @@ class Peers:
                         "PeerDown", "resolved", labels, summary, "", starts_at=now, ends_at=now
                     )
                 )
+            out += self._skew(name, state, now)
         return out
+
+    def _skew(self, name: str, state: PeerState, now: float) -> list[IncomingAlert]:
+        """ClockSkew{peer=NAME}: its clock is further from ours than ha.max_clock_skew."""
+        if state.offset is None or state.failures:
+            return []  # no reading: the state stays as it was
+        labels = {"peer": name}
+        firing = self.is_firing(internal_labels("ClockSkew", labels))
+        limit = self.config.ha.max_clock_skew
+        off = format_duration(round(abs(state.offset)))
+        summary = self.texts["skew_summary"].format(peer=name, offset=off)
+        if abs(state.offset) > limit and not firing:
+            direction = self.texts["skew_ahead" if state.offset > 0 else "skew_behind"]
+            text = self.texts["skew_description"].format(
+                peer=name, offset=off, direction=direction, limit=format_duration(limit)
+            )
+            return [internal_alert("ClockSkew", "firing", labels, summary, text, starts_at=now)]
+        if abs(state.offset) <= limit and firing:
+            return [
+                internal_alert(
+                    "ClockSkew", "resolved", labels, summary, "", starts_at=now, ends_at=now
+                )
+            ]
+        return []

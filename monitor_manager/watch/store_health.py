@@ -27,6 +27,12 @@ class StoreHealth:
         self.error = ""
         self._paged_since: float | None = None  # the episode whose page went out
 
+    def adopt(self, previous: StoreHealth) -> None:
+        """A reload: an episode of refused writes goes on (paged once, resolved once)."""
+        self.failing_since = previous.failing_since
+        self.error = previous.error
+        self._paged_since = previous._paged_since
+
     def failed(self, reason: str, now: float) -> None:
         """A commit failed (`reason` is a fixed phrase, store.failure_reason)."""
         if self.failing_since is None:

@@ -12,6 +12,7 @@ second, so a restart neither forgets a missing heartbeat nor pages for one seen 
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -70,6 +71,13 @@ TEXTS = {
         "same ha.token on every instance.",
         "peer_description": "{failures} consecutive probes of {url}/healthz failed; "
         "the last error: {error}",
+        "skew_summary": "The clock of peer {peer} is {offset} off this instance's",
+        "skew_description": "Peer {peer} reports a time {offset} {direction} this instance's, "
+        "more than ha.max_clock_skew ({limit}). Acknowledgements and silences changed on "
+        "both sides are settled by their times (the newer wins): with clocks this far apart "
+        "the older change may win. Synchronise the clocks (NTP/chrony).",
+        "skew_ahead": "ahead of",
+        "skew_behind": "behind",
     },
     "zh": {
         "hb_summary": "心跳 {name} 已中断 {age}",
@@ -99,6 +107,12 @@ TEXTS = {
         "已发送了什么，会独自发送每条告警，对端也可能重复发送。"
         "请在每个实例上设置相同的 ha.token。",
         "peer_description": "连续 {failures} 次探测 {url}/healthz 失败；最后的错误：{error}",
+        "skew_summary": "对端 {peer} 的时钟与本实例相差 {offset}",
+        "skew_description": "对端 {peer} 报告的时间{direction}本实例 {offset}，超过 "
+        "ha.max_clock_skew（{limit}）。两边修改的确认和静默按时间裁决（较新的生效），"
+        "时钟相差这么多时，较旧的修改可能胜出。请同步时钟（NTP/chrony）。",
+        "skew_ahead": "快于",
+        "skew_behind": "慢于",
     },
 }
 
@@ -407,6 +421,29 @@ class Watchdog:
         return out
 
     # -- persistence -----------------------------------------------------------------------------
+    def adopt(self, previous: Watchdog) -> None:
+        """A reload, before `load`: what the watchdog it replaces knew and the store does not.
+        Deadlines still count from the start of the process (a reload is no downtime), the
+        channels' health goes on, and a channel no longer configured counts as recovered, so
+        its ChannelFailing or DeliveryFailed resolves instead of firing for ever."""
+        self.started_at = previous.started_at
+        self.sources = dict(previous.sources)
+        self._sources_changed = set(previous._sources_changed)
+        self._sources_forgotten = set(previous._sources_forgotten)
+        beats = {h.name for h in self.config.watchdog.heartbeats}
+        for beat in previous.heartbeats:
+            if beat.config.name not in beats and self.metrics is not None:
+                for gauge in (self.metrics.heartbeat_last_seen, self.metrics.heartbeat_missing):
+                    try:
+                        gauge.remove(beat.config.name)
+                    except KeyError:
+                        pass
+        configured = {c.name for c in self.config.channels}
+        self.channels = {
+            name: dataclasses.replace(health) if name in configured else ChannelHealth()
+            for name, health in previous.channels.items()
+        }
+
     def heartbeat_ops(self) -> list[Op]:
         """Heartbeat rows that changed: written with the webhook that changed them."""
         ops: list[Op] = []

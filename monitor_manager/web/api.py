@@ -1,11 +1,19 @@
-"""HTTP API: the webhook, health, metrics and the JSON views of the state.
+"""HTTP API: the webhooks, health, metrics and the JSON views of the state.
 
 Every error is JSON with an `error` field. Bad input gets a 4xx and changes nothing; a store
 that cannot commit gets 503, because Alertmanager retries 5xx and never 4xx.
+
+Two webhooks, one ingest path: `/webhook/alertmanager` (Alertmanager, version "4") and
+`/webhook/grafana` (Grafana Alerting's webhook contact point, version "1") differ only in the
+parser that turns the body into a `Payload`; reading the body, the token, the pipeline (screen,
+heartbeats, dedup, routing, convergence), durability before the answer and the answer itself
+are the same code.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 import logging
@@ -20,18 +28,24 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from monitor_manager import keys
 from monitor_manager.clock import iso
 from monitor_manager.cluster.ha import MAX_ENTRIES, PROTOCOL_VERSION, EntryError, parse_message
-from monitor_manager.ingest.payload import PayloadError, parse_payload
+from monitor_manager.ingest.grafana import parse_grafana
+from monitor_manager.ingest.payload import Payload, PayloadError, parse_payload
+from monitor_manager.reload import CLI_AGENT, RELOAD_PATH
 from monitor_manager.store import StoreError
 from monitor_manager.store import alerts as alert_rows
 from monitor_manager.store import groups as group_rows
 from monitor_manager.store import notifications as notification_rows
 from monitor_manager.store.deliveries import DeliveryState
-from monitor_manager.web.bodies import BodyError, read_json
+from monitor_manager.web.acting import requires_credentials, setup_acting_routes
+from monitor_manager.web.bodies import BodyError, read_json, read_json_body
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 WEBHOOK_PATH = "/webhook/alertmanager"
+GRAFANA_PATH = "/webhook/grafana"
+WEBHOOK_SOURCES = {WEBHOOK_PATH: "alertmanager", GRAFANA_PATH: "grafana"}
+"""Each webhook's path and the `source` label of its requests in the metrics."""
 PEER_BODY_BYTES = 16 * 1024 * 1024  # MAX_ENTRIES entries of a few hundred bytes each
 
 
@@ -50,8 +64,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception:  # never leak a traceback; never crash the server
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = error(500, "internal error")
-    if request.path == WEBHOOK_PATH:
-        request.app[keys.METRICS].webhook_requests.labels(str(response.status)).inc()
+    source = WEBHOOK_SOURCES.get(request.path)
+    if source is not None:
+        request.app[keys.METRICS].webhook_requests.labels(str(response.status), source).inc()
     return response
 
 
@@ -59,16 +74,23 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     config = request.app[keys.CONFIG]
     token = ""
-    if request.path == WEBHOOK_PATH:
+    # Grafana's webhook contact point offers HTTP basic auth beside an Authorization header:
+    # there the token is also taken as the password, whatever the user name.
+    basic = request.path == GRAFANA_PATH
+    if request.path in WEBHOOK_SOURCES:
         token = config.server.webhook_token
     elif request.path.startswith("/api/v1/peer/"):
         # The peer protocol can suppress pages: closed to everyone without a token.
         if not config.ha.token:
             return error(401, "the peer protocol is off: ha.token is not set on this instance")
         token = config.ha.token
-    elif request.path.startswith("/api/"):
+    elif request.path.startswith("/api/") or request.path == RELOAD_PATH:
         token = config.server.api_token
-    if token and not _bearer_matches(request, token):
+    if token and not (
+        _bearer_matches(request, token) or (basic and _basic_matches(request, token))
+    ):
+        if basic:
+            return error(401, "missing or wrong bearer token or basic auth password")
         return error(401, "missing or wrong bearer token")
     return await handler(request)
 
@@ -81,23 +103,62 @@ def _bearer_matches(request: web.Request, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given_bytes, token.encode())
 
 
-async def webhook(request: web.Request) -> web.Response:
+def _basic_matches(request: web.Request, token: str) -> bool:
+    """HTTP basic auth whose password is `token` (any user name), compared in constant time."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "basic":
+        return False
     try:
-        payload = parse_payload(
-            await read_json(request, request.app[keys.CONFIG].server.max_body_bytes)
-        )
-    except BodyError as exc:
-        return error(exc.status, exc.message, field=exc.field)
-    except PayloadError as exc:
-        return error(400, exc.message, field=exc.field)
-    try:
-        result = await request.app[keys.PIPELINE].receive(payload)
-    except StoreError as exc:
-        return error(503, f"the store cannot commit; retry later ({exc.reason})")
-    answer = {"status": "ok", "accepted": result.accepted, "duplicates": result.duplicates}
-    if result.rejected:
-        answer["rejected"] = result.rejected
-    return web.json_response(answer)
+        # Bytes that are not UTF-8 arrive as surrogate escapes, and are not base64 either.
+        decoded = base64.b64decode(given.strip().encode("utf-8", "surrogateescape"), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    _, colon, password = decoded.partition(b":")
+    return bool(colon) and hmac.compare_digest(password, token.encode())
+
+
+def _webhook(parse: Callable[[Any], Payload], recorded: bool) -> Handler:
+    """A webhook handler: the body read strictly, parsed by `parse`, then the one pipeline.
+    `recorded`: an accepted payload goes to `[server] record` (Alertmanager's shape, which
+    `replay` reads)."""
+
+    async def handler(request: web.Request) -> web.Response:
+        app = request.app
+        try:
+            data, body = await read_json_body(request, app[keys.CONFIG].server.max_body_bytes)
+            payload = parse(data)
+        except BodyError as exc:
+            return error(exc.status, exc.message, field=exc.field)
+        except PayloadError as exc:
+            return error(400, exc.message, field=exc.field)
+        if payload.truncated_alerts:
+            log.warning(
+                "sender %r left %d alerts out of a notification (its max alerts setting): "
+                "they never reach Monitor Manager; receiver %r, group %r",
+                payload.external_url[:200],
+                payload.truncated_alerts,
+                payload.receiver[:100],
+                payload.group_key[:200],
+            )
+        at = app[keys.CLOCK]()
+        try:
+            result = await app[keys.PIPELINE].receive(payload)
+        except StoreError as exc:
+            return error(503, f"the store cannot commit; retry later ({exc.reason})")
+        recorder = app.get(keys.RECORDER)
+        if recorded and recorder is not None:  # accepted and stored: recorded, off this path
+            recorder.record(at, body, data)
+        answer = {"status": "ok", "accepted": result.accepted, "duplicates": result.duplicates}
+        if result.rejected:
+            answer["rejected"] = result.rejected
+        return web.json_response(answer)
+
+    return handler
+
+
+webhook = _webhook(parse_payload, recorded=True)
+grafana_webhook = _webhook(parse_grafana, recorded=False)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -106,6 +167,7 @@ async def healthz(request: web.Request) -> web.Response:
             "status": "ok",
             "instance": request.app[keys.CONFIG].server.instance,
             "peer_protocol": PROTOCOL_VERSION,
+            "time": request.app[keys.CLOCK](),  # peers compare clocks (ClockSkew)
         }
     )
 
@@ -173,6 +235,7 @@ def _alert_json(row: sqlite3.Row) -> dict[str, Any]:
         "endsAt": iso(row["ends_at"]),
         "generatorURL": row["generator_url"],
         "source": row["source"],
+        "extras": json.loads(row["extras"]),
         "alert_groups": list(json.loads(row["memberships"])),
     }
 
@@ -199,6 +262,7 @@ def _group_json(row: sqlite3.Row, conv: Any) -> dict[str, Any]:
         "last_notified_at": iso(row["last_notified_at"]),
         "next_flush_at": iso(row["next_flush_at"]),
         "updated_at": iso(row["updated_at"]),
+        "ack": ack.to_json() if (ack := conv.acks.current(row["key"], row["created_at"])) else None,
     }
 
 
@@ -302,10 +366,22 @@ async def peer_pull(request: web.Request) -> web.Response:
     )
 
 
+async def reload_config(request: web.Request) -> web.Response:
+    """Read the config file again and apply it (reload.py): 200 with what changed, 400 with
+    every problem by key path (nothing changed), 503 when it could not happen now."""
+    via = "cli" if request.headers.get("User-Agent", "").startswith(CLI_AGENT) else "api"
+    from monitor_manager.web.console import current_user  # the console imports this module
+
+    who = current_user(request) or request.query.get("by", "")[:256] or via
+    outcome = await request.app[keys.RELOADER].reload(via, who)
+    return web.json_response(outcome.json(), status=outcome.status)
+
+
 def setup_routes(app: web.Application) -> None:
     app.middlewares.extend([errors_middleware, auth_middleware])
     r = app.router
     r.add_post(WEBHOOK_PATH, webhook)
+    r.add_post(GRAFANA_PATH, grafana_webhook)
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics)
@@ -315,4 +391,6 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/api/v1/notifications", list_notifications)
     r.add_get("/api/v1/watchdog", watchdog_state)
     r.add_post("/api/v1/peer/nflog", peer_push)
+    r.add_post(RELOAD_PATH, requires_credentials(reload_config))
     r.add_get("/api/v1/peer/nflog", peer_pull)
+    setup_acting_routes(app)

@@ -50,6 +50,15 @@ class BodyError(Exception):
 
 async def read_json(request: web.Request, limit: int, timeout: float | None = None) -> Any:
     """The request's JSON body, or BodyError."""
+    data, _ = await read_json_body(request, limit, timeout)
+    return data
+
+
+async def read_json_body(
+    request: web.Request, limit: int, timeout: float | None = None
+) -> tuple[Any, bytes]:
+    """The request's JSON body decoded, and its bytes (decompressed): (data, body); or
+    BodyError. The webhook records the bytes as they came (`[server] record`)."""
     if request.content_type != "application/json":
         raise BodyError(
             415, f"expected Content-Type application/json, got {request.content_type[:100]}"
@@ -57,7 +66,8 @@ async def read_json(request: web.Request, limit: int, timeout: float | None = No
     charset = (request.charset or "utf-8").lower()
     if charset not in ("utf-8", "utf8"):
         raise BodyError(415, f"JSON bodies must be UTF-8, not {charset[:40]}")
-    return decode_json(await read_body(request, limit, timeout))
+    body = await read_body(request, limit, timeout)
+    return decode_json(body), body
 
 
 async def read_body(request: web.Request, limit: int, timeout: float | None = None) -> bytes:

@@ -5,7 +5,8 @@ config (`config.console_access`): with `[[console.users]]` a login; without, ope
 loopback listen address and closed on any other, where every page says how to open it. The
 webhook, the API and paging never depend on it.
 
-Hooks for what comes later (the actions ack, un-ack and silence, and their state in lists):
+The actions ack, un-ack and silence (acting.py), and the acknowledge link of every message
+(ack_link.py), plug in through these hooks, as any other action can:
 
     from monitor_manager.web.console import Action, Badge, add_group_actions, add_group_badges
     from monitor_manager.web.console import console_form
@@ -35,6 +36,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from monitor_manager.web.console import views
+from monitor_manager.web.console.ack_link import setup_ack_link
+from monitor_manager.web.console.acting import setup_acting
 from monitor_manager.web.console.pages import (
     CONSOLE,
     Action,
@@ -59,6 +62,8 @@ def setup_console(app: web.Application) -> None:
     """Add the console's routes, its state and its middleware to the app."""
     app[CONSOLE] = Console(app)
     views.add_routes(app)
+    setup_acting(app)  # ack, un-ack, silences: through the hooks below, as any could
+    setup_ack_link(app)  # the signed link of every firing message: public
     # First in the chain: it sees every answer, also the API's JSON 404 for a path that does
     # not exist, and the API group link before the API's token check.
     app.middlewares.insert(0, console_middleware)

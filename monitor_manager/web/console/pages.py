@@ -6,6 +6,9 @@ in, so no page forgets a check.
   users sends someone without a session to the login page.
 - `console_form` for POST handlers: the same, plus a bounded urlencoded body and the CSRF
   token; a handler gets the form and the context (`ctx.user` says who makes the change).
+- `public=True` on either skips the access check and nothing else: for the pages whose URL is
+  the credential (the signed acknowledge link), which work without a login and while the
+  console is closed. Their forms still carry a CSRF token (from the anonymous cookie).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, unquote
 
 import jinja2
 from aiohttp import web
@@ -47,6 +50,8 @@ R = TypeVar("R", bound=web.StreamResponse)
 
 HERE = Path(__file__).parent
 LANG_COOKIE = "mm_lang"
+NAME_COOKIE = "mm_name"  # the name last typed on an open console without users (a convenience)
+MAX_NAME = 64
 FORM_LIMIT = 64 * 1024
 # No inline script or style anywhere: pages load one stylesheet and one script from here.
 CSP = (
@@ -59,7 +64,10 @@ STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg
 @dataclass(frozen=True)
 class Action:
     """A button on an alert group's page: a POST form to `url` (the CSRF token is added),
-    with hidden `fields`, and a comment box when `comment`. `label` is already translated."""
+    with hidden `fields`, a comment box when `comment`, a required name box when `who` (an
+    open console has nobody logged in to record). With `method="get"` it is a link to `url`
+    instead (a page with a form of its own): `fields` become its query. `label` and `note`
+    are already translated."""
 
     label: str
     url: str
@@ -68,6 +76,16 @@ class Action:
     comment: bool = False
     disabled: bool = False
     title: str = ""
+    who: bool = False
+    method: str = "post"  # "post" | "get"
+    note: str = ""  # a line shown with it, e.g. what it would undo
+
+    @property
+    def href(self) -> str:
+        """A GET action's link, its fields as the query."""
+        if not self.fields:
+            return self.url
+        return self.url + "?" + "&".join(f"{quote(k)}={quote(v, safe='')}" for k, v in self.fields)
 
 
 @dataclass(frozen=True)
@@ -176,6 +194,30 @@ class Context:
         """Who is logged in; None on an open (loopback, no users) console."""
         return self.session.user if self.session else None
 
+    @property
+    def reachable(self) -> bool:
+        """Whether this request may open the console's pages: an open console, or a login.
+        A public page (the acknowledge link) shows no navigation where they are not."""
+        return self.access == "open" or (self.access == "login" and self.session is not None)
+
+    @property
+    def remembered_name(self) -> str:
+        """The name this browser last acted as on an open console (prefills name boxes)."""
+        name = unquote(self.request.cookies.get(NAME_COOKIE, "")[: MAX_NAME * 12])
+        return name if len(name) <= MAX_NAME and name.isprintable() else ""
+
+    def remember_name(self, response: web.StreamResponse, name: str) -> None:
+        if name and len(name) <= MAX_NAME and name != self.remembered_name:
+            response.set_cookie(
+                NAME_COOKIE,
+                quote(name, safe=""),  # any script, as ASCII
+                max_age=365 * 86400,
+                path="/",
+                httponly=True,
+                samesite="Lax",
+                secure=self.secure,
+            )
+
     def t(self, text_id: str, /, **values: Any) -> str:
         return translate(self.lang, text_id, **values)
 
@@ -268,13 +310,16 @@ def secure_headers(response: web.StreamResponse) -> None:
 Handler = Callable[[web.Request, Context], Awaitable[web.StreamResponse]]
 
 
-def console_page(handler: Handler, *, login_page: bool = False) -> AiohttpHandler:
-    """A GET page: access checked, errors shown as a page (never a traceback)."""
+def console_page(
+    handler: Handler, *, login_page: bool = False, public: bool = False
+) -> AiohttpHandler:
+    """A GET page: access checked (unless `public`), errors shown as a page (never a
+    traceback)."""
 
     async def run(request: web.Request) -> web.StreamResponse:
         ctx = Context.of(request)
         try:
-            refused = _refused(ctx, login_page)
+            refused = None if public else _refused(ctx, login_page)
             if refused is not None:
                 return refused
             return await handler(request, ctx)
@@ -288,14 +333,17 @@ def console_page(handler: Handler, *, login_page: bool = False) -> AiohttpHandle
     return run
 
 
-def console_form(handler: Handler, *, login_page: bool = False) -> AiohttpHandler:
-    """A POST handler: access, a bounded urlencoded form, the CSRF token (and the browser's
-    own Sec-Fetch-Site) checked before `handler` runs; `ctx.form` holds the fields."""
+def console_form(
+    handler: Handler, *, login_page: bool = False, public: bool = False
+) -> AiohttpHandler:
+    """A POST handler: access (unless `public`), a bounded urlencoded form, the CSRF token
+    (and the browser's own Sec-Fetch-Site) checked before `handler` runs; `ctx.form` holds
+    the fields."""
 
     async def run(request: web.Request) -> web.StreamResponse:
         ctx = Context.of(request)
         try:
-            refused = _refused(ctx, login_page)
+            refused = None if public else _refused(ctx, login_page)
             if refused is not None:
                 return refused
             if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":

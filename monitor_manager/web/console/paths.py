@@ -7,6 +7,7 @@ link of every message: `f"{external_url}{group_path(key)}"`.
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 from monitor_manager.links import group_path
 
@@ -20,9 +21,26 @@ NOTIFICATIONS = "/notifications"
 WATCHDOG = "/watchdog"
 CONTACT_GROUPS = "/contact-groups"
 ROUTE_TEST = "/contact-groups/route-test"
+SILENCES = "/silences"
+NEW_SILENCE = "/silences/new"
+ACK = "/ack"  # + "/{token}": the signed acknowledge link of a message
 LOGIN = "/login"
 LOGOUT = "/logout"
 STATIC = "/static/console"
+
+
+def ack_path(token: str) -> str:
+    return f"{ACK}/{quote(token, safe='.')}"
+
+
+def silence_anchor(silence_id: str) -> str:
+    """The id of a silence's row on the silences page (ids are uuids; anything else is made
+    safe for an HTML id and a URL fragment)."""
+    return "s-" + re.sub(r"[^A-Za-z0-9_-]", "_", silence_id)
+
+
+def expire_path(silence_id: str) -> str:
+    return f"{SILENCES}/{quote(silence_id, safe='')}/expire"
 
 
 def is_group_key(text: str) -> bool:

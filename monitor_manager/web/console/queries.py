@@ -23,7 +23,16 @@ from aiohttp import web
 
 from monitor_manager import keys
 from monitor_manager.config import Config, RouteConfig
+from monitor_manager.converge.acks import Ack
 from monitor_manager.converge.convergence import Convergence, Group
+from monitor_manager.converge.maintenance import MaintenanceWindow
+from monitor_manager.converge.matchers import Matcher, to_text
+from monitor_manager.converge.silences import (
+    Silence,
+    SilenceState,
+    mutes_internal,
+    sort_silences,
+)
 from monitor_manager.models import Message
 from monitor_manager.watch.peers import PeerState
 from monitor_manager.watch.watchdog import Heartbeat
@@ -174,6 +183,9 @@ class AlertRow:
     generator_url: str
     source: str
     notified: bool = False
+    # What the sender added (Grafana): links by name, http(s) only, and the value string.
+    links: dict[str, str] = field(default_factory=dict)
+    value: str = ""
 
 
 @dataclass
@@ -667,8 +679,14 @@ def _group_row(key: str, conn: sqlite3.Connection) -> sqlite3.Row | None:
 
 
 def _alert_rows(ids: list[int], conn: sqlite3.Connection) -> dict[int, AlertRow]:
-    return {
-        r[0]: AlertRow(
+    rows = {}
+    for r in conn.execute(
+        "SELECT id, fingerprint, status, labels, annotations, starts_at, ends_at, "
+        "generator_url, source, extras FROM alerts WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps(ids),),
+    ):
+        extras = json.loads(r[9])
+        rows[r[0]] = AlertRow(
             id=r[0],
             fingerprint=r[1],
             status=r[2],
@@ -678,13 +696,10 @@ def _alert_rows(ids: list[int], conn: sqlite3.Connection) -> dict[int, AlertRow]
             ends_at=r[6],
             generator_url=r[7],
             source=r[8],
+            links=extras.get("links", {}),
+            value=extras.get("value", ""),
         )
-        for r in conn.execute(
-            "SELECT id, fingerprint, status, labels, annotations, starts_at, ends_at, "
-            "generator_url, source FROM alerts WHERE id IN (SELECT value FROM json_each(?))",
-            (json.dumps(ids),),
-        )
-    }
+    return rows
 
 
 def _last_message_alerts(key: str, conn: sqlite3.Connection) -> tuple[float | None, list[AlertRow]]:
@@ -709,6 +724,8 @@ def _last_message_alerts(key: str, conn: sqlite3.Connection) -> tuple[float | No
             generator_url=a.generator_url,
             source="",
             notified=True,
+            links=a.links,
+            value=a.value,
         )
         for g in message.groups
         if g.key == key
@@ -941,3 +958,145 @@ async def contact_groups(app: web.Application) -> list[ContactGroupInfo]:
         )
         for g in config.contact_groups
     ]
+
+
+# -- acting: acknowledgements, escalation, silences, maintenance -------------------------------
+
+
+def matchers_text(matchers: Iterable[Matcher]) -> str:
+    """Matchers as amtool writes them: `{alertname="X", cluster=~"a|b"}`."""
+    return "{" + ", ".join(to_text(m) for m in matchers) + "}"
+
+
+@dataclass
+class GroupActing:
+    """What people did about an open alert group, from memory."""
+
+    ack: Ack | None
+    escalated: int  # escalation steps taken
+    firing: int
+    muted: int  # of the firing alerts, how many a silence or window mutes
+
+
+def group_acting(conv: Convergence, key: str) -> GroupActing | None:
+    """None when the group is not open (an acknowledgement ends with its group)."""
+    group = conv.groups.get(key)
+    if group is None:
+        return None
+    firing = muted = 0
+    for fp in group.members:
+        if conv.alerts[fp].status == "firing":
+            firing += 1
+            muted += conv.muting.is_muted(fp)
+    return GroupActing(conv.acks.current(key, group.created_at), group.escalated, firing, muted)
+
+
+@dataclass
+class SilenceRow:
+    id: str
+    state: str  # pending | active | expired
+    matchers: str  # amtool's text form
+    created_by: str
+    comment: str
+    starts_at: float
+    ends_at: float
+    updated_at: float
+    mutes_internal: bool  # could mute HeartbeatMissing, PeerDown, ...
+
+
+@dataclass
+class WindowRow:
+    """A maintenance window of the config, and when it runs."""
+
+    name: str
+    matchers: str
+    schedule: str
+    time_zone: str
+    duration: float
+    active: tuple[float, float] | None  # [start, end) of the occurrence running now
+    next_start: float | None
+
+
+@dataclass
+class SilencesView:
+    current: list[SilenceRow]  # active (ending soonest first), then pending
+    expired: list[SilenceRow]  # the most recently ended first, at most a page
+    expired_total: int
+    windows: list[WindowRow]  # running ones first
+
+
+def _silence_row(silence: Silence, now: float) -> SilenceRow:
+    return SilenceRow(
+        id=silence.id,
+        state=str(silence.state(now)),
+        matchers=matchers_text(silence.matchers),
+        created_by=silence.created_by,
+        comment=silence.comment,
+        starts_at=silence.starts_at,
+        ends_at=silence.ends_at,
+        updated_at=silence.updated_at,
+        mutes_internal=mutes_internal(silence),
+    )
+
+
+def _window_row(window: MaintenanceWindow, now: float) -> WindowRow:
+    return WindowRow(
+        name=window.name,
+        matchers=matchers_text(window.matchers),
+        schedule=window.schedule,
+        time_zone=window.time_zone,
+        duration=window.duration,
+        active=window.active_interval(now),
+        next_start=window.next_start(now),
+    )
+
+
+async def silences(app: web.Application, now: float, expired_limit: int = 20) -> SilencesView:
+    """Silences as Alertmanager lists them (active, pending, then expired), the expired ones
+    cut to the latest few; the maintenance windows of the config."""
+    conv = await _memory(app)
+    ordered = sort_silences(conv.muting.silences.values(), now)
+    current = [s for s in ordered if s.state(now) is not SilenceState.EXPIRED]
+    expired = ordered[len(current) :]
+    windows = [_window_row(w, now) for w in conv.muting.windows]
+    windows.sort(key=lambda w: w.active is None)  # stable: config order otherwise
+    return SilencesView(
+        current=[_silence_row(s, now) for s in current],
+        expired=[_silence_row(s, now) for s in expired[:expired_limit]],
+        expired_total=len(expired),
+        windows=windows,
+    )
+
+
+@dataclass
+class ActingSummary:
+    """The overview's guard rails (SPEC section 8): what is muted or taken in hand now."""
+
+    active_silences: int
+    pending_silences: int
+    internal_silences: int  # active or pending ones that could mute internal alerts
+    acked_groups: int
+    windows: list[WindowRow]  # running now
+
+
+async def acting_summary(app: web.Application, now: float) -> ActingSummary:
+    conv = await _memory(app)
+    active = pending = internal = 0
+    for silence in conv.muting.silences.values():
+        state = silence.state(now)
+        if state is SilenceState.EXPIRED:
+            continue
+        active += state is SilenceState.ACTIVE
+        pending += state is SilenceState.PENDING
+        internal += mutes_internal(silence)
+    acked = 0
+    for key in conv.acks.entries:  # few: one per acknowledged group key
+        group = conv.groups.get(key)
+        acked += group is not None and conv.acks.current(key, group.created_at) is not None
+    return ActingSummary(
+        active_silences=active,
+        pending_silences=pending,
+        internal_silences=internal,
+        acked_groups=acked,
+        windows=[_window_row(w, now) for w, _, _ in conv.muting.active_windows(now)],
+    )

@@ -9,6 +9,7 @@ Routes (all answer HTML):
     GET  /contact-groups                members, channels, routes; the route tester
     POST /contact-groups/route-test     the route tester's answer
     GET  /login, POST /login, POST /logout
+    (acting.py: acting on alert groups and silences; ack_link.py: the acknowledge link)
     GET  /static/console/{name}         the stylesheet and the script
 """
 
@@ -54,11 +55,20 @@ async def overview(request: web.Request, ctx: Context) -> web.StreamResponse:
     contact_group = request.query.get("contact_group") or None
     data = await queries.overview(request.app, contact_group, page=page_number(request))
     await _badges(request, [c for s in data.sections for c in s.cards])
-    return ctx.render("overview.html", data=data, contact_group=contact_group, refresh=30)
+    acting = await queries.acting_summary(request.app, ctx.fmt.now)
+    return ctx.render(
+        "overview.html", data=data, acting=acting, contact_group=contact_group, refresh=30
+    )
 
 
 async def group(request: web.Request, ctx: Context) -> web.StreamResponse:
-    key = request.match_info["key"]
+    return await render_group(request, ctx, request.match_info["key"])
+
+
+async def render_group(
+    request: web.Request, ctx: Context, key: str, status: int = 200, action_error: str = ""
+) -> web.StreamResponse:
+    """The group page; also after an action on it was refused (`action_error` says why)."""
     detail = await queries.group_detail(
         request.app,
         key,
@@ -70,7 +80,13 @@ async def group(request: web.Request, ctx: Context) -> web.StreamResponse:
     await _badges(request, [detail])
     for provider in request.app[CONSOLE].hooks.group_actions:
         detail.actions += await provider(request, detail)
-    return ctx.render("group.html", group=detail, refresh=30)
+    return ctx.render(
+        "group.html",
+        status=status,
+        group=detail,
+        action_error=action_error,
+        refresh=0 if action_error else 30,
+    )
 
 
 async def notifications(request: web.Request, ctx: Context) -> web.StreamResponse:
