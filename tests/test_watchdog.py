@@ -142,6 +142,7 @@ async def test_an_instance_that_did_not_run_for_a_while_gives_heartbeats_a_whole
     """Found by the fault campaign: an instance stopped (SIGSTOP) for longer than the heartbeat
     timeout paged HeartbeatMissing the moment it ran again, blaming a pipeline that worked (its
     peers, which kept receiving the heartbeat, paged PeerDown for it instead)."""
+    watch.pipeline.watchdog.running = watch.clock  # type: ignore[union-attr]  # as if real
     await watch.receive(heartbeat())
     await watch.run_until(100, step=1)
     watch.clock.advance(400)  # not running: no heartbeat could arrive, no check ran
@@ -153,3 +154,12 @@ async def test_an_instance_that_did_not_run_for_a_while_gives_heartbeats_a_whole
     watch.clock.advance(400)
     await watch.run_until(1300, step=1)
     assert pages(watch) == [(800, "firing")]
+
+
+async def test_a_clock_that_jumps_while_the_instance_runs_is_not_a_gap(watch: Harness) -> None:
+    """A replay or a test's clock jumps ahead while the process runs: the heartbeat is missing
+    at its deadline, not given a new timeout (the gap is measured in real, monotonic time)."""
+    await watch.receive(heartbeat())
+    watch.clock.advance(400)
+    await watch.run_until(401, step=1)
+    assert pages(watch) == [(400, "firing")]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -196,6 +197,9 @@ class Watchdog:
         self._sources_changed: set[str] = set()
         self._sources_forgotten: set[str] = set()
         self.channels: dict[str, ChannelHealth] = {}
+        # Whether this instance ran is a fact of real time, not of the injected clock: a
+        # replay or a test's clock jumps ahead while the process runs throughout.
+        self.running: Callable[[], float] = time.monotonic
         self._last_check: float | None = None
 
     def _time(self, ts: float | None) -> str:
@@ -241,7 +245,7 @@ class Watchdog:
     def check(self, now: float) -> list[IncomingAlert]:
         """Internal alerts whose state changed: fire what broke, resolve what recovered."""
         out: list[IncomingAlert] = []
-        self._resumed(now)
+        self._resumed(now, self.running())
         for beat in self.heartbeats:
             labels = {"heartbeat": beat.config.name}
             missing = now >= beat.due_at
@@ -272,13 +276,13 @@ class Watchdog:
                 self.metrics.heartbeat_missing.labels(beat.config.name).set(beat.state == "missing")
         return out
 
-    def _resumed(self, now: float) -> None:
+    def _resumed(self, now: float, running: float) -> None:
         """After a gap in this instance's own running, heartbeats that were fine get a whole
         timeout from now, as after a restart: nothing could arrive while it did not run, and a
         heartbeat page then would blame a pipeline that worked (the peers page PeerDown for
         this instance if the gap was long). One already missing stays missing."""
-        last, self._last_check = self._last_check, now
-        if last is None or now - last <= PAUSED_AFTER:
+        last, self._last_check = self._last_check, running
+        if last is None or running - last <= PAUSED_AFTER:
             return
         for beat in self.heartbeats:
             if beat.state == "ok" and beat.due_at < now + beat.config.timeout:
