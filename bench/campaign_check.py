@@ -48,6 +48,21 @@ Definitions (the timers are the campaign's, campaign_stack.Timers):
   heartbeat timeout, StoreFailing past store_failing_after, ChannelFailing for a channel failing
   past channel_failing_after); one that must is paged exactly once on each channel of the
   watchdog group that can carry it, and resolved once; any other internal page is false.
+- **Acknowledged** (an ack the API answered 200, from its answer plus ACT_SLACK until it was
+  withdrawn or the group resolved): the group gets no repeat (an announcement that tells nothing
+  new, repeat_interval after the last one); changes still reach people (the lost count). The
+  acknowledgement itself is announced ("X acknowledged this", subject `[ACK]`) at most once per
+  channel, and at least once where the group kept firing ACK_ANNOUNCED_WITHIN after it outside
+  any fault; these announcements are not duplicates of the group's messages.
+- **Silenced** (a silence of an incident's alertname that amtool or the API made, from its
+  answer plus ACT_SLACK until its expiry was asked, or its end): no announcement takes an alert
+  of it to a new firing state, and none repeats it (must be 0). A firing state is owed a message
+  only for a settled stretch outside every silence that may have been made (a failed request
+  may still have made it; an expiry that failed may not have ended it): a silence that ends
+  while the alert fires is owed a message from its end. A resolution whose firing was announced
+  is owed as always. An acknowledged repeat or silenced page inside a fault window is excused
+  only from the instance the fault hit (it could not hear of the action); from any other
+  instance it is broken too.
 - **Latency** of a settled state people did not know yet: from the change to the first message
   that delivered it, per channel; "healthy" excludes states whose delivery overlapped a fault
   window.
@@ -55,6 +70,7 @@ Definitions (the timers are the campaign's, campaign_stack.Timers):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -84,6 +100,8 @@ INTERNAL = (
 AFTER_FAULT = 45.0  # a fault window lasts until this long after the fault was healed
 DIGEST_BOUND = 60.0  # a digest naming a group delivers states that ended this recently
 REPEAT_SLACK = 0.9
+ACT_SLACK = 2.0  # an ack or silence answered this long ago holds on every instance
+ACK_ANNOUNCED_WITHIN = 30.0  # an ack is announced within this (outside faults)
 
 Position = tuple[int, int]  # (episode, 0 firing | 1 resolved)
 
@@ -117,6 +135,7 @@ class Announcement:
     message: int  # index of the message it came from
     keys: frozenset[str] = frozenset()  # internal alerts named (group-level, any channel)
     instance: str = ""  # the instance that sent it (from the message's footer)
+    ack_announce: bool = False  # "X acknowledged this": the acknowledgement's announcement
 
     @property
     def internal(self) -> bool:
@@ -128,7 +147,10 @@ class Announcement:
 
 _SUMMARY = re.compile(r"\b([IS]\d{4}(?:-\d+)?) #(\d+) (?:firing|resolved)\b")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-_SUBJECT = re.compile(r"^\[(FIRING:(\d+)|RESOLVED|STALE|DIGEST|TEST)\]\s*(.*)$")
+_SUBJECT = re.compile(
+    r"^(\[ACK\] |\[ESCALATED\] )?\[(FIRING:(\d+)|RESOLVED|STALE|DIGEST|TEST)\]\s*(.*)$"
+)
+_ACK_HEADER = re.compile(r"acknowledged this\**(?: at |$)", re.M)
 _TAG = re.compile(r"\[(FIRING:(\d+)|RESOLVED|STALE)\]\s*(.+)$")
 _MAIL_FOOTER = re.compile(r"(?m)^-- Monitor Manager (\S+),")
 _CHAT_FOOTER = re.compile(r"Monitor Manager (\S+) ·")
@@ -157,12 +179,12 @@ def parse_mail(index: int, mail: dict[str, Any]) -> list[Announcement]:
     """A mail's announcements, one per alert group it names."""
     cg = _group_of(mail["rcpt"], GROUP_EMAILS)
     m = _SUBJECT.match(mail["subject"].strip())
-    if cg is None or m is None or m.group(1) in ("TEST",):
+    if cg is None or m is None or m.group(2) in ("TEST",):
         return []
     text: str = mail["text"]
     footer = _MAIL_FOOTER.findall(text)
     instance = footer[-1] if footer else ""
-    if m.group(1) == "DIGEST":
+    if m.group(2) == "DIGEST":
         out = []
         for block in re.split(r"(?m)^== ", text)[1:]:
             head, _, body = block.partition("\n")
@@ -171,9 +193,10 @@ def parse_mail(index: int, mail: dict[str, Any]) -> list[Announcement]:
                 continue
             out.append(_mail_group(index, mail["t"], cg, tag.group(1), tag.group(3), body, True))
     else:
-        out = [_mail_group(index, mail["t"], cg, m.group(1), m.group(3), text, False)]
+        out = [_mail_group(index, mail["t"], cg, m.group(2), m.group(4), text, False)]
     for a in out:
         a.instance = instance
+        a.ack_announce = m.group(1) == "[ACK] "
     return out
 
 
@@ -291,6 +314,9 @@ def parse_chat(index: int, message: ChatMessage) -> list[Announcement]:
     instance = footer[-1] if footer else ""
     heads = list(_CHAT_GROUP.finditer(text))
     digest = "[DIGEST]" in text.split("\n", 1)[0] or any(h.group(1) == "###" for h in heads)
+    announce = (
+        not digest and bool(heads) and _ACK_HEADER.search(text[: heads[0].start()]) is not None
+    )
     out = []
     for i, head in enumerate(heads):
         end = heads[i + 1].start() if i + 1 < len(heads) else len(text)
@@ -335,6 +361,7 @@ def parse_chat(index: int, message: ChatMessage) -> list[Announcement]:
                 message=index,
                 keys=frozenset(keys),
                 instance=instance,
+                ack_announce=announce,
             )
         )
     return out
@@ -417,6 +444,133 @@ def periods(
     return out
 
 
+@dataclass
+class Acked:
+    """A group acknowledged (the API answered 200) from `begin` to `end`."""
+
+    cg: str
+    title: str
+    asked: float
+    begin: float
+    end: float
+    instance: str
+    announced: dict[str, int] = field(default_factory=dict)  # channel -> announcements
+
+
+@dataclass
+class Muted:
+    """A silence of one incident (its alertname): `sure` pages are forbidden (None when the
+    request failed), `maybe` nothing is owed."""
+
+    alertname: str
+    sure: tuple[float, float] | None
+    maybe: tuple[float, float]
+
+
+@dataclass
+class Acting:
+    acked: list[Acked] = field(default_factory=list)
+    muted: list[Muted] = field(default_factory=list)
+    unacked: list[tuple[str, str, float]] = field(default_factory=list)  # cg, title, asked
+
+    def renewed(self, cg: str, title: str, a: float, b: float) -> str | None:
+        """Why a group may be told again between a and b although nothing changed: a silence
+        of it ended (its groups are notified as a change), an ack was withdrawn (it repeats)."""
+        name = title.split(" ")[0]
+        for m in self.muted:
+            ends = [m.maybe[1]] + ([m.sure[1]] if m.sure else [])
+            if m.alertname == name and any(a < t <= b + ACT_SLACK for t in ends):
+                return "told again when its silence ended"
+        if any(c == cg and t == title and a < at <= b for c, t, at in self.unacked):
+            return "told again when its acknowledgement was withdrawn"
+        return None
+
+    def ack_at(self, cg: str, title: str, t: float) -> Acked | None:
+        return next(
+            (a for a in self.acked if a.cg == cg and a.title == title and a.begin <= t < a.end),
+            None,
+        )
+
+    def silenced_at(self, title: str, t: float) -> bool:
+        name = title.split(" ")[0]
+        return any(
+            m.sure is not None and m.alertname == name and m.sure[0] <= t < m.sure[1]
+            for m in self.muted
+        )
+
+    def unmuted_from(self, title: str, start: float, end: float, settle: float) -> float | None:
+        """The start of the first stretch of [start, end) at least `settle` long that no
+        silence may have muted (None: there is none)."""
+        name = title.split(" ")[0]
+        spans = sorted(m.maybe for m in self.muted if m.alertname == name)
+        at = start
+        for a, b in spans:
+            if b <= at:
+                continue
+            if a - at >= settle:
+                return at
+            at = max(at, b)
+            if at >= end:
+                return None
+        return at if end - at >= settle else None
+
+
+def acting(actions: list[dict[str, Any]], changes: list[dict[str, Any]], end: float) -> Acting:
+    """What people did, as intervals the promises apply in."""
+    out = Acting()
+    # When each incident group stopped firing: every alert of it resolved (changes by time).
+    firing: dict[str, set[str]] = defaultdict(set)
+    quiet_at: dict[str, list[float]] = defaultdict(list)
+    for c in sorted(changes, key=lambda c: c["t"]):
+        alerts = firing[c["title"]]
+        if c["status"] == "firing":
+            alerts.add(c["aid"])
+        elif c["aid"] in alerts:
+            alerts.discard(c["aid"])
+            if not alerts:
+                quiet_at[c["title"]].append(c["t"])
+    acts = sorted(actions, key=lambda a: a["t"])
+    for i, a in enumerate(acts):
+        if a["kind"] == "unack":
+            out.unacked.append((a["cg"], a["title"], a["t"]))
+        if a["kind"] != "ack" or not a["ok"]:
+            continue
+        stops = [
+            u["t"]
+            for u in acts[i + 1 :]
+            if u["kind"] == "unack" and u["cg"] == a["cg"] and u["title"] == a["title"]
+        ]
+        stops += [t for t in quiet_at[a["title"]] if t > a["t"]]
+        out.acked.append(
+            Acked(
+                a["cg"],
+                a["title"],
+                a["t"],
+                a["done"] + ACT_SLACK,
+                min(stops, default=end),
+                a["instance"],
+            )
+        )
+    expiries: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for a in acts:
+        if a["kind"] == "expire":
+            expiries[a["id"]].append(a)
+    for a in acts:
+        if a["kind"] != "silence":
+            continue
+        asked = expiries.get(a["id"] or "", [])
+        sure_end = min([e["t"] for e in asked] + [a["ends_at"]])
+        maybe_end = min([e["done"] for e in asked if e["ok"]] + [a["ends_at"]])
+        out.muted.append(
+            Muted(
+                a["alertname"],
+                (a["done"] + ACT_SLACK, sure_end) if a["ok"] else None,
+                (a["t"], maybe_end),
+            )
+        )
+    return out
+
+
 # -- the verdict -------------------------------------------------------------------------------
 
 
@@ -444,9 +598,11 @@ def load(workdir: Path) -> dict[str, Any]:
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
+    records = lines("changes.jsonl")
     return {
         "meta": json.loads((workdir / "meta.json").read_text()),
-        "changes": lines("changes.jsonl"),
+        "changes": [r for r in records if "kind" not in r],
+        "actions": [r for r in records if "kind" in r],
         "faults": lines("faults.jsonl"),
         "mail": lines("mail.jsonl"),
         "wecom": lines("wecom.jsonl"),
@@ -491,8 +647,10 @@ def check(data: dict[str, Any]) -> Verdict:
         "WeCom messages shown to nobody (over 30 a minute to a member)": len(dropped),
     }
     ps = periods(data["changes"], end, faults, settle)
-    _lost_and_latency(verdict, ps, anns, faults, cut_chat)
-    _duplicates(verdict, anns, faults, timers)
+    acts = acting(data.get("actions", []), data["changes"], end)
+    _lost_and_latency(verdict, ps, anns, faults, cut_chat, acts, settle)
+    _duplicates(verdict, anns, faults, timers, acts)
+    _acting(verdict, anns, faults, acts, data.get("actions", []))
     _pages(verdict, anns, faults, timers)
     verdict.figures["faults"] = [
         {
@@ -512,6 +670,8 @@ def _lost_and_latency(
     anns: list[Announcement],
     faults: list[FaultWindow],
     cut_chat: list[ChatMessage],
+    acts: Acting,
+    settle: float,
 ) -> None:
     # Per (channel, alert): every explicit listing, by arrival; per (channel, cg, title): digests.
     listings: dict[tuple[str, str], list[tuple[float, Position]]] = defaultdict(list)
@@ -530,6 +690,15 @@ def _lost_and_latency(
         if not p.settled:
             counts["states too short to be owed a message"] += 1
             continue
+        if p.status == "firing":
+            # A silence that may have muted the state: owed from when one could not have.
+            unmuted = acts.unmuted_from(p.title, p.start, p.end, settle)
+            if unmuted is None:
+                counts["no message owed (silenced)"] += len(CHANNELS[p.cg])
+                continue
+            if unmuted > p.start:
+                counts["owed from the end of a silence"] += len(CHANNELS[p.cg])
+                p = dataclasses.replace(p, start=unmuted)
         for channel in CHANNELS[p.cg]:
             counts["settled states x channels"] += 1
             seen = listings.get((channel, p.aid), [])
@@ -623,9 +792,20 @@ def _percentiles(values: list[float]) -> dict[str, Any]:
     return {"n": len(ordered), "p50": pct(0.5), "p99": pct(0.99), "max": round(ordered[-1], 2)}
 
 
+def _excused(faults: list[FaultWindow], a: Announcement) -> FaultWindow | None:
+    """The fault window that excuses a message sent against an ack or a silence: one that hit
+    the very instance that sent it (stopped, killed: it could not hear of the action)."""
+    return next((f for f in faults if f.covers(a.t) and f.target == a.instance), None)
+
+
 def _duplicates(
-    verdict: Verdict, anns: list[Announcement], faults: list[FaultWindow], timers: dict[str, Any]
+    verdict: Verdict,
+    anns: list[Announcement],
+    faults: list[FaultWindow],
+    timers: dict[str, Any],
+    acts: Acting | None = None,
 ) -> None:
+    acts = acts or Acting()
     repeat_after = timers["repeat_interval"] * REPEAT_SLACK
     highest: dict[tuple[str, str], Position] = {}  # (channel, alert) -> highest announced
     told_by: dict[tuple[str, str], str] = {}  # (channel, alert) -> who announced the highest
@@ -633,6 +813,8 @@ def _duplicates(
     copies: dict[tuple[Any, ...], int] = defaultdict(int)
     counts: dict[str, int] = defaultdict(int)
     for a in anns:
+        if a.ack_announce:
+            continue  # the acknowledgement's own message: judged by _acting
         group = (a.channel, a.cg, a.title)
         previous = last.get(group)
         positions = [
@@ -647,6 +829,15 @@ def _duplicates(
                 highest[(a.channel, k)] = pos
                 told_by[(a.channel, k)] = a.instance
         last[group] = a
+        paged = [
+            k
+            for k, pos in positions
+            if pos[1] == 0
+            and (k in advanced or previous is None or a.t - previous.t >= repeat_after)
+        ]
+        if paged and not a.internal and acts.silenced_at(a.title, a.t):
+            # A silenced alert told firing: new, or again (a repeat).
+            _against_action(verdict, counts, faults, a, "silenced alert notified", paged)
         if previous is None or advanced:
             continue
         if a.internal:
@@ -658,8 +849,14 @@ def _duplicates(
             continue  # a group-level listing with other counts: news
         if positions and not same_counts and not older:
             continue
+        renewed = acts.renewed(a.cg, a.title, previous.t, a.t)
+        if renewed is not None:
+            counts[renewed] += 1
+            continue
         if a.t - previous.t >= repeat_after and not a.digest:
             counts["repeats"] += 1
+            if acts.ack_at(a.cg, a.title, a.t) is not None:
+                _against_action(verdict, counts, faults, a, "repeat of an acknowledged group", [])
             continue
         kind = "stale" if older else "duplicate"
         window = next((f for f in faults if f.covers(a.t)), None)
@@ -681,7 +878,14 @@ def _duplicates(
             f"{' (digest)' if a.digest else ''} at {a.t:.1f}, "
             f"{a.t - previous.t:.1f}s after the last one ({where})",
         )
-    verdict.figures["duplicates"] = dict(counts)
+    verdict.figures["duplicates"] = {k: n for k, n in counts.items() if not k.startswith("acting")}
+    verdict.figures["acting on pages"] = {
+        k.removeprefix("acting: "): n for k, n in counts.items() if k.startswith("acting")
+    }
+    for what in ("silenced alert notified", "repeat of an acknowledged group"):
+        n = counts[f"acting: {what}"]
+        if n:
+            verdict.broken.append(f"{n} messages: {what}")
     healthy = counts["duplicate (healthy)"] + counts["stale (healthy)"]
     if healthy:
         verdict.broken.append(f"{healthy} duplicate or stale messages while healthy")
@@ -698,6 +902,87 @@ def _duplicates(
         )
         for what, n in list(over.items())[:6]:
             verdict.sample("more than one duplicate in a fault window", f"{n + 1} copies: {what}")
+
+
+def _against_action(
+    verdict: Verdict,
+    counts: dict[str, int],
+    faults: list[FaultWindow],
+    a: Announcement,
+    what: str,
+    keys: list[str],
+) -> None:
+    window = _excused(faults, a)
+    line = (
+        f"{a.channel} {a.cg} [{a.status}:{a.firing}] {a.title} from {a.instance or '?'} at "
+        f"{a.t:.1f}{' (' + ', '.join(keys) + ')' if keys else ''}"
+    )
+    if window is not None:
+        counts[f"acting: {what}, by the instance a fault hit (excused)"] += 1
+        verdict.sample(f"{what} (excused: {window.name()})", line)
+        return
+    counts[f"acting: {what}"] += 1
+    verdict.sample(what, line)
+
+
+def _acting(
+    verdict: Verdict,
+    anns: list[Announcement],
+    faults: list[FaultWindow],
+    acts: Acting,
+    actions: list[dict[str, Any]],
+) -> None:
+    """Acknowledgements announced once per channel (and at all, where nothing stood in the
+    way); the actions' figures."""
+    figures = verdict.figures.setdefault("acting on pages", {})
+    done: dict[str, int] = defaultdict(int)
+    for r in actions:
+        done[f"{r['kind']} {'ok' if r['ok'] else 'failed'}"] += 1
+    figures["actions"] = dict(sorted(done.items()))
+    unmatched = 0
+    for a in anns:
+        if not a.ack_announce:
+            continue
+        ack = next(
+            (
+                k
+                for k in acts.acked
+                if k.cg == a.cg and k.title == a.title and k.asked - 1 <= a.t <= k.end + 60
+            ),
+            None,
+        )
+        if ack is None:
+            unmatched += 1  # from an ack whose request failed (it may still have been made)
+            continue
+        ack.announced[a.channel] = ack.announced.get(a.channel, 0) + 1
+    counts: dict[str, int] = defaultdict(int)
+    for k in acts.acked:
+        for channel in CHANNELS[k.cg]:
+            n = k.announced.get(channel, 0)
+            if n > 1:
+                counts["acknowledgements announced more than once"] += 1
+                verdict.sample("ack announced more than once", f"{channel} {k.cg} {k.title} {n}x")
+            elif n == 1:
+                counts["acknowledgements announced once"] += 1
+            elif k.end - k.begin >= ACK_ANNOUNCED_WITHIN and not any(
+                f.overlaps(k.asked, k.begin + ACK_ANNOUNCED_WITHIN) for f in faults
+            ):
+                counts["acknowledgements never announced"] += 1
+                verdict.sample(
+                    "ack never announced", f"{channel} {k.cg} {k.title} acked at {k.asked:.1f}"
+                )
+            else:
+                counts["not announced (resolved or a fault soon after: allowed)"] += 1
+    counts["announcements of acks whose request failed"] = unmatched
+    figures.update(counts)
+    bad = (
+        counts["acknowledgements announced more than once"]
+        + counts["acknowledgements never announced"]
+    )
+    if bad:
+        verdict.broken.append(
+            f"{bad} acknowledgements not announced exactly once on a channel of their group"
+        )
 
 
 @dataclass

@@ -12,7 +12,13 @@ sent two ways, each logged as it is decided (`changes.jsonl`, the checker's trut
 Everything is bounded: incidents start only while the load runs, every incident ends within
 its planned steps, and `finish()` resolves whatever still fires.
 
-Acknowledgements and silences (SPEC section 8) are not generated yet: see ACKS_AND_SILENCES.
+And what people do to pages (SPEC section 8), each logged in `changes.jsonl` with a "kind":
+some incidents are acknowledged (`POST /api/v1/alert-groups/{key}/ack` on a random instance)
+and some of those acknowledgements withdrawn (`DELETE`); some are silenced, before they fire or
+while they fire, by the real `amtool silence add` or `POST /api/v2/silences` on a random
+instance, and some of those silences expired (`amtool silence expire`, `DELETE
+/api/v2/silence/{id}`). An action whose request failed (a stopped instance, a read-only store)
+is logged as not ok: it may still have taken effect, and the checker reads it so.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import asyncio
 import datetime as dt
 import json
 import random
+import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +36,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
+
+_REPO = Path(__file__).resolve().parent.parent
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+from monitor_manager.converge.convergence import group_key  # noqa: E402
 
 Status = Literal["firing", "resolved"]
 Source = Literal["am", "direct"]
@@ -40,13 +54,15 @@ RESOLVED_RESEND_FOR = 30.0  # resolved alerts are re-sent this long (Prometheus:
 MAX_ALERTS_PER_INCIDENT = 6
 POST_TIMEOUT = 3.0
 
-# ACKS_AND_SILENCES: when acknowledgements and silences land (SPEC section 8), the load adds
-# actions here: POST/DELETE /api/v1/alert-groups/{key}/ack on a random instance while an
-# incident fires, and `amtool --alertmanager.url=http://MM silence add|expire` (and POST
-# /api/v2/silences) for some incidents. Each action goes into changes.jsonl as
-# {"kind": "ack" | "unack" | "silence" | "expire", ...} so that the checker can apply the
-# promises of section 8 (an acknowledged group does not repeat, a silenced alert is not paged,
-# its resolution still is when its firing was, the peers agree). Nothing generates them yet.
+ACTION_TIMEOUT = 10.0  # seconds for one action's request (amtool's --timeout too)
+ACK_SHARE = 0.3  # incidents acknowledged while they fire
+UNACK_SHARE = 0.3  # acknowledgements withdrawn later
+SILENCE_BEFORE = 0.08  # incidents silenced before they fire
+SILENCE_WHILE = 0.08  # incidents silenced while they fire
+EXPIRE_SHARE = 0.6  # silences expired while their incident still runs
+SILENCE_FOR = "15m"  # a silence's duration: past any incident, so only an expiry ends it early
+GROUP_BY = ("alertname", "cluster")  # campaign_stack's [convergence] group_by
+AMTOOL = shutil.which("amtool") or "/usr/bin/amtool"
 
 
 def rfc3339(ts: float) -> str:
@@ -136,6 +152,7 @@ class Load:
         self.rng = rng
         self.log = open(changes_log, "a", encoding="utf-8")  # closed in close()
         self.alertmanagers = alertmanagers
+        self.instances = instances
         self.direct = {
             name: DirectTarget(name, f"{url}/webhook/alertmanager")
             for name, url in instances.items()
@@ -148,6 +165,7 @@ class Load:
         self.changes = 0
         self.am_posts = 0
         self.am_failures = 0
+        self.actions: dict[str, int] = {}  # "ack ok", "silence failed", ... -> how many
         self._tasks: set[asyncio.Task[None]] = set()  # the senders
         self._scenarios: set[asyncio.Task[None]] = set()  # incidents and storms
         self._running = True
@@ -329,7 +347,18 @@ class Load:
             return Alert(aid, labels, source, cg)
 
         alerts = [make(j) for j in range(1, rng.randint(1, 3) + 1)]
+        roll = rng.random()
+        silence_id = None
+        if roll < SILENCE_BEFORE:
+            silence_id = await self.silence(name)
         await self.change(alerts, "firing", "incident starts")
+        title = alerts[0].title
+        if roll >= 1 - ACK_SHARE:
+            self._spawn(self._acknowledge(title, cg, alerts, until), self._scenarios)
+        elif SILENCE_BEFORE <= roll < SILENCE_BEFORE + SILENCE_WHILE:
+            self._spawn(self._silence_while(name, alerts, until), self._scenarios)
+        if silence_id is not None and rng.random() < EXPIRE_SHARE:
+            self._spawn(self._expire_later(silence_id, alerts, until), self._scenarios)
         for _ in range(rng.randint(2, 8)):
             await self._pause(rng.uniform(0.5, 3.0) if rng.random() < 0.35 else rng.uniform(12, 45))
             if self.clock() >= until:
@@ -355,6 +384,143 @@ class Load:
         still = [a for a in alerts if a.status == "firing"]
         if still:
             await self.change(still, "resolved", "incident ends")
+
+    # -- what people do --------------------------------------------------------------------------
+    async def _acknowledge(self, title: str, cg: str, alerts: list[Alert], until: float) -> None:
+        """Someone acknowledges the incident's group while it fires; some withdraw it later."""
+        await self._pause(self.rng.uniform(3, 40))
+        if self.clock() >= until or not any(a.status == "firing" for a in alerts):
+            return
+        key = group_key(cg, dict(zip(GROUP_BY, title.split(" ", 1), strict=True)))
+        await self._ack_request("ack", "POST", title, cg, key, {"by": "Zhang San"})
+        if self.rng.random() >= UNACK_SHARE:
+            return
+        await self._pause(self.rng.uniform(20, 90))
+        if self.clock() < until and any(a.status == "firing" for a in alerts):
+            await self._ack_request("unack", "DELETE", title, cg, key, {"by": "Li Si"})
+
+    async def _ack_request(
+        self, kind: str, method: str, title: str, cg: str, key: str, body: dict[str, Any]
+    ) -> None:
+        instance, url = self.rng.choice(sorted(self.instances.items()))
+        sent = self.clock()
+        status = 0
+        try:
+            async with self.session.request(
+                method,
+                f"{url}/api/v1/alert-groups/{key}/ack",
+                json=body,
+                timeout=aiohttp.ClientTimeout(total=ACTION_TIMEOUT),
+            ) as response:
+                status = response.status
+                await response.read()
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+        self._record(
+            {"kind": kind, "t": sent, "done": self.clock(), "ok": status == 200, "status": status}
+            | {"title": title, "cg": cg, "key": key, "instance": instance}
+        )
+
+    async def _silence_while(self, name: str, alerts: list[Alert], until: float) -> None:
+        await self._pause(self.rng.uniform(3, 30))
+        if self.clock() >= until or not any(a.status == "firing" for a in alerts):
+            return
+        silence_id = await self.silence(name)
+        if silence_id is not None and self.rng.random() < EXPIRE_SHARE:
+            await self._expire_later(silence_id, alerts, until)
+
+    async def _expire_later(self, silence_id: str, alerts: list[Alert], until: float) -> None:
+        await self._pause(self.rng.uniform(15, 60))
+        if self.clock() < until and any(a.status == "firing" for a in alerts):
+            await self.expire(silence_id)
+
+    async def silence(self, alertname: str) -> str | None:
+        """A silence of every alert of the incident, through amtool or the API: its id (None
+        when the request failed; it may still have been made)."""
+        instance, url = self.rng.choice(sorted(self.instances.items()))
+        via = "amtool" if self.rng.random() < 0.5 else "api"
+        sent = self.clock()
+        silence_id = None
+        if via == "amtool":
+            code, out = await self._amtool(
+                url,
+                "silence",
+                "add",
+                f"alertname={alertname}",
+                f"--duration={SILENCE_FOR}",
+                "--author=campaign",
+                "--comment=fault campaign",
+            )
+            silence_id = out.strip() if code == 0 and out.strip() else None
+        else:
+            body = {
+                "matchers": [{"name": "alertname", "value": alertname, "isRegex": False}],
+                "startsAt": rfc3339(sent),
+                "endsAt": rfc3339(sent + 15 * 60),
+                "createdBy": "campaign",
+                "comment": "fault campaign",
+            }
+            answer = await self._json_request("POST", f"{url}/api/v2/silences", body)
+            if isinstance(answer, dict) and isinstance(answer.get("silenceID"), str):
+                silence_id = answer["silenceID"]
+        self._record(
+            {"kind": "silence", "t": sent, "done": self.clock(), "ok": silence_id is not None}
+            | {"id": silence_id, "alertname": alertname, "ends_at": sent + 15 * 60}
+            | {"instance": instance, "via": via}
+        )
+        return silence_id
+
+    async def expire(self, silence_id: str) -> None:
+        instance, url = self.rng.choice(sorted(self.instances.items()))
+        via = "amtool" if self.rng.random() < 0.5 else "api"
+        sent = self.clock()
+        if via == "amtool":
+            code, _ = await self._amtool(url, "silence", "expire", silence_id)
+            ok = code == 0
+        else:
+            answer = await self._json_request("DELETE", f"{url}/api/v2/silence/{silence_id}")
+            ok = answer is not None
+        self._record(
+            {"kind": "expire", "t": sent, "done": self.clock(), "ok": ok, "id": silence_id}
+            | {"instance": instance, "via": via}
+        )
+
+    async def _amtool(self, url: str, *args: str) -> tuple[int, str]:
+        """The real amtool against an instance: (exit code, stdout); -1 when it hung."""
+        proc = await asyncio.create_subprocess_exec(
+            AMTOOL,
+            f"--alertmanager.url={url}",
+            f"--timeout={ACTION_TIMEOUT:g}s",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), ACTION_TIMEOUT + 5)
+        except TimeoutError:
+            proc.kill()  # the amtool this load started, by its process
+            await proc.wait()
+            return -1, ""
+        return proc.returncode if proc.returncode is not None else -1, out.decode()
+
+    async def _json_request(self, method: str, url: str, body: Any = None) -> Any:
+        """The answer's JSON on a 200 (True when it has none), None otherwise."""
+        try:
+            async with self.session.request(
+                method, url, json=body, timeout=aiohttp.ClientTimeout(total=ACTION_TIMEOUT)
+            ) as response:
+                if response.status != 200:
+                    return None
+                text = await response.text()
+                return json.loads(text) if text.strip() else True
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+
+    def _record(self, record: dict[str, Any]) -> None:
+        self.log.write(json.dumps(record) + "\n")
+        self.log.flush()
+        what = f"{record['kind']} {'ok' if record['ok'] else 'failed'}"
+        self.actions[what] = self.actions.get(what, 0) + 1
 
     async def storm(self, groups: int, hold: float) -> None:
         """`groups` alert groups at once (one alert each, through the Alertmanagers), all
@@ -415,4 +581,5 @@ class Load:
             "alertmanager_post_failures": self.am_failures,
             "direct_posts": {t.name: t.posts for t in self.direct.values()},
             "direct_failures": {t.name: t.failures for t in self.direct.values()},
+            "actions": dict(sorted(self.actions.items())),
         }

@@ -68,7 +68,8 @@ class Timers:
 
     group_wait: float = 2.0
     group_interval: float = 5.0
-    repeat_interval: float = 900.0
+    # Short enough that long incidents repeat: an acknowledged or silenced one must not.
+    repeat_interval: float = 120.0
     storm_threshold: int = 20
     storm_window: float = 10.0
     retry_initial: float = 1.0

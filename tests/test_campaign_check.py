@@ -3,6 +3,7 @@ by the service's own templates, so that the checker reads what people really get
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-from campaign_check import check, parse_chat, parse_mail
+from campaign_check import check, join_chat, parse_chat, parse_mail
 from campaign_stack import Timers
 
 from monitor_manager.channels.chat_text import render_chat
@@ -43,8 +44,10 @@ def group(*alerts: AlertView, title: str = "Inc0001 prod") -> GroupView:
     return GroupView(title, "sre", {"alertname": alertname, "cluster": cluster}, alerts, "http://x")
 
 
-def message(*groups: GroupView, kind: str = "group", instance: str = "mm-az1") -> Message:
-    return Message(1, kind, "sre", SRE, groups, T0, instance, "http://mm")  # type: ignore[arg-type]
+def message(
+    *groups: GroupView, kind: str = "group", instance: str = "mm-az1", **extra: Any
+) -> Message:
+    return Message(1, kind, "sre", SRE, groups, T0, instance, "http://mm", extra)  # type: ignore[arg-type]
 
 
 def mail(
@@ -78,15 +81,21 @@ def change(
 
 
 def run(
-    changes: list[dict[str, Any]], mails: list[dict[str, Any]], chats=(), faults=(), end=T0 + 300
+    changes: list[dict[str, Any]],
+    mails: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    chats=(),
+    faults=(),
+    end=T0 + 300,
+    actions=(),
 ):  # type: ignore[no-untyped-def]
     meta = {"seed": 1, "minutes": 1, "timers": Timers().to_json(), "checked_at": end}
     return check(
         {
             "meta": meta,
             "changes": changes,
+            "actions": list(actions),
             "faults": list(faults),
-            "mail": mails,
+            "mail": list(mails),
             "wecom": list(chats),
         }
     )
@@ -227,3 +236,122 @@ def test_pages_must_match_the_faults(kind: str, seconds: float, paged: bool, bro
             chats.append(chat(t, msg))
     verdict = run([], mails, chats, faults=[fault])
     assert (not verdict.ok) is broken, verdict.broken
+
+
+# -- acting on pages --------------------------------------------------------------------------
+
+REPEAT = Timers().repeat_interval
+ACK = {"by": "Zhang San", "at": T0 + 10, "comment": "", "via": "api"}
+
+
+def ack(t: float, kind: str = "ack", ok: bool = True, instance: str = "mm-az2") -> dict[str, Any]:
+    return {"kind": kind, "t": t, "done": t + 0.1, "ok": ok, "status": 200 if ok else 0} | {
+        "title": "Inc0001 prod",
+        "cg": "sre",
+        "key": "k",
+        "instance": instance,
+    }
+
+
+def silence(t: float, ok: bool = True, sid: str = "s1") -> dict[str, Any]:
+    return {"kind": "silence", "t": t, "done": t + 0.1, "ok": ok, "id": sid if ok else None} | {
+        "alertname": "Inc0001",
+        "ends_at": t + 900,
+        "instance": "mm-az1",
+        "via": "amtool",
+    }
+
+
+def expire(t: float, ok: bool = True, sid: str = "s1") -> dict[str, Any]:
+    return {"kind": "expire", "t": t, "done": t + 0.1, "ok": ok, "id": sid}
+
+
+def both(*sent: tuple[float, Message]) -> dict[str, Any]:
+    """The same messages by mail and by WeCom (sre's two channels), as run()'s arguments."""
+    return {"mails": [mail(t, m) for t, m in sent], "chats": [chat(t, m) for t, m in sent]}
+
+
+FIRING = message(group(alert("I0001-1", "firing")))
+RESOLVED = message(group(alert("I0001-1", "resolved")))
+
+
+def test_an_acknowledged_group_must_not_repeat_and_its_announcement_is_no_duplicate() -> None:
+    acked = message(dataclasses.replace(group(alert("I0001-1", "firing")), ack=ACK))
+    announced = message(
+        dataclasses.replace(group(alert("I0001-1", "firing")), ack=ACK), announce="ack"
+    )
+    changes = [change(T0, "I0001-1", "firing"), change(T0 + 400, "I0001-1", "resolved")]
+    (a,) = parse_mail(0, mail(T0, announced))
+    assert a.ack_announce and a.status == "firing"
+    (c,) = parse_chat(0, join_chat([chat(T0, announced)])[0])
+    assert c.ack_announce
+    first, repeat, last = (T0 + 3, FIRING), (T0 + 3 + REPEAT + 1, acked), (T0 + 403, RESOLVED)
+    # Without the ack the later message is an ordinary repeat.
+    verdict = run(changes, end=T0 + 500, **both(first, repeat, last))
+    assert verdict.ok, verdict.broken
+    assert verdict.figures["duplicates"]["repeats"] == 2
+    # With it, the repeat breaks the promise; the announcement itself is fine.
+    sent = both(first, (T0 + 10.5, announced), repeat, last)
+    verdict = run(changes, end=T0 + 500, actions=[ack(T0 + 10)], **sent)
+    assert verdict.figures["acting on pages"]["repeat of an acknowledged group"] == 2
+    assert any("repeat of an acknowledged group" in b for b in verdict.broken)
+    assert "duplicate (healthy)" not in verdict.figures["duplicates"]
+    # Withdrawn before the repeat: the repeat is due again.
+    actions = [ack(T0 + 10), ack(T0 + 60, "unack")]
+    verdict = run(changes, end=T0 + 500, actions=actions, **sent)
+    assert verdict.ok, verdict.broken
+    # From the instance a fault stopped (it could not hear of the ack): excused.
+    fault = {"kind": "stop", "target": "mm-az1", "began": T0 + 100, "ended": T0 + 103}
+    verdict = run(changes, end=T0 + 500, faults=[fault], actions=[ack(T0 + 10)], **sent)
+    assert verdict.ok, verdict.broken
+    # A fault that hit another instance excuses nothing: the sender knew of the ack.
+    fault["target"] = "mm-az3"
+    verdict = run(changes, end=T0 + 500, faults=[fault], actions=[ack(T0 + 10)], **sent)
+    assert any("repeat of an acknowledged group" in b for b in verdict.broken)
+
+
+def test_an_acknowledgement_is_announced_exactly_once() -> None:
+    announced = message(
+        dataclasses.replace(group(alert("I0001-1", "firing")), ack=ACK), announce="ack"
+    )
+    changes = [change(T0, "I0001-1", "firing"), change(T0 + 100, "I0001-1", "resolved")]
+    first, last = (T0 + 3, FIRING), (T0 + 103, RESOLVED)
+    verdict = run(changes, actions=[ack(T0 + 10)], **both(first, (T0 + 10.5, announced), last))
+    assert verdict.ok, verdict.broken
+    assert verdict.figures["acting on pages"]["acknowledgements announced once"] == 2
+    twice = both(first, (T0 + 10.5, announced), (T0 + 11, announced), last)
+    verdict = run(changes, actions=[ack(T0 + 10)], **twice)
+    assert any("not announced exactly once" in b for b in verdict.broken)
+    verdict = run(changes, actions=[ack(T0 + 10)], **both(first, last))
+    assert verdict.figures["acting on pages"]["acknowledgements never announced"] == 2
+    assert not verdict.ok
+
+
+def test_a_silenced_alert_must_not_be_notified_and_is_owed_a_message_when_the_silence_ends() -> (
+    None
+):
+    changes = [change(T0, "I0001-1", "firing"), change(T0 + 200, "I0001-1", "resolved")]
+    # Silenced before it fired: nothing is owed, and a message breaks the promise.
+    verdict = run(changes, [], actions=[silence(T0 - 1)])
+    assert verdict.ok, verdict.broken
+    assert verdict.figures["changes"]["no message owed (silenced)"] == 2
+    paged = both((T0 + 3, FIRING), (T0 + 203, RESOLVED))
+    verdict = run(changes, actions=[silence(T0 - 1)], **paged)
+    assert verdict.figures["acting on pages"]["silenced alert notified"] == 2
+    assert not verdict.ok
+    # A silence whose request failed may have been made: nothing owed, nothing forbidden.
+    verdict = run(changes, actions=[silence(T0 - 1, ok=False)], **paged)
+    assert verdict.ok, verdict.broken
+    # Expired while it fires: owed a message from then, which is no duplicate of the first.
+    actions = [silence(T0 - 1), expire(T0 + 100)]
+    verdict = run(changes, [], actions=actions)
+    assert verdict.figures["changes"]["LOST"] == 2
+    verdict = run(changes, actions=actions, **both((T0 + 103, FIRING), (T0 + 203, RESOLVED)))
+    assert verdict.ok, verdict.broken
+    assert verdict.figures["changes"]["owed from the end of a silence"] == 2
+    # Announced before a silence and again after it ended: told as a change, not a duplicate.
+    actions = [silence(T0 + 20), expire(T0 + 100)]
+    sent = both((T0 + 3, FIRING), (T0 + 103, FIRING), (T0 + 203, RESOLVED))
+    verdict = run(changes, actions=actions, **sent)
+    assert verdict.ok, verdict.broken
+    assert verdict.figures["duplicates"]["told again when its silence ended"] == 2
