@@ -21,11 +21,18 @@ import pytest
 from builders import T0, incoming, make_config
 from fake_wecom import AGENT_ID, CORP_ID, ROBOT_KEY, SECRET, FakeWeCom
 from harness import OutboxHarness
+from monitor_manager.act.actions import Actor
 from monitor_manager.channels.base import SlidingWindowLimiter
 from monitor_manager.channels.wechat import WechatSettings
 from monitor_manager.channels.wechat_robot import WechatRobotSettings
 from monitor_manager.clock import ManualClock
-from monitor_manager.cluster.ha import Entry, EntryError, PeerMessage, parse_message
+from monitor_manager.cluster.ha import (
+    ANNOUNCE_LOG_KEY,
+    Entry,
+    EntryError,
+    PeerMessage,
+    parse_message,
+)
 from monitor_manager.config import ChannelConfig, ContactGroupConfig, MemberConfig, PeerConfig
 
 GROUP_KEY = "0123456789abcdef"
@@ -233,3 +240,49 @@ async def test_what_a_peer_could_not_be_told_is_pushed_when_it_answers_again(
         assert sorted(received[-1]) == [f"{2:016x}", f"{3:016x}"]
         await ha.flush()
         assert len(received) == 3  # nothing owed any more
+
+
+async def test_an_acknowledgements_announcement_counts_in_the_peers_limits(tmp_path: Path) -> None:
+    """Found by the fault campaign: an acknowledgement is announced by the instance where it
+    was made and logged nowhere, so the peers did not count its WeCom request; one of them then
+    sent the member's 31st message of the minute, which WeCom showed to nobody. The send is now
+    logged under its own key, compared with nothing, counted by everyone."""
+    async with FakeWeCom() as fake:
+        box = await OutboxHarness(peered_wecom(tmp_path, fake, "mm-a")).start()
+        fake.clock = box.clock
+        assert box.core is not None
+        try:
+            await box.push(incoming("DiskFull"))
+            await box.step(2)
+            await box.outbox.drain()
+            (key,) = box.core.pipeline.convergence.groups
+            await box.core.actions.acknowledge(key, Actor("Z", "api"), "on it")
+            await box.step(1)
+            await box.outbox.drain()
+            assert len(fake.accepted) == 4  # the page and the announcement, app and robot
+            logged = box.core.ha.log.entries
+            assert logged[("sre", ANNOUNCE_LOG_KEY, "wecom")].instance == "mm-a"
+            # Never compared: the group's own entry still names the page's content.
+            assert logged[("sre", key, "wecom")].sent_at < logged[
+                ("sre", ANNOUNCE_LOG_KEY, "wecom")
+            ].sent_at
+            # And a peer's announcements fill this instance's minute like any send.
+            entries = [
+                Entry("sre", ANNOUNCE_LOG_KEY, "wecom", "b" * 32, box.clock() + i / 100, "mm-b")
+                for i in range(30)
+            ]
+            ops, accepted, rejected = box.core.ha.accept(
+                PeerMessage(2, "mm-b", entries), pushed=True
+            )
+            assert (accepted, rejected) == (30, 0)
+            before = len(fake.accepted)
+            await box.push(incoming("CpuHigh"))
+            rows = await box.step(2)
+            assert len(fake.accepted) == before + 1  # the robot's; the member's minute is full
+            assert sorted(r["state"] for r in rows if r["channel"] == "wecom") == [
+                "delivered",
+                "delivered",
+                "pending",
+            ]
+        finally:
+            await box.stop()

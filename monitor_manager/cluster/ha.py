@@ -57,7 +57,10 @@ SUPPORTED_VERSIONS = (1, 2)
 MAX_ENTRIES = 10_000  # per push or pull
 DIGEST_LOG_KEY = "digest"  # never an alert group's key (16 hex digits)
 REPORT_LOG_KEY = "report"  # the daily report (watch/report.py); release 1 never sends one
-_LOG_KEY = re.compile(r"[0-9a-f]{16}|digest|report")
+# Announcements (an acknowledgement told to its group) are told by one instance and compared
+# with nothing; peers log them only to count their requests in the platforms' rate limits.
+ANNOUNCE_LOG_KEY = "announce"
+_LOG_KEY = re.compile(r"[0-9a-f]{16}|digest|report|announce")
 _HASH = re.compile(r"[0-9a-f]{32}")
 
 

@@ -30,6 +30,7 @@ from typing import Protocol
 from monitor_manager.channels.base import Channel, ChannelError, PartlySent
 from monitor_manager.clock import Clock
 from monitor_manager.cluster.ha import (
+    ANNOUNCE_LOG_KEY,
     DIGEST_LOG_KEY,
     MAX_CALLS,
     REPORT_LOG_KEY,
@@ -71,11 +72,20 @@ def log_key(d: Delivery) -> str | None:
 _LOG_KEYS = {"digest": DIGEST_LOG_KEY, "report": REPORT_LOG_KEY}
 
 
+def counted_key(d: Delivery) -> str | None:
+    """The key a sent row is logged under: its log key, or for an announcement one that
+    peers compare with nothing but count in the platforms' rate limits (WeCom drops what
+    goes beyond 30 a minute to a member, whichever instance sends it)."""
+    if d.message.extra.get("announce"):
+        return ANNOUNCE_LOG_KEY
+    return log_key(d)
+
+
 def log_entry(d: Delivery, sent_at: float, instance: str) -> Entry:
-    """A row's notification log entry, in both release-2 and release-1 words (a report has
-    none in release 1's: release 1 sends no report)."""
-    key = log_key(d) or ""
-    legacy = key != REPORT_LOG_KEY
+    """A row's notification log entry, in both release-2 and release-1 words (a report or an
+    announcement has none in release 1's: release 1 sends neither)."""
+    key = counted_key(d) or ""
+    legacy = key not in (REPORT_LOG_KEY, ANNOUNCE_LOG_KEY)
     return Entry(
         d.message.contact_group,
         key,
@@ -476,7 +486,7 @@ class Outbox:
         sent: list[Entry] = []
         ops: list[Op] = []
         if reached and self.ha is not None and self.ha.enabled:
-            sent = [log_entry(d, now, self.ha.instance) for d in batch if log_key(d)]
+            sent = [log_entry(d, now, self.ha.instance) for d in batch if counted_key(d)]
             sent += [e for d in batch for e in group_entries(d, now, self.ha.instance)]
             sent = [dataclasses.replace(e, calls=max(1, min(calls, MAX_CALLS))) for e in sent]
             ops += self.ha.record(sent)
