@@ -263,9 +263,10 @@ async def test_an_acknowledgements_announcement_counts_in_the_peers_limits(tmp_p
             logged = box.core.ha.log.entries
             assert logged[("sre", ANNOUNCE_LOG_KEY, "wecom")].instance == "mm-a"
             # Never compared: the group's own entry still names the page's content.
-            assert logged[("sre", key, "wecom")].sent_at < logged[
-                ("sre", ANNOUNCE_LOG_KEY, "wecom")
-            ].sent_at
+            assert (
+                logged[("sre", key, "wecom")].sent_at
+                < logged[("sre", ANNOUNCE_LOG_KEY, "wecom")].sent_at
+            )
             # And a peer's announcements fill this instance's minute like any send.
             entries = [
                 Entry("sre", ANNOUNCE_LOG_KEY, "wecom", "b" * 32, box.clock() + i / 100, "mm-b")
