@@ -34,6 +34,7 @@ from monitor_manager.cluster.ha import (
     parse_message,
 )
 from monitor_manager.config import ChannelConfig, ContactGroupConfig, MemberConfig, PeerConfig
+from monitor_manager.store import StoreError
 
 GROUP_KEY = "0123456789abcdef"
 
@@ -285,5 +286,94 @@ async def test_an_acknowledgements_announcement_counts_in_the_peers_limits(tmp_p
                 "delivered",
                 "pending",
             ]
+        finally:
+            await box.stop()
+
+
+async def test_a_peer_whose_store_fails_holds_no_send_position(
+    tmp_path: Path, aiohttp_server: Any
+) -> None:
+    """Found by the fault campaign (a storm's end while mm-az1's store was read-only): the
+    others waited their positions behind an instance that could not send, then, late and busy,
+    sent side by side, and each sent what the other did. A peer says on /healthz whether it
+    commits; one that does not is no sender."""
+    import aiohttp
+    from aiohttp import web
+
+    from monitor_manager.cluster.ha import HighAvailability
+    from monitor_manager.metrics import Metrics
+    from monitor_manager.watch.peers import Peers
+
+    commits: dict[str, Any] = {"commits": True}
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"status": "ok", "instance": "mm-a", "peer_protocol": 2, **commits}
+        )
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    cfg = make_config(
+        tmp_path,
+        peers=(PeerConfig("mm-a", f"http://127.0.0.1:{server.port}"),),
+        ha={"token": "t0ken", "peer_wait": 3.0},
+    )
+    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, instance="mm-b"))
+    clock = ManualClock(T0)
+    async with aiohttp.ClientSession() as session:
+        metrics = Metrics()
+        peers = Peers(cfg, session, clock, metrics, lambda labels: False)
+        ha = HighAvailability(cfg, peers, session, clock, metrics)
+        await peers.probe_all()
+        assert ha.send_delay() == 3.0  # behind mm-a
+        commits["commits"] = False
+        await peers.probe_all()
+        assert peers.reachable() == ["mm-a"]  # up: no PeerDown for it
+        assert ha.send_delay() == 0.0  # but it cannot send: first in line
+        del commits["commits"]  # release 1 says nothing: it sends
+        await peers.probe_all()
+        assert ha.send_delay() == 3.0
+
+
+async def test_an_instance_whose_store_failed_asks_the_peers_before_sending(
+    tmp_path: Path,
+) -> None:
+    """Found by the fault campaign: peers' pushes failed while this instance's store was read
+    only, and they sent in its place; back, it sent the same messages again at once."""
+    async with FakeWeCom() as fake:
+        box = await OutboxHarness(peered_wecom(tmp_path, fake, "mm-a")).start()
+        fake.clock = box.clock
+        assert box.core is not None
+        pulled: list[float] = []
+
+        async def pull() -> list[Any]:
+            pulled.append(box.clock())
+            return []
+
+        box.core.ha.pull = pull  # type: ignore[method-assign]
+        store = box.core.store
+        write = store.write
+
+        async def read_only(ops: list[Any]) -> None:
+            store.healthy = False
+            raise StoreError("the disk is read-only")
+
+        try:
+            await box.step(1)
+            assert pulled == []
+            store.write = read_only  # type: ignore[method-assign]
+            with pytest.raises(StoreError):
+                await store.write([])  # a commit fails
+            with pytest.raises(StoreError):
+                await box.outbox.dispatch_due()  # so does the outbox's, and it pulls nothing
+            assert pulled == []
+            store.write = write  # type: ignore[method-assign]
+            await box.push(incoming("DiskFull"))  # commits again
+            rows = await box.step(2)
+            assert pulled == [box.clock()]  # back: it asks first, then sends
+            assert {r["state"] for r in rows} == {"delivered"}
+            await box.step(1)
+            assert pulled == [box.clock() - 1]  # once
         finally:
             await box.stop()

@@ -332,7 +332,9 @@ class HighAvailability:
 
     # -- deciding -----------------------------------------------------------------------------
     def position(self) -> int:
-        members = sorted({self.instance, *self.peers.reachable()})
+        """This instance's place among those that can send now: a peer whose store fails
+        would hold every send back by its peer_wait, then all the others send at once."""
+        members = sorted({self.instance, *self.peers.senders()})
         return members.index(self.instance)
 
     def send_delay(self) -> float:

@@ -45,6 +45,7 @@ from monitor_manager.models import GroupView, Message
 from monitor_manager.store import Op, Store, StoreError, deliveries
 from monitor_manager.store.deliveries import Delivery
 from monitor_manager.store.notifications import content_hash
+from monitor_manager.store.writer import probe_op
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,7 @@ class Outbox:
         self._stopping = False
         self._next_sweep = 0.0  # when to look for rows left `sending` with nothing in flight
         self._last_pass: float | None = None
+        self._store_failed = False  # seen failing: ask the peers before sending again
 
     def wake(self) -> None:
         self._wake.set()
@@ -228,7 +230,14 @@ class Outbox:
         now = self.clock()
         last, self._last_pass = self._last_pass, now
         if last is not None and now - last > PAUSED_AFTER:
-            await self._catch_up(now - last)
+            await self._catch_up(f"did not run for {now - last:.0f}s")
+        if self._store_failed or not self.store.healthy:
+            # While the store failed, peers' pushes to it failed and peers sent in its place:
+            # once it commits again, it learns what they sent before sending it again.
+            self._store_failed = True
+            await self.store.write([probe_op(now)])  # a real commit; StoreError while it fails
+            await self._catch_up("the store failed")
+            self._store_failed = False
         if now >= self._next_sweep:
             await self._release_stuck(now)
         due = await self.store.run(lambda conn: deliveries.due(conn, now, self._inflight, BATCH))
@@ -253,14 +262,14 @@ class Outbox:
             )
         return len(sending)
 
-    async def _catch_up(self, gap: float) -> None:
-        """After a gap in this instance's own running, and before it sends what fell due
-        meanwhile: what the peers sent, as at start-up. Their pushes failed while it did not
-        run, so it would resend what they already sent, and count nothing of it in the
+    async def _catch_up(self, why: str) -> None:
+        """After a gap in this instance's own running (or in its store's), and before it sends
+        what fell due meanwhile: what the peers sent, as at start-up. Their pushes failed
+        meanwhile, so it would resend what they already sent, and count nothing of it in the
         platforms' rate limits."""
         if self.ha is None or not self.ha.enabled:
             return
-        log.warning("did not run for %.0fs: asking the peers what they sent meanwhile", gap)
+        log.warning("%s: asking the peers what they sent meanwhile", why)
         await self.store.write(await self.ha.pull())
 
     def _in_order(self, rows: list[Delivery]) -> list[Delivery]:
