@@ -138,6 +138,9 @@ class Channel(ABC):
         self.name = name
         self.settings = settings
         self.ctx = ctx
+        # Peers that can send now (high availability sets it): what they are sending this
+        # very moment reaches this instance only once it went out.
+        self.peer_senders: Callable[[], int] = _none
 
     def ready_at(self, message: Message) -> float:
         """The earliest time this message may be sent; the clock's now or earlier means now."""
@@ -165,6 +168,10 @@ class Channel(ABC):
 
     async def close(self) -> None:  # noqa: B027 - most channels hold nothing to release
         """Release connections; called once at shutdown."""
+
+
+def _none() -> int:
+    return 0
 
 
 class SlidingWindowLimiter:

@@ -28,7 +28,7 @@ from monitor_manager.channels.base import (
     redact,
 )
 from monitor_manager.channels.chat_text import overflow_note, render_chat
-from monitor_manager.channels.text_parts import split_content
+from monitor_manager.channels.text_parts import MAX_PARTS, split_content
 from monitor_manager.channels.wecom_api import (
     APP_LIMIT,
     TOKEN_ERRORS,
@@ -206,8 +206,12 @@ class WechatChannel(Channel):
         batches = -(-len(users) // MAX_TOUSER)
         # Every member gets each remaining part once.
         needed = max(1, len(contents) - done // batches)
+        # A message starts only with room left for one whole message of each peer that may be
+        # sending to the same members right now: their sends are counted here once they went
+        # out, and two instances starting together went past WeCom's limit (fault campaign).
+        reserve = min(self.peer_senders() * MAX_PARTS, MEMBER_PER_MINUTE // 2)
         return max(
-            [self._per_minute.ready_at(u, min(needed, MEMBER_PER_MINUTE)) for u in users]
+            [self._per_minute.ready_at(u, min(needed + reserve, MEMBER_PER_MINUTE)) for u in users]
             + [self._per_hour.ready_at(u, min(needed, MEMBER_PER_HOUR)) for u in users]
         )
 

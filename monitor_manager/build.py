@@ -162,6 +162,8 @@ def build_core(
             channel.peer_sent(directory.members(e.contact_group), e.sent_at, e.calls)
 
     ha.on_peer_sends = peer_sends
+    for channel in channels.values():
+        channel.peer_senders = lambda: len(peers.senders()) if ha.enabled else 0
     notifier = Notifier(
         config,
         ids,

@@ -377,3 +377,30 @@ async def test_an_instance_whose_store_failed_asks_the_peers_before_sending(
             assert pulled == [box.clock() - 1]  # once
         finally:
             await box.stop()
+
+
+@pytest.mark.parametrize(("peer_up", "state"), [(True, "pending"), (False, "delivered")])
+async def test_a_message_starts_only_with_room_for_what_a_peer_may_be_sending(
+    tmp_path: Path, peer_up: bool, state: str
+) -> None:
+    """Found by the fault campaign: two instances started a five-part digest to the same
+    members in the same second, each counting only what the other had already sent, and WeCom
+    showed the 31st and 32nd parts of the minute to nobody. A message now starts only with room
+    for one whole message (five parts) of each peer that can send."""
+    async with FakeWeCom() as fake:
+        box = await OutboxHarness(peered_wecom(tmp_path, fake, "mm-a")).start()
+        fake.clock = box.clock
+        assert box.core is not None
+        try:
+            if not peer_up:
+                box.core.peers.states["mm-b"].failures = 3  # down: it sends nothing now
+            assert box.core.peers.senders() == (["mm-b"] if peer_up else [])
+            peer_sends(box, "wecom", 25, 1)
+            await box.push(incoming("DiskFull"))
+            rows = await box.step(2)
+            (wecom,) = [r for r in rows if r["channel"] == "wecom"]
+            # 25 + 1 fits WeCom's 30, but not with room for the 5 parts mm-b may be sending.
+            assert wecom["state"] == state
+            assert not fake.dropped
+        finally:
+            await box.stop()
