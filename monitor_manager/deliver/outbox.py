@@ -43,7 +43,7 @@ from monitor_manager.deliver.decide import Attempted, Outcome, Transition, decid
 from monitor_manager.metrics import Metrics
 from monitor_manager.models import GroupView, Message
 from monitor_manager.store import Op, Store, StoreError, deliveries
-from monitor_manager.store.deliveries import Delivery
+from monitor_manager.store.deliveries import SUPERSEDED, Delivery
 from monitor_manager.store.notifications import content_hash
 from monitor_manager.store.writer import probe_op
 
@@ -121,6 +121,17 @@ def group_entries(d: Delivery, sent_at: float, instance: str) -> list[Entry]:
             )
         )
     return out
+
+
+def _digest_of(d: Delivery, groups: tuple[GroupView, ...], note: str) -> Delivery:
+    """The digest row `d` naming only `groups`, with a note saying why."""
+    message = dataclasses.replace(d.message, groups=groups)
+    return dataclasses.replace(
+        d,
+        message=message,
+        content_hash=content_hash(message),
+        note="; then ".join(n for n in (d.note, note) if n),
+    )
 
 
 class DeliveryObserver(Protocol):
@@ -350,16 +361,31 @@ class Outbox:
         not be recorded (a crash, a store refusing writes) never counted as an attempt, and
         newer states of its group may have gone out meanwhile."""
         grouped = [d for d in batch if d.group_key]
-        if not grouped:
+        digests = [d for d in batch if not d.group_key and d.message.kind == "digest"]
+        if not grouped and not digests:
             return batch
-        newer = await self.store.run(
-            lambda conn: {d.id: deliveries.superseded_by(conn, d) for d in grouped}
+        newer, overtaken = await self.store.run(
+            lambda conn: (
+                {d.id: deliveries.superseded_by(conn, d) for d in grouped},
+                {d.id: deliveries.overtaken_in_digest(conn, d) for d in digests},
+            )
         )
         ops: list[Op] = [deliveries.superseded(d, by, now) for d, by in newer.items() if by]
-        if not ops:
-            return batch
-        await self.store.write(ops)
-        return [d for d in batch if not newer.get(d.id)]
+        keep: Batch = []
+        for d in batch:
+            if newer.get(d.id):
+                continue
+            left_out = overtaken.get(d.id)
+            if left_out:
+                groups = tuple(g for g in d.message.groups if g.key not in left_out)
+                if not groups:
+                    ops.append(deliveries.overtaken(d.id, now))
+                    continue
+                d = _digest_of(d, groups, f"{len(left_out)} alert groups left out: {SUPERSEDED}")
+            keep.append(d)
+        if ops:
+            await self.store.write(ops)
+        return keep
 
     async def _drop_sent_by_peers(self, batch: Batch, now: float) -> Batch:
         """4. High availability: a peer already sent this content through this channel."""
@@ -412,13 +438,7 @@ class Outbox:
             f"{len(groups) - len(keep)} of {len(groups)} alert groups not sent here: "
             f"peer {', '.join(sorted(told))} already sent them"
         )
-        message = dataclasses.replace(d.message, groups=tuple(keep))
-        return dataclasses.replace(
-            d,
-            message=message,
-            content_hash=content_hash(message),
-            note="; then ".join(n for n in (d.note, note) if n),
-        ), None
+        return _digest_of(d, tuple(keep), note), None
 
     def _start_send(self, batch: Batch) -> None:
         """5. The send runs as its own task; the pass goes on."""
