@@ -8,7 +8,8 @@ counts what people received.
 
 Starts three service instances (peered), two peered Alertmanagers, one Prometheus (Debian
 packages), an SMTP sink and the fake WeCom API on 127.0.0.1; drives incidents and a storm of
-alert groups through the Alertmanagers and straight to the webhooks; injects faults on a
+alert groups through the Alertmanagers and straight to the webhooks, acknowledges and silences
+some incidents (the API, the real amtool) on random instances; injects faults on a
 schedule drawn from the seed (campaign_faults.py); then the checker (campaign_check.py)
 compares what the sinks received with every state change the load made, prints the report,
 and exits 1 on a broken promise, printing the seed to replay it. Every process it starts it
