@@ -404,3 +404,40 @@ async def test_a_message_starts_only_with_room_for_what_a_peer_may_be_sending(
             assert not fake.dropped
         finally:
             await box.stop()
+
+
+async def test_a_state_pull_whose_commit_failed_is_pulled_again(tmp_path: Path) -> None:
+    """Found by the fault campaign: a silence made on mm-az2 while mm-az1's store was read-only
+    reached mm-az1 by a pull whose commit failed; the pull was marked done anyway, nothing
+    brought the silence again, and mm-az1 paged the silenced incident for two minutes after
+    the fault. A pull is marked done only once committed."""
+    async with FakeWeCom() as fake:
+        box = await OutboxHarness(peered_wecom(tmp_path, fake, "mm-a")).start()
+        assert box.core is not None
+        shared = box.core.shared
+        shared.peers.states["mm-b"].protocol = 2
+        asked: list[float] = []
+
+        async def pull_one(name: str) -> Any:
+            asked.append(shared._pulled.get(name, 0.0))
+            return object()  # what mm-b told; accept() below takes it
+
+        async def read_only(ops: list[Any]) -> None:
+            raise StoreError("the disk is read-only")
+
+        shared._pull_one = pull_one  # type: ignore[method-assign]
+        shared.accept = lambda name, told: (["op"], 1, 0)  # type: ignore[assignment,method-assign]
+        write = shared.write
+        try:
+            shared.write = read_only  # type: ignore[assignment]
+            with pytest.raises(StoreError):
+                await shared.pull()
+            box.clock.advance(5)
+            shared.write = lambda ops: write([])  # type: ignore[assignment]
+            await shared.pull()
+            box.clock.advance(5)
+            await shared.pull()
+            # The second pull asks for everything again (its first attempt never committed).
+            assert asked == [0.0, 0.0, box.clock() - 5]
+        finally:
+            await box.stop()
