@@ -35,6 +35,7 @@ class ChannelError(Exception):
         permanent: bool = False,
         retry_after: float | None = None,
         recipients_refused: bool = False,
+        held: bool = False,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -45,6 +46,9 @@ class ChannelError(Exception):
         # The destination works and refused these recipients (e.g. every RCPT refused): a
         # fact about them, not about the channel.
         self.recipients_refused = recipients_refused
+        # Held back by this instance's own count of a platform's rate limit: the platform was
+        # not called, so it says nothing about the channel's health (no ChannelFailing).
+        self.held = held
 
     def __str__(self) -> str:
         return self.reason

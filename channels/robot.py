@@ -186,6 +186,7 @@ class RobotChannel(Channel):
                 f"holding back: a {self.type} robot accepts {self.per_minute} messages a minute"
                 + (f" and {self.per_second} a second" if self.per_second else ""),
                 retry_after=ready - now,
+                held=True,
             )
         for limiter in self._limiters:
             limiter.record(self._robot)

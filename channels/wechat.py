@@ -236,6 +236,7 @@ class WechatChannel(Channel):
                 f"holding back: WeCom drops more than {MEMBER_PER_MINUTE} messages a minute "
                 f"or {MEMBER_PER_HOUR} an hour to one member",
                 retry_after=ready - now,
+                held=True,
             )
         for user in users:
             self._per_minute.record(user)

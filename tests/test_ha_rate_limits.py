@@ -441,3 +441,32 @@ async def test_a_state_pull_whose_commit_failed_is_pulled_again(tmp_path: Path) 
             assert asked == [0.0, 0.0, box.clock() - 5]
         finally:
             await box.stop()
+
+
+async def test_a_send_held_back_by_our_own_count_of_the_limit_is_no_channel_failure(
+    tmp_path: Path,
+) -> None:
+    """Found by the fault campaign: the peers' sends, learnt between the slot check and the
+    send, filled the member's minute; the send was held back (the platform never called), yet
+    counted as the channel failing, and a storm's backlog paged ChannelFailing for a robot and
+    a WeCom app that worked."""
+    async with FakeWeCom() as fake:
+        box = await OutboxHarness(peered_wecom(tmp_path, fake, "mm-a")).start()
+        fake.clock = box.clock
+        assert box.core is not None
+        try:
+            for name in ("wecom", "robot"):
+                # The slot check passed just before the peers' sends arrived.
+                box.core.channels[name].ready_at = lambda message: 0.0  # type: ignore[method-assign]
+            peer_sends(box, "wecom", 30, 1)
+            peer_sends(box, "robot", 20, 1)
+            await box.push(incoming("DiskFull"))
+            rows = await box.step(2)
+            assert {r["state"] for r in rows} == {"retrying"}
+            assert all(r["last_error"].startswith("holding back") for r in rows)
+            assert fake.accepted == []
+            watchdog = box.core.pipeline.watchdog
+            assert watchdog is not None
+            assert all(h.failing_since is None for h in watchdog.channels.values())
+        finally:
+            await box.stop()

@@ -498,6 +498,7 @@ class Outbox:
                 error=exc.reason,
                 retry_after=exc.retry_after,
                 recipients_refused=exc.recipients_refused,
+                held=exc.held,
             )
         except asyncio.CancelledError:
             raise
@@ -566,6 +567,11 @@ class Outbox:
             self.observer.delivered(channel)
         if failed:
             self.observer.failed(channel, outcome.error, now)
+        elif outcome.held:
+            # Held back by this instance's own count of the platform's limit (the peers' sends
+            # fill it too): the platform was not called. Counted as failing, a storm's backlog
+            # paged ChannelFailing for a channel that worked (fault campaign).
+            pass
         elif not reached and not (transitions[0][0].only_to and outcome.recipients_refused):
             # A recipient deferred again while the others have the message says nothing
             # about the channel.
