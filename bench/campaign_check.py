@@ -882,10 +882,10 @@ def _duplicates(
     verdict.figures["acting on pages"] = {
         k.removeprefix("acting: "): n for k, n in counts.items() if k.startswith("acting")
     }
-    for what in ("silenced alert notified", "repeat of an acknowledged group"):
-        n = counts[f"acting: {what}"]
+    for promise in ("silenced alert notified", "repeat of an acknowledged group"):
+        n = counts[f"acting: {promise}"]
         if n:
-            verdict.broken.append(f"{n} messages: {what}")
+            verdict.broken.append(f"{n} messages: {promise}")
     healthy = counts["duplicate (healthy)"] + counts["stale (healthy)"]
     if healthy:
         verdict.broken.append(f"{healthy} duplicate or stale messages while healthy")

@@ -319,6 +319,6 @@ async def test_the_rebuild_after_a_restart_parses_each_memberships_text_once(
     await h.restart()
     assert memory() == before
     memberships = [p for p in parses if re.match(r'\{"[0-9a-f]{16}":', p)]
-    assert len(before[0]) == 50 and len(memberships) == 2  # two texts among 50 alerts
+    assert len(before[0]) == 50 and len(memberships) == 2  # type: ignore[arg-type]  # two texts among 50 alerts
     assert gc.isenabled()
     await h.stop()

@@ -426,7 +426,7 @@ async def test_a_state_pull_whose_commit_failed_is_pulled_again(tmp_path: Path) 
             raise StoreError("the disk is read-only")
 
         shared._pull_one = pull_one  # type: ignore[method-assign]
-        shared.accept = lambda name, told: (["op"], 1, 0)  # type: ignore[assignment,method-assign]
+        shared.accept = lambda name, told: (["op"], 1, 0)  # type: ignore[assignment,method-assign,list-item]
         write = shared.write
         try:
             shared.write = read_only  # type: ignore[assignment]

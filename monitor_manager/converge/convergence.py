@@ -665,14 +665,14 @@ class Convergence:
             into = parsed.get(memberships)
             if into is None:
                 into = parsed[memberships] = tuple(
-                    (group, sys.intern(notified))
-                    for key, notified in json.loads(memberships).items()
-                    if (group := self.groups.get(key)) is not None
+                    (member_of, sys.intern(state))
+                    for key, state in json.loads(memberships).items()
+                    if (member_of := self.groups.get(key)) is not None
                 )
-            for group, notified in into:
-                group.members[fp] = notified
+            for member_of, state in into:
+                member_of.members[fp] = state
                 # The group's own key object: one copy of the string in memory.
-                alert.groups = alert.groups + (group.key,) if alert.groups else group.alone
+                alert.groups = alert.groups + (member_of.key,) if alert.groups else member_of.alone
         for fp, labels in alert_rows.labels_from(conn, SOURCE_LABEL[1]):
             self._note_internal(fp, labels, SOURCE_LABEL[1])
         for group in self.groups.values():
