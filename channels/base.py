@@ -6,6 +6,7 @@ retry on their own (a WeCom token refresh is part of one send, not a retry).
 
 from __future__ import annotations
 
+import bisect
 import builtins
 import collections
 import hashlib
@@ -19,7 +20,7 @@ import aiohttp
 
 from monitor_manager.clock import Clock
 from monitor_manager.deliver.render import Renderer
-from monitor_manager.models import Message
+from monitor_manager.models import Member, Message
 
 T = TypeVar("T")
 
@@ -34,6 +35,7 @@ class ChannelError(Exception):
         permanent: bool = False,
         retry_after: float | None = None,
         recipients_refused: bool = False,
+        held: bool = False,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -44,6 +46,9 @@ class ChannelError(Exception):
         # The destination works and refused these recipients (e.g. every RCPT refused): a
         # fact about them, not about the channel.
         self.recipients_refused = recipients_refused
+        # Held back by this instance's own count of a platform's rate limit: the platform was
+        # not called, so it says nothing about the channel's health (no ChannelFailing).
+        self.held = held
 
     def __str__(self) -> str:
         return self.reason
@@ -137,10 +142,23 @@ class Channel(ABC):
         self.name = name
         self.settings = settings
         self.ctx = ctx
+        # Peers that can send now (high availability sets it): what they are sending this
+        # very moment reaches this instance only once it went out.
+        self.peer_senders: Callable[[], int] = _none
 
     def ready_at(self, message: Message) -> float:
         """The earliest time this message may be sent; the clock's now or earlier means now."""
         return 0.0
+
+    def calls(self, message: Message) -> int:
+        """Requests a send of `message` makes per recipient (its parts): what the peers are
+        told with the notification log, for limits the platform counts across callers."""
+        return 1
+
+    def peer_sent(self, recipients: tuple[Member, ...], at: float, calls: int) -> None:  # noqa: B027
+        """A peer instance sent `calls` requests through this channel's platform to these
+        recipients at `at`. Platforms count their limits per member or per robot, whoever
+        calls: a channel with a rate limit counts the peers' sends as its own."""
 
     @abstractmethod
     async def send(self, message: Message) -> str:
@@ -154,6 +172,10 @@ class Channel(ABC):
 
     async def close(self) -> None:  # noqa: B027 - most channels hold nothing to release
         """Release connections; called once at shutdown."""
+
+
+def _none() -> int:
+    return 0
 
 
 class SlidingWindowLimiter:
@@ -185,6 +207,16 @@ class SlidingWindowLimiter:
         events = self._events.setdefault(key, collections.deque())
         now = self.clock()
         events.extend([now] * count)
+
+    def record_at(self, key: str, at: float, count: int = 1) -> None:
+        """`count` events that happened at `at` (another instance's, learnt a moment later),
+        kept in time order; events already out of the window are not kept."""
+        if at <= self.clock() - self.window:
+            return
+        events = self._events.setdefault(key, collections.deque())
+        index = bisect.bisect_right(events, at)
+        for _ in range(count):
+            events.insert(index, at)
 
 
 _SECRET_PARAMS = re.compile(

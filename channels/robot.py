@@ -33,7 +33,7 @@ from monitor_manager.channels.base import (
 )
 from monitor_manager.channels.chat_text import neutralise, overflow_note, render_chat
 from monitor_manager.channels.text_parts import Marker, split_content
-from monitor_manager.models import Message
+from monitor_manager.models import Member, Message
 
 # A little more than the platform's window, so that network delay cannot crowd it: a second on
 # a minute, a fifth of a second on a second.
@@ -186,9 +186,21 @@ class RobotChannel(Channel):
                 f"holding back: a {self.type} robot accepts {self.per_minute} messages a minute"
                 + (f" and {self.per_second} a second" if self.per_second else ""),
                 retry_after=ready - now,
+                held=True,
             )
         for limiter in self._limiters:
             limiter.record(self._robot)
+
+    def calls(self, message: Message) -> int:
+        try:
+            return len(self.contents(message))
+        except ChannelError:
+            return 1
+
+    def peer_sent(self, recipients: tuple[Member, ...], at: float, calls: int) -> None:
+        # The platform counts per robot, whichever instance posts.
+        for limiter in self._limiters:
+            limiter.record_at(self._robot, at, calls)
 
     def fill_window(self) -> None:
         """Someone else posts through this robot too (the platform said: too fast): count

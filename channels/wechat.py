@@ -28,7 +28,7 @@ from monitor_manager.channels.base import (
     redact,
 )
 from monitor_manager.channels.chat_text import overflow_note, render_chat
-from monitor_manager.channels.text_parts import split_content
+from monitor_manager.channels.text_parts import MAX_PARTS, split_content
 from monitor_manager.channels.wecom_api import (
     APP_LIMIT,
     TOKEN_ERRORS,
@@ -37,7 +37,7 @@ from monitor_manager.channels.wecom_api import (
     markdown_marker,
 )
 from monitor_manager.durations import Duration
-from monitor_manager.models import Message
+from monitor_manager.models import Member, Message
 
 log = logging.getLogger(__name__)
 
@@ -206,10 +206,26 @@ class WechatChannel(Channel):
         batches = -(-len(users) // MAX_TOUSER)
         # Every member gets each remaining part once.
         needed = max(1, len(contents) - done // batches)
+        # A message starts only with room left for one whole message of each peer that may be
+        # sending to the same members right now: their sends are counted here once they went
+        # out, and two instances starting together went past WeCom's limit (fault campaign).
+        reserve = min(self.peer_senders() * MAX_PARTS, MEMBER_PER_MINUTE // 2)
         return max(
-            [self._per_minute.ready_at(u, min(needed, MEMBER_PER_MINUTE)) for u in users]
+            [self._per_minute.ready_at(u, min(needed + reserve, MEMBER_PER_MINUTE)) for u in users]
             + [self._per_hour.ready_at(u, min(needed, MEMBER_PER_HOUR)) for u in users]
         )
+
+    def calls(self, message: Message) -> int:
+        try:
+            return len(self._contents(message))
+        except ChannelError:
+            return 1
+
+    def peer_sent(self, recipients: tuple[Member, ...], at: float, calls: int) -> None:
+        # WeCom counts per member and application, whichever instance calls.
+        for user in dict.fromkeys(m.wechat for m in recipients if m.wechat):
+            self._per_minute.record_at(user, at, calls)
+            self._per_hour.record_at(user, at, calls)
 
     def _take_slots(self, users: list[str]) -> None:
         # Checked and recorded with no await in between, so concurrent sends cannot both pass.
@@ -220,6 +236,7 @@ class WechatChannel(Channel):
                 f"holding back: WeCom drops more than {MEMBER_PER_MINUTE} messages a minute "
                 f"or {MEMBER_PER_HOUR} an hour to one member",
                 retry_after=ready - now,
+                held=True,
             )
         for user in users:
             self._per_minute.record(user)

@@ -249,6 +249,7 @@ async def probe_peers(app: web.Application) -> None:
     alerts = await app[keys.PEERS].probe_all()
     app[keys.CORE].ha.publish_position()
     await app[keys.PIPELINE].raise_internal(alerts)
+    await app[keys.HA].flush()  # a peer that answers again learns what it missed
     # What people did on the peers since the last pull: a change a partition kept from
     # this instance arrives when the partition heals (pushes alone would lose it).
     await app[keys.CORE].shared.pull()

@@ -30,7 +30,7 @@ from monitor_manager.act.actions import Actions
 from monitor_manager.act.links import Links
 from monitor_manager.channels import REGISTRY, Channel, ChannelContext, ChannelError
 from monitor_manager.clock import Clock, system_clock
-from monitor_manager.cluster.ha import HighAvailability
+from monitor_manager.cluster.ha import Entry, HighAvailability
 from monitor_manager.cluster.shared import SharedState
 from monitor_manager.config import Config
 from monitor_manager.converge.convergence import Convergence
@@ -147,10 +147,27 @@ def build_core(
     watchdog = Watchdog(config, clock, convergence.is_firing, metrics)
     peers = Peers(config, session, clock, metrics, convergence.is_firing)
     ha = HighAvailability(config, peers, session, clock, metrics)
+    directory = Directory(config)
+
+    def peer_sends(entries: list[Entry]) -> None:
+        """What peers sent counts in the platforms' limits here too (they count per member or
+        robot, whoever calls). Rows of one merged send share a send time: counted once."""
+        seen: set[tuple[str, str, str, float]] = set()
+        for e in entries:
+            key = (e.instance, e.channel, e.contact_group, e.sent_at)
+            channel = channels.get(e.channel)
+            if key in seen or channel is None:
+                continue
+            seen.add(key)
+            channel.peer_sent(directory.members(e.contact_group), e.sent_at, e.calls)
+
+    ha.on_peer_sends = peer_sends
+    for channel in channels.values():
+        channel.peer_senders = lambda: len(peers.senders()) if ha.enabled else 0
     notifier = Notifier(
         config,
         ids,
-        Directory(config),
+        directory,
         Storm(config.storm, ids),
         send_delay=ha.send_delay,
         group_path=group_path,  # the console's page of the group: every message links there

@@ -304,8 +304,11 @@ def serve_forever(config: Config, config_path: str | None = None) -> int:
         print=None,
         access_log=None,
         handle_signals=True,
-        handler_args=SERVER_ARGS,
         ssl_context=tls.context if (tls := app[keys.TLS]) else None,
+        # Handler arguments go to run_app itself: given as `handler_args`, aiohttp failed to
+        # build the handler with them, fell back to its defaults (decompressing bodies itself,
+        # so a gzip webhook was then refused as not gzip) and logged it for every connection.
+        **SERVER_ARGS,
     )
     return 0
 

@@ -112,7 +112,15 @@ class Pipeline:
             return
         async with self._reload_lock:
             if self._reload_needed:
-                await self.store.run(self._load)
+                # Building a million objects, the collector would walk the growing heap again
+                # and again (a third of the rebuild); it runs once, below, instead.
+                collecting = gc.isenabled()
+                gc.disable()
+                try:
+                    await self.store.run(self._load)
+                finally:
+                    if collecting:
+                        gc.enable()
                 self._reload_needed = False
                 # What was just loaded lives long: keep the collector from walking it again
                 # and again (a full pass over 200,000 alerts took 0.2 s, in every p99).

@@ -10,7 +10,7 @@ messages beyond 30 a minute (or 1000 an hour) to one member accepted but silentl
 (recorded in `dropped`).
 
 Switches for tests: `expire_all_tokens()`, `fail_next(errcode, n)`, `http_error_next()`,
-`slow_next()`.
+`slow_next()`, `clear_failures()`.
 Records: `accepted`, `rejected`, `dropped`, `truncated`, `gettoken_calls`.
 
 Use the `fake_wecom` fixture (import `fake_wecom_fixture` into the test module), or
@@ -230,6 +230,10 @@ class FakeWeCom:
     def slow_next(self, seconds: float, n: int = 1, *, on: Target = "messages") -> None:
         """The next `n` requests to `on` are answered normally, `seconds` late."""
         self._failures.append(_Failure(0, n, on, False, delay=seconds))
+
+    def clear_failures(self) -> None:
+        """Forget every failure still pending from the switches above (a fault window ends)."""
+        self._failures.clear()
 
     # --- records ----------------------------------------------------------------------
 

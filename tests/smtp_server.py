@@ -11,6 +11,9 @@ Switches, all changeable while the server runs:
 - `mode`: "accept" (default), "451" or "550": every RCPT refused with that code;
 - `reject_rcpt`: per-recipient RCPT replies, e.g. {"bad@x": "550 5.1.1 No such user"};
 - `data_reply`: the reply to DATA instead of accepting, e.g. "451 4.3.0 try later";
+- `data_delay`: seconds to wait after the message's final dot before accepting it (a slow
+  server); `held` lists the client addresses (host, port) waiting meanwhile. The mail counts as
+  received even when the client is gone by then, as a real server that queued it;
 - `stop()` / `start()`: connection refused while stopped, the same port after restarting;
 - `drop_connections(reply)`: close every open client connection from the server side, as an
   idle timeout does.
@@ -73,6 +76,8 @@ class SMTPTestServer:
         self.mode: Literal["accept", "451", "550"] = "accept"
         self.reject_rcpt: dict[str, str] = {}
         self.data_reply: str | None = None
+        self.data_delay = 0.0
+        self.held: list[tuple[str, int]] = []  # clients waiting for their DATA reply
         self.messages: list[EmailMessage] = []
         self.envelopes: list[Received] = []
         self.connections = 0  # client connections accepted since start
@@ -201,6 +206,15 @@ class SMTPTestServer:
                 self.failed_logins += 1
         return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
+    async def _hold(self, peer: Any, seconds: float) -> None:
+        with self._lock:
+            self.held.append(peer)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            with self._lock:
+                self.held.remove(peer)
+
     def _opened(self, server: SMTP) -> None:
         with self._lock:
             self._open.add(server)
@@ -232,6 +246,8 @@ class _Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.owner.data_reply:
             return self.owner.data_reply
+        if self.owner.data_delay > 0:
+            await self.owner._hold(session.peer, self.owner.data_delay)
         transport = server.transport
         tls = transport is not None and transport.get_extra_info("sslcontext") is not None
         self.owner._record(envelope, session, tls)

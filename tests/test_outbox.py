@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -365,3 +366,57 @@ async def test_a_channel_removed_from_the_config_fails_visibly(
     box.channels.pop("mail")
     rows = await box.step(1)
     assert rows[0]["state"] == "failed" and "not configured" in rows[0]["last_error"]
+
+
+async def test_after_an_outage_an_alert_group_gets_its_newest_state_not_every_old_one(
+    tmp_path: Any, smtp_server: SMTPTestServer
+) -> None:
+    """Found by the fault campaign: when the SMTP server came back after a minute down, every
+    retry of a group was due at once; sent side by side they arrived in any order, the last
+    one often an older state. A group's rows now go through a channel one at a time, and those
+    the newest covers are written off when it went out."""
+    config = mail_config(tmp_path, smtp_server)
+    config = dataclasses.replace(
+        config, convergence=dataclasses.replace(config.convergence, group_interval=5.0)
+    )
+    h = await OutboxHarness(config).start()
+    smtp_server.stop()
+    await h.push(incoming("DiskFull", instance="host1"))
+    await h.step(1)  # [FIRING:1] host1
+    await h.push(incoming("DiskFull", instance="host2"))
+    await h.step(5)  # [FIRING:2] host1, host2
+    await h.push(incoming("DiskFull", "resolved", ends=h.clock.now, instance="host1"))
+    rows = await h.step(5)  # [FIRING:1] host2, host1 resolved: it names every alert of both
+    assert [r["state"] for r in rows] == ["retrying"] * 3
+    smtp_server.start()
+    rows = await h.step(100)  # every retry due at once
+    assert [r["state"] for r in rows] == ["delivered"] * 3
+    newest = rows[2]["notification_id"]
+    assert [r["superseded_by"] for r in rows] == [newest, newest, None]
+    (mail,) = smtp_server.messages
+    body = mail.get_body(("plain",))
+    assert body is not None and "Resolved (1)" in body.get_content()
+    await h.stop()
+
+
+async def test_a_send_handed_back_unrecorded_is_not_sent_after_a_newer_state_went_out(
+    box: OutboxHarness, smtp_server: SMTPTestServer
+) -> None:
+    """Found by the fault campaign (a store refusing writes for a while): a send whose outcome
+    could not be recorded stays `sending` with no attempt counted; handed back later, it went
+    out after newer states of its group had, the older state shown last."""
+    await box.push(incoming("DiskFull"))
+    [first] = await box.step(1)
+    await box.push(incoming("DiskFull", "resolved", ends=box.clock.now))
+    rows = await box.step(300)  # group_interval
+    assert [r["state"] for r in rows] == ["delivered", "delivered"]
+    # The first send's outcome was never recorded: handed back with no attempt counted.
+    await box.rows(
+        "UPDATE deliveries SET state = 'retrying', attempts = 0, next_attempt_at = ?, "
+        "delivered_at = NULL WHERE id = ?",
+        (box.clock.now, first["id"]),
+    )
+    smtp_server.clear()
+    rows = await box.step(1)
+    assert rows[0]["superseded_by"] == rows[1]["notification_id"]
+    assert smtp_server.messages == []

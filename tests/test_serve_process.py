@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import signal
 import socket
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -161,3 +164,24 @@ members = [{{ name = "ops", email = "ops@example.com" }}]
             assert delivery["state"] in ("retrying", "sending")  # due again, or being sent
         finally:
             proc.stop()
+
+
+@pytest.mark.slow
+def test_serve_takes_a_gzip_webhook_and_builds_its_handler_as_configured(tmp_path: Path) -> None:
+    """The app reads gzip bodies itself (bounded): aiohttp must not decompress them first.
+    (serve once passed its handler arguments where aiohttp ignores them: every gzip webhook
+    got a 400, which Alertmanager never retries, and every connection logged a warning.)"""
+    proc = ServeProcess(tmp_path, CONFIG % "1h").start()
+    try:
+        body = gzip.compress(json.dumps(payload(alert_json("Zipped"))).encode())
+        request = urllib.request.Request(
+            f"{proc.url}/webhook/alertmanager",
+            data=body,
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+            assert json.loads(response.read())["accepted"] == 1
+    finally:
+        proc.stop()
+    assert "Failed to create request handler" not in proc.logs()

@@ -134,3 +134,32 @@ async def test_restart_neither_forgets_a_missing_heartbeat_nor_pages_falsely(
     await watch.receive(heartbeat())
     await watch.run_until(1600, step=5)
     assert [s for _, s in pages(watch)] == ["firing", "resolved"]
+
+
+async def test_an_instance_that_did_not_run_for_a_while_gives_heartbeats_a_whole_timeout(
+    watch: Harness,
+) -> None:
+    """Found by the fault campaign: an instance stopped (SIGSTOP) for longer than the heartbeat
+    timeout paged HeartbeatMissing the moment it ran again, blaming a pipeline that worked (its
+    peers, which kept receiving the heartbeat, paged PeerDown for it instead)."""
+    watch.pipeline.watchdog.running = watch.clock  # type: ignore[union-attr]  # as if real
+    await watch.receive(heartbeat())
+    await watch.run_until(100, step=1)
+    watch.clock.advance(400)  # not running: no heartbeat could arrive, no check ran
+    await watch.run_until(799, step=1)
+    assert pages(watch) == []  # 300 s from when it ran again
+    await watch.run_until(820, step=1)
+    assert pages(watch) == [(800, "firing")]  # still none then: a real page
+    # A gap while already missing changes nothing: it stays missing, paged once.
+    watch.clock.advance(400)
+    await watch.run_until(1300, step=1)
+    assert pages(watch) == [(800, "firing")]
+
+
+async def test_a_clock_that_jumps_while_the_instance_runs_is_not_a_gap(watch: Harness) -> None:
+    """A replay or a test's clock jumps ahead while the process runs: the heartbeat is missing
+    at its deadline, not given a new timeout (the gap is measured in real, monotonic time)."""
+    await watch.receive(heartbeat())
+    watch.clock.advance(400)
+    await watch.run_until(401, step=1)
+    assert pages(watch) == [(400, "firing")]

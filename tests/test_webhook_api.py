@@ -602,6 +602,7 @@ async def test_healthz_names_the_instance(start: Start) -> None:
         "instance": "mm-test",
         "peer_protocol": 2,
         "time": svc.clock.now,
+        "commits": True,
     }
 
 

@@ -37,6 +37,7 @@ import logging
 import math
 import re
 import sqlite3
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -56,7 +57,10 @@ SUPPORTED_VERSIONS = (1, 2)
 MAX_ENTRIES = 10_000  # per push or pull
 DIGEST_LOG_KEY = "digest"  # never an alert group's key (16 hex digits)
 REPORT_LOG_KEY = "report"  # the daily report (watch/report.py); release 1 never sends one
-_LOG_KEY = re.compile(r"[0-9a-f]{16}|digest|report")
+# Announcements (an acknowledgement told to its group) are told by one instance and compared
+# with nothing; peers log them only to count their requests in the platforms' rate limits.
+ANNOUNCE_LOG_KEY = "announce"
+_LOG_KEY = re.compile(r"[0-9a-f]{16}|digest|report|announce")
 _HASH = re.compile(r"[0-9a-f]{32}")
 
 
@@ -70,6 +74,9 @@ class Entry:
     instance: str
     v1_group_key: str = ""  # the same, in release-1 words (empty in an entry that is v1)
     v1_content_hash: str = ""
+    # Requests the send made per recipient (its parts): platforms that limit messages per
+    # member or robot count every instance's (optional on the wire: 1 when absent).
+    calls: int = 1
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -90,12 +97,13 @@ class Entry:
     def wire(self, version: int) -> dict[str, Any]:
         body = asdict(self)
         if version == 1:
-            del body["v1_group_key"], body["v1_content_hash"]
+            del body["v1_group_key"], body["v1_content_hash"], body["calls"]
         return body
 
 
 _V1_FIELDS = ("contact_group", "group_key", "channel", "content_hash", "sent_at", "instance")
-_V2_FIELDS = tuple(f.name for f in fields(Entry))
+_V2_FIELDS = tuple(f.name for f in fields(Entry) if f.name != "calls")
+MAX_CALLS = 100
 
 
 class EntryError(ValueError):
@@ -155,7 +163,10 @@ def _entry(item: Any, i: int, names: tuple[str, ...]) -> Entry:
         ):
             raise EntryError("expected a string", f"entries[{i}].{name}")
         values[name] = value
-    return Entry(**values)
+    calls = item.get("calls", 1)
+    if not isinstance(calls, int) or isinstance(calls, bool) or not 1 <= calls <= MAX_CALLS:
+        raise EntryError(f"expected a whole number from 1 to {MAX_CALLS}", f"entries[{i}].calls")
+    return Entry(**values, calls=calls)
 
 
 NFLOG_PATH = "/api/v1/peer/nflog"
@@ -312,10 +323,18 @@ class HighAvailability:
         self.enabled = bool(config.peers) and bool(config.ha.token)
         self._contact_groups = {g.name for g in config.contact_groups}
         self._channels = {c.name for c in config.channels}
+        # Told of every peer send this instance learns (new entries only): rate limits the
+        # platforms count across callers (build.py hands them to the channels).
+        self.on_peer_sends: Callable[[list[Entry]], None] = lambda entries: None
+        # What each peer has not been told yet (a failed push, or unreachable): newest per key.
+        self._owed: dict[str, dict[tuple[str, str, str], Entry]] = {}
+        self._push_locks: dict[str, asyncio.Lock] = {}
 
     # -- deciding -----------------------------------------------------------------------------
     def position(self) -> int:
-        members = sorted({self.instance, *self.peers.reachable()})
+        """This instance's place among those that can send now: a peer whose store fails
+        would hold every send back by its peer_wait, then all the others send at once."""
+        members = sorted({self.instance, *self.peers.senders()})
         return members.index(self.instance)
 
     def publish_position(self) -> None:
@@ -390,16 +409,60 @@ class HighAvailability:
         rejected = len(message.entries) - len(good)
         if rejected:
             self.metrics.ha_rejected.inc(rejected)
-        return self.log.merge(good, legacy=message.version == 1), len(good), rejected
+        log_ = self.log.legacy if message.version == 1 else self.log.entries
+        new = [e for e in good if e.key not in log_ or log_[e.key].sent_at < e.sent_at]
+        ops = self.log.merge(good, legacy=message.version == 1)
+        if new:
+            self.on_peer_sends(new)
+        return ops, len(good), rejected
 
     # -- talking to peers ----------------------------------------------------------------------
 
     async def push(self, entries: list[Entry]) -> None:
+        """Tell every peer what was just sent: the reachable ones now, the others once they
+        answer a probe again (`flush`). A push that fails is kept and sent with the next one:
+        a peer that misses an entry would send the same page, and count nothing of it in the
+        platforms' rate limits."""
         if not self.enabled or not entries or self.session is None:
             return
-        await asyncio.gather(*(self._push_one(name, entries) for name in self.peers.reachable()))
+        for name in self.peers.states:
+            owed = self._owed.setdefault(name, {})
+            for entry in entries:
+                current = owed.get(entry.key)
+                if current is None or current.sent_at <= entry.sent_at:
+                    owed[entry.key] = entry
+            if len(owed) > MAX_ENTRIES:  # the oldest matter least (and expire first)
+                for entry in sorted(owed.values(), key=lambda e: e.sent_at)[:-MAX_ENTRIES]:
+                    del owed[entry.key]
+        await self.flush()
 
-    async def _push_one(self, name: str, entries: list[Entry]) -> None:
+    async def flush(self) -> None:
+        """Push each reachable peer what it is still owed (after a send, after each round of
+        probes: a peer that was unreachable learns what it missed)."""
+        if not self.enabled or self.session is None:
+            return
+        await asyncio.gather(
+            *(self._flush_one(name) for name in self.peers.reachable() if self._owed.get(name))
+        )
+
+    async def _flush_one(self, name: str) -> None:
+        lock = self._push_locks.setdefault(name, asyncio.Lock())
+        if lock.locked():
+            return  # a push to it is under way; it takes what arrived meanwhile too
+        async with lock:
+            owed = self._owed[name]
+            oldest = self.clock() - 2 * self.config.convergence.repeat_interval
+            while owed:
+                entries = [e for e in owed.values() if e.sent_at >= oldest]
+                if not entries or not await self._push_one(name, entries):
+                    if not entries:
+                        owed.clear()
+                    return
+                for entry in entries:
+                    if owed.get(entry.key) is entry:  # not replaced by a newer one meanwhile
+                        del owed[entry.key]
+
+    async def _push_one(self, name: str, entries: list[Entry]) -> bool:
         assert self.session is not None
         # A peer that has not said it speaks version 2 (a release-1 instance) gets version 1.
         version = min(self.peers.states[name].protocol, PROTOCOL_VERSION)
@@ -412,9 +475,11 @@ class HighAvailability:
         try:
             await peer_post(self.session, self.config, self.peers, name, NFLOG_PATH, body)
             self.metrics.ha_pushes.labels(name, "ok").inc()
+            return True
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             self.metrics.ha_pushes.labels(name, "failed").inc()
             log.info("nflog push to %s failed: %s", name, exc)
+            return False
 
     async def pull(self) -> list[Op]:
         """At start-up: what the peers sent while this instance was away."""

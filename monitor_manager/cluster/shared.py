@@ -365,6 +365,7 @@ class SharedState:
         if not self.enabled or self.session is None:
             return
         names = self._speakers(list(self.peers.states))
+        started = self.clock()
         answers = await asyncio.gather(*(self._pull_one(n) for n in names))
         await self.load()
         ops: list[Op] = []
@@ -372,11 +373,15 @@ class SharedState:
             if shared is not None:
                 ops += self.accept(name, shared)[0]
         if ops:
-            await self.write(ops)
+            await self.write(ops)  # StoreError: nothing is marked pulled, all comes again
+        # Marked only once committed: a pull whose commit failed (a read-only store) had
+        # lost a silence made meanwhile for good, and its alerts were paged until it ended.
+        for name, shared in zip(names, answers, strict=True):
+            if shared is not None:
+                self._pulled[name] = started
 
     async def _pull_one(self, name: str) -> Shared | None:
         assert self.session is not None
-        started = self.clock()
         since = self._pulled.get(name, 0.0) - 2 * self.config.ha.max_clock_skew
         try:
             params = {"since": repr(max(since, 0.0))}
@@ -389,7 +394,6 @@ class SharedState:
             log.info("state pull from %s failed: %s", name, exc)
             return None
         self.metrics.ha_pulls.labels(name, "ok").inc()
-        self._pulled[name] = started
         return shared
 
     async def drain(self) -> None:

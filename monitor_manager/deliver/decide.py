@@ -31,6 +31,7 @@ class Outcome:
     retry_after: float | None = None
     only_to: tuple[str, ...] = ()  # the others got it; retry for these
     recipients_refused: bool = False  # the failure is about recipients, not the channel
+    held: bool = False  # held back by our own count of a rate limit: the platform was not called
 
 
 @dataclass(frozen=True)

@@ -240,6 +240,36 @@ def superseded_by(conn: sqlite3.Connection, d: Delivery) -> int | None:
     return None
 
 
+def overtaken_in_digest(conn: sqlite3.Connection, d: Delivery) -> set[str]:
+    """The alert groups of a storm digest that a message decided after it already told through
+    its channel (sent here, or written off as a peer's): held back by a rate limit or a retry,
+    the digest would show them in an older state, after the newer one."""
+    keys = [g.key for g in d.message.groups]
+    if not keys:
+        return set()
+    return {
+        key
+        for (key,) in conn.execute(
+            "SELECT DISTINCT n.group_key FROM notifications n JOIN deliveries d2 "
+            "ON d2.notification_id = n.id WHERE d2.channel = ? AND n.contact_group = ? "
+            "AND d2.state = 'delivered' AND d2.superseded_by IS NULL AND n.created_at > ? "
+            "AND n.group_key IN (SELECT value FROM json_each(?))",
+            (d.channel, d.message.contact_group, d.message.created_at, json.dumps(keys)),
+        )
+    }
+
+
+def overtaken(delivery_id: int, now: float) -> Statement:
+    """Not sent: a newer message of every alert group the digest names went out first."""
+    why = "not sent: a newer message of every alert group it names went out first"
+    return (
+        "UPDATE deliveries SET state = 'delivered', "
+        "note = CASE WHEN note = '' THEN ? ELSE note || '; then ' || ? END, updated_at = ?, "
+        "delivered_at = ?, next_attempt_at = NULL WHERE id = ?",
+        (why, why, now, now, delivery_id),
+    )
+
+
 def next_due(conn: sqlite3.Connection) -> float | None:
     row = conn.execute(
         f"SELECT MIN(next_attempt_at) FROM deliveries WHERE state IN {_DUE_SQL}"

@@ -17,6 +17,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from monitor_manager.ingest.payload import INTERNAL_SOURCE
 from monitor_manager.models import AlertStatus, AlertView, GroupView, Message
 from monitor_manager.store import alerts as alert_rows
 from monitor_manager.store import deliveries
@@ -112,17 +113,25 @@ def write_group(draft: Draft, digest_id: int | None) -> Op:
 
 
 def write_digest(header: Message) -> Op:
-    """The digest names every alert group its notifications stood for, each as last seen."""
+    """The digest names every alert group its notifications stood for, each as last seen; the
+    service's own alerts first (PeerDown, HeartbeatMissing, ...: the monitoring itself), so
+    that a chat message cut at its last part never leaves them out."""
 
     def write(conn: sqlite3.Connection) -> None:
         latest: dict[str, GroupView] = {}
         for message in digested(conn, header.id):
             for group in message.groups:
                 latest[group.key] = group
-        digest = dataclasses.replace(header, groups=tuple(latest.values()))
+        groups = sorted(latest.values(), key=lambda g: not _internal(g))  # stable
+        digest = dataclasses.replace(header, groups=tuple(groups))
         conn.execute(*insert(digest, None, None))
 
     return write
+
+
+def _internal(group: GroupView) -> bool:
+    name, value = INTERNAL_SOURCE
+    return any(a.labels.get(name) == value for a in group.alerts)
 
 
 def purge(before: float) -> Op:

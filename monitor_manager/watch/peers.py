@@ -37,6 +37,7 @@ class PeerState:
     instance: str = ""  # the name the peer reports on /healthz
     protocol: int = 1  # the highest peer protocol version it advertises there (1: release 1)
     offset: float | None = None  # its clock minus ours, from the last good probe
+    commits: bool = True  # its store takes commits (release 1 does not say: it does)
 
     @property
     def reachable(self) -> bool:
@@ -96,6 +97,10 @@ class Peers:
     def reachable(self) -> list[str]:
         return sorted(name for name, s in self.states.items() if s.reachable)
 
+    def senders(self) -> list[str]:
+        """Reachable peers that can send: a peer whose store fails cannot claim a row."""
+        return sorted(name for name, s in self.states.items() if s.reachable and s.commits)
+
     async def probe_all(self) -> list[IncomingAlert]:
         """Probe every peer at once; return the PeerDown alerts whose state changed."""
         await asyncio.gather(*(self._probe(s) for s in self.states.values()))
@@ -129,6 +134,7 @@ class Peers:
                 )
             protocol = body.get("peer_protocol")
             state.protocol = protocol if protocol in (1, 2) and protocol is not True else 1
+            state.commits = body.get("commits") is not False
             # Its clock against ours at the middle of the round trip (release 1 sends none).
             told = body.get("time")
             if isinstance(told, int | float) and not isinstance(told, bool) and math.isfinite(told):

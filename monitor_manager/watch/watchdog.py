@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -26,6 +27,9 @@ from monitor_manager.store import Op
 
 SOURCE_LABEL = INTERNAL_SOURCE
 MAX_SOURCES = 64  # Alertmanagers remembered by externalURL (for the silent hop)
+# The check runs every second: a longer gap means this instance itself did not run (stopped,
+# suspended, starved), and heard nothing meanwhile, like an instance that was down.
+PAUSED_AFTER = 10.0
 
 
 def failing_channel(labels: dict[str, str]) -> str | None:
@@ -199,6 +203,10 @@ class Watchdog:
         self._sources_changed: set[str] = set()
         self._sources_forgotten: set[str] = set()
         self.channels: dict[str, ChannelHealth] = {}
+        # Whether this instance ran is a fact of real time, not of the injected clock: a
+        # replay or a test's clock jumps ahead while the process runs throughout.
+        self.running: Callable[[], float] = time.monotonic
+        self._last_check: float | None = None
 
     def _time(self, ts: float | None) -> str:
         return format_time(ts, self.zone) or "-"
@@ -243,6 +251,7 @@ class Watchdog:
     def check(self, now: float) -> list[IncomingAlert]:
         """Internal alerts whose state changed: fire what broke, resolve what recovered."""
         out: list[IncomingAlert] = []
+        self._resumed(now, self.running())
         for beat in self.heartbeats:
             labels = {"heartbeat": beat.config.name}
             missing = now >= beat.due_at
@@ -301,6 +310,19 @@ class Watchdog:
                 )
             )
         return out
+
+    def _resumed(self, now: float, running: float) -> None:
+        """After a gap in this instance's own running, heartbeats that were fine get a whole
+        timeout from now, as after a restart: nothing could arrive while it did not run, and a
+        heartbeat page then would blame a pipeline that worked (the peers page PeerDown for
+        this instance if the gap was long). One already missing stays missing."""
+        last, self._last_check = self._last_check, running
+        if last is None or running - last <= PAUSED_AFTER:
+            return
+        for beat in self.heartbeats:
+            if beat.state == "ok" and beat.due_at < now + beat.config.timeout:
+                beat.due_at = now + beat.config.timeout
+                beat.changed = True
 
     def _peering_alerts(self, now: float) -> list[IncomingAlert]:
         # Peers without ha.token: peering is off (this instance sends alone) until it is set.

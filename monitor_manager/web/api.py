@@ -168,6 +168,9 @@ async def healthz(request: web.Request) -> web.Response:
             "instance": request.app[keys.CONFIG].server.instance,
             "peer_protocol": PROTOCOL_VERSION,
             "time": request.app[keys.CLOCK](),  # peers compare clocks (ClockSkew)
+            # Whether it can commit (and so send): peers take no send position from an
+            # instance that cannot, rather than wait for it.
+            "commits": request.app[keys.STORE].healthy,
         }
     )
 
