@@ -14,6 +14,7 @@ command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 command -v amtool >/dev/null 2>&1 || missing="$missing prometheus-alertmanager"
 command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
 command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"  # the two-AZ guide's certificates
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
 [ -x /usr/bin/chromedriver ] || missing="$missing chromium-driver"
 # Chinese pages in the screenshots need a CJK font (fc-list ships with fontconfig, a chromium

@@ -5,8 +5,8 @@ tokens in the environment and the certificates the guide's own openssl commands 
 ```yaml block through the tool that reads it (amtool for the Alertmanager config, promtool for
 Prometheus's config and rules); every `monitor-manager` command shown must exist with its
 flags, and the outputs shown are what the code prints. amtool and promtool come from the
-Debian packages prometheus-alertmanager and prometheus, which scripts/test.sh installs: where
-one is absent its tests skip, saying so.
+Debian packages prometheus-alertmanager and prometheus, the certificates from
+openssl (scripts/test.sh installs all three): where one is absent its tests fail, saying so.
 """
 
 from __future__ import annotations
@@ -120,8 +120,10 @@ def overlay(full: str, changes: str) -> str:
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The guide's own openssl commands, run in a scratch directory."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed: the guide's certificates cannot be made")
+    assert shutil.which("openssl"), (
+        "openssl is not installed (scripts/test.sh installs it): the guide's certificates "
+        "cannot be made"
+    )
     (script,) = [b for b in blocks("sh") if "openssl req -x509" in b]
     where = tmp_path_factory.mktemp("tls")
     result = subprocess.run(
@@ -187,11 +189,10 @@ def raw_yaml_blocks(kind: str) -> list[str]:
 
 def _tool(name: str, package: str) -> str:
     path = shutil.which(name)
-    if path is None:
-        pytest.skip(
-            f"{name} is not installed (Debian package {package}; scripts/test.sh installs it), "
-            "so the guide's YAML cannot be checked by it here"
-        )
+    assert path is not None, (
+        f"{name} is not installed (Debian package {package}; scripts/test.sh installs it), "
+        "so the guide's YAML cannot be checked by it"
+    )
     return path
 
 
@@ -468,8 +469,7 @@ def test_the_prometheus_config_labels_its_az_and_reaches_both_hosts(
 
 def test_the_alertmanager_flags_exist() -> None:
     binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-    if binary is None:
-        pytest.skip("Alertmanager is not installed (Debian package prometheus-alertmanager)")
+    assert binary, "Alertmanager is not installed (scripts/test.sh installs it)"
     (args,) = re.findall(r'^ARGS="(.*)"$', section(), re.M)
     help_text = subprocess.run(
         [binary, "--help"], capture_output=True, text=True, timeout=TOOL_TIMEOUT, check=False
