@@ -32,6 +32,7 @@ from monitor_manager.clock import ManualClock, system_clock
 from monitor_manager.config import load_config
 from monitor_manager.reload import config_changes, keep_running_values
 from processes import ServeProcess, free_port, http
+from tls_certs import self_signed
 
 WEBHOOK = "/webhook/alertmanager"
 RELOAD = "/-/reload"
@@ -697,39 +698,7 @@ def test_the_reload_command_says_when_no_service_answers(tmp_path: Path) -> None
 def _certificate(directory: Path) -> tuple[Path, Path]:
     """A self-signed server certificate named monitor.example.com only: not the address the
     command dials (127.0.0.1)."""
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "monitor.example.com")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("monitor.example.com")]), critical=False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "server.crt", directory / "server.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
+    return self_signed(directory, "monitor.example.com", ("monitor.example.com",), "server")
 
 
 @pytest.mark.slow

@@ -35,6 +35,41 @@ def _replace(path: Path, data: bytes) -> None:
     os.replace(partial, path)
 
 
+def _names(hosts: tuple[str, ...]) -> list[x509.GeneralName]:
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return names
+
+
+def self_signed(
+    directory: Path, common_name: str, hosts: tuple[str, ...], stem: str
+) -> tuple[Path, Path]:
+    """A self-signed server certificate for `hosts` and its key, as `<stem>.crt` and
+    `<stem>.key` in `directory` (a client trusts it by trusting the file itself)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(_name(common_name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(_names(hosts)), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_file, key_file = directory / f"{stem}.crt", directory / f"{stem}.key"
+    _replace(key_file, _key_pem(key))
+    _replace(cert_file, cert.public_bytes(serialization.Encoding.PEM))
+    return cert_file, key_file
+
+
 @dataclass
 class Authority:
     """A private CA; `cert_file` is what clients trust (ha.ca_file, Alertmanager's ca_file)."""
@@ -90,12 +125,7 @@ class Authority:
         as `<stem>.crt` and `<stem>.key` (stem: the common name) in `directory`, replacing
         any earlier pair at once, as a renewal does."""
         key = ec.generate_private_key(ec.SECP256R1())
-        names: list[x509.GeneralName] = []
-        for host in hosts:
-            try:
-                names.append(x509.IPAddress(ipaddress.ip_address(host)))
-            except ValueError:
-                names.append(x509.DNSName(host))
+        names = _names(hosts)
         now = dt.datetime.now(dt.UTC)
         cert = (
             x509.CertificateBuilder()
